@@ -1,0 +1,45 @@
+"""tunesmith: turn a general pre-trained language model into a specialist.
+
+The Python API mirrors the CLI:
+
+    import tunesmith
+    config = tunesmith.load_config("config.yaml", ["train.learning_rate=1e-4"])
+    result = tunesmith.train(config)
+    print(tunesmith.generate(result.run_dir, "Say hello"))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+import tunesmith.train as _train_methods  # noqa: F401  (before `def train`, see below)
+from tunesmith.config import RunConfig, build_config, load_config
+from tunesmith.errors import ConfigError, DataError, ModelError, RunError, TunesmithError
+
+if TYPE_CHECKING:
+    from tunesmith.train.sft import RunResult
+
+
+# The subpackage tunesmith.train is imported above so that this function, defined after it, is what
+# `tunesmith.train` names: importing a submodule later never rebinds the package attribute.
+def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
+    """Run the training method named in `config.train.method`; returns where everything landed."""
+    from tunesmith.train import sft
+
+    return sft.run(config, resume=resume, show_progress=show_progress)
+
+
+def generate(model: str, prompt: str, **kwargs: Any) -> str:
+    """The reply of a run folder's model (or any model name) to one user prompt."""
+    from tunesmith.eval.generate import generate_replies, load_for_generation
+
+    loaded = load_for_generation(model)
+    return generate_replies(loaded, [prompt], **kwargs)[0]
+
+
+__all__ = [
+    "ConfigError", "DataError", "ModelError", "RunConfig", "RunError", "TunesmithError",
+    "build_config", "generate", "load_config", "train", "__version__",
+]

@@ -1,0 +1,75 @@
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import RunConfig, build_config, describe_settings, dump_config, load_config
+from tunesmith.errors import ConfigError
+
+
+def test_defaults_build_and_learning_rate_follows_the_method():
+    config = build_config({})
+    assert config == RunConfig()
+    assert config.learning_rate == 2e-4
+    assert build_config({"lora": {"enabled": False}}).learning_rate == 2e-5
+    assert build_config({"train": {"learning_rate": 0.5}}).learning_rate == 0.5
+
+
+def test_yaml_file_maps_onto_sections(tmp_path: Path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: some/model\ndata:\n  train: rows.jsonl\n  max_length: 256\ntrain:\n  batch_size: 2\n")
+    config = load_config(path)
+    assert config.model.name == "some/model"
+    assert config.data.train == "rows.jsonl"
+    assert config.data.max_length == 256
+    assert config.train.batch_size == 2
+
+
+@pytest.mark.parametrize(("raw", "suggestion"), [
+    ({"trian": {}}, "'train'"),
+    ({"train": {"learning_rat": 1.0}}, "'train.learning_rate'"),
+    ({"lora": {"rnak": 8}}, "'lora.rank'"),
+])
+def test_unknown_keys_are_errors_that_suggest_the_closest_key(raw, suggestion):
+    with pytest.raises(ConfigError, match=f"did you mean {suggestion}"):
+        build_config(raw)
+
+
+def test_overrides_parse_values_and_coerce_lossless_spellings():
+    config = build_config({}, ["train.learning_rate=1e-4", "data.columns={prompt: q}", "lora.target_modules=[q_proj, v_proj]",
+                               "train.max_steps=7", "data.truncate=true"])
+    assert config.train.learning_rate == pytest.approx(1e-4)
+    assert isinstance(config.train.learning_rate, float)
+    assert config.data.columns == {"prompt": "q"}
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.train.max_steps == 7
+    assert config.data.truncate is True
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.batch_size=four", "expected a whole number"),
+    ("data.truncate=maybe", "expected true or false"),
+    ("train.scheduler=cosin", "did you mean 'cosine'"),
+    ("train.batch_size=0", "must be at least 1"),
+    ("data.validation_split=1.5", "must be in"),
+    ("no_equals_sign", "expected KEY=VALUE"),
+])
+def test_bad_values_are_reported_with_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config({}, [override])
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: 2\n   bad: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_every_setting_has_help_and_the_dump_round_trips(tmp_path: Path):
+    rows = describe_settings()
+    assert len(rows) > 30
+    assert all(help_text for _, _, help_text in rows), [key for key, _, h in rows if not h]
+    config = build_config({"data": {"train": "x.jsonl"}}, ["train.max_steps=3"])
+    path = tmp_path / "dumped.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(path) == config
