@@ -1,0 +1,1 @@
+"""Load a base model (catalog name, local folder, .gguf file, hub id) and add adapters."""

@@ -1,0 +1,48 @@
+"""Make a loaded model trainable: LoRA adapters on chosen layers, or every weight."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tunesmith.config import LoraConfig
+from tunesmith.errors import ConfigError
+
+
+def make_trainable(model: Any, lora: LoraConfig, *, task_type: str = "CAUSAL_LM", extra_trainable: list[str] | None = None) -> Any:
+    """Wrap `model` with LoRA adapters (peft), or unfreeze it for full fine-tuning."""
+    if not lora.enabled:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    peft_config = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+        modules_to_save=extra_trainable,
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        names = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ConfigError(f"lora.target_modules={lora.target_modules!r}: {exc}; this model's linear layers are {', '.join(names)}") from None
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts, tied weights counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return trainable, total

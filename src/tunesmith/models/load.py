@@ -1,0 +1,171 @@
+"""Find a base model from what the user wrote, and load its tokenizer and weights."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from tunesmith.assets import cache_dir
+from tunesmith.errors import ModelError
+from tunesmith.models.catalog import CATALOG, materialize
+
+_LOCAL_HINT = "pass a local folder or .gguf file with --model PATH, or a catalog name (tunesmith models)"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are: a local folder (also for catalog names and .gguf files) or the hub."""
+
+    spec: str
+    kind: Literal["catalog", "folder", "gguf", "hub"]
+    location: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "hub"
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Turn a model name, folder, .gguf file or hub id into a loadable location (no weights read)."""
+    if spec in CATALOG:
+        return ModelSource(spec, "catalog", str(materialize(spec)))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"{spec}: no such .gguf file; check the path")
+        return ModelSource(spec, "gguf", str(_materialize_gguf(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{spec}: folder has no config.json, so it is not a Hugging Face model folder; "
+                "point --model at the folder that holds config.json and the weights"
+            )
+        return ModelSource(spec, "folder", str(path.resolve()))
+    if path.exists():
+        raise ModelError(f"{spec}: not a model folder or a .gguf file")
+    if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return ModelSource(spec, "hub", spec)
+    known = ", ".join(sorted(CATALOG))
+    raise ModelError(
+        f"{spec}: not a catalog name ({known}), an existing folder or .gguf file, or a hub id "
+        "(owner/name); check the spelling or the path"
+    )
+
+
+def load_tokenizer(source: ModelSource, *, revision: str | None = None, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_hub_or_local(
+        AutoTokenizer.from_pretrained, source, revision=revision, trust_remote_code=trust_remote_code
+    )
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(
+            f"{source.spec}: tunesmith needs a fast (Rust) tokenizer to map tokens to characters; "
+            "this model only has a slow one, save it with tokenizer.json first"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    source: ModelSource,
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+    dtype: Any = None,
+) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return _from_hub_or_local(
+        AutoModelForCausalLM.from_pretrained,
+        source,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        dtype=dtype or torch.float32,
+    )
+
+
+def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
+    if source.is_local:
+        kwargs.pop("revision", None)
+        try:
+            return loader(source.location, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{source.spec}: could not be loaded ({_first_line(exc)})") from exc
+    if not _hub_reachable():
+        # Offline: the hub client would retry for about a minute; a copy in the local Hugging Face
+        # cache still loads, anything else fails at once.
+        try:
+            return loader(source.location, local_files_only=True, **kwargs)
+        except Exception as exc:
+            raise ModelError(
+                f"{source.spec}: the Hugging Face Hub is unreachable from this machine and the model "
+                f"is not in the local Hugging Face cache; {_LOCAL_HINT}"
+            ) from exc
+    try:
+        return loader(source.location, **kwargs)
+    except Exception as exc:
+        raise _hub_error(source.spec, exc) from exc
+
+
+def _hub_reachable(timeout_s: float = 5.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_error(hub_id: str, exc: Exception) -> ModelError:
+    text = f"{type(exc).__name__}: {exc}"
+    hint = _LOCAL_HINT
+    if any(word in text for word in ("RepositoryNotFound", "is not a local folder and is not a valid model identifier", "404")):
+        return ModelError(f"{hub_id}: no such model on the Hugging Face Hub; check the id, or {hint}")
+    if "Gated" in text or "401" in text or "403" in text:
+        return ModelError(f"{hub_id}: the hub refused access (gated or private); log in with `hf auth login`, or {hint}")
+    return ModelError(
+        f"{hub_id}: the Hugging Face Hub is unreachable from this machine ({_first_line(exc)}); {hint}"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def _materialize_gguf(path: Path) -> Path:
+    from tunesmith.models.gguf import convert_gguf
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = cache_dir() / "models" / f"gguf-{path.stem}-{key}"
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        convert_gguf(path, folder)
+    return folder
+
+
+def generation_eos(source: ModelSource) -> Any:
+    """The eos_token_id(s) in the model's generation_config.json, if it has one locally."""
+    if not source.is_local:
+        return None
+    path = Path(source.location) / "generation_config.json"
+    if not path.is_file():
+        return None
+    import json
+
+    return json.loads(path.read_text()).get("eos_token_id")
