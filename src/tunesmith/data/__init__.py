@@ -1,0 +1,1 @@
+"""Read a source -> rows -> messages / text -> validate -> template and tokenize -> batches."""

@@ -1,0 +1,323 @@
+"""Row formats people actually have, detected from their fields and converted into examples.
+
+Each format is registered with one call next to its converter; outside code can add its own with
+`register_format`. A converter never drops or rewrites what it cannot use: it reports it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tunesmith.data.examples import ROLES, Example, Message, Problem, RowProblems
+from tunesmith.data.read import Record
+
+Converter = Callable[[dict[str, Any], RowProblems, Record], Example | None]
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    name: str
+    fields: tuple[str, ...]  # all present -> a row is of this format (checked in registration order)
+    optional: tuple[str, ...]
+    convert: Converter
+    example: str  # one row, shown in error messages
+
+
+FORMATS: dict[str, RowFormat] = {}
+
+
+def register_format(
+    name: str, fields: tuple[str, ...], optional: tuple[str, ...], example: str
+) -> Callable[[Converter], Converter]:
+    def decorate(convert: Converter) -> Converter:
+        FORMATS[name] = RowFormat(name, fields, optional, convert, example)
+        return convert
+
+    return decorate
+
+
+def detect_format(record: dict[str, Any]) -> str | None:
+    for row_format in FORMATS.values():
+        if all(key in record for key in row_format.fields):
+            return row_format.name
+    return None
+
+
+def choose_format(records: list[Record], requested: str) -> str | None:
+    """The file's format: the one asked for, else the most common one among readable rows."""
+    if requested != "auto":
+        return requested
+    counts = Counter(detect_format(r.data) for r in records if r.data is not None)
+    counts.pop(None, None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def apply_columns(data: dict[str, Any], columns: dict[str, str], problems: RowProblems) -> dict[str, Any]:
+    """Rename the user's columns to the fields tunesmith expects (`data.columns`)."""
+    if not columns:
+        return data
+    renamed = dict(data)
+    for expected, column in columns.items():
+        if column not in data:
+            problems.add(
+                f"column '{column}' (mapped to '{expected}' by data.columns) is missing",
+                f"the row has {_field_list(data)}; fix data.columns.{expected}",
+            )
+            continue
+        renamed[expected] = renamed.pop(column) if column != expected else data[column]
+    return renamed
+
+
+def convert_records(
+    records: list[Record], format_name: str | None, columns: dict[str, str], system_prompt: str | None = None
+) -> tuple[list[Example], list[Problem]]:
+    """Examples from records, and every problem found, each naming its file and line."""
+    examples: list[Example] = []
+    problems: list[Problem] = []
+    for record in records:
+        row_problems = RowProblems(record.where)
+        if record.error:
+            row_problems.add(record.error)
+        elif format_name is None:
+            row_problems.add(
+                f"no known fields (the row has {_field_list(record.data)})",
+                "use messages, instruction/output, conversations, prompt/completion or text, "
+                "or map your columns with data.columns (e.g. --set data.columns.prompt=question)",
+            )
+        else:
+            data = apply_columns(record.data, columns, row_problems)
+            row_format = FORMATS[format_name]
+            missing = [key for key in row_format.fields if key not in data]
+            if missing and not row_problems:
+                row_problems.add(
+                    f"missing field '{missing[0]}' for {format_name} rows (the row has {_field_list(data)})",
+                    f"write rows like {row_format.example}, or map a column with data.columns.{missing[0]}=NAME",
+                )
+            elif not row_problems:
+                example = row_format.convert(data, row_problems, record)
+                if example is not None and not row_problems:
+                    examples.append(_with_system_prompt(example, system_prompt))
+        problems.extend(row_problems.items)
+    return examples, problems
+
+
+def _with_system_prompt(example: Example, system_prompt: str | None) -> Example:
+    if not system_prompt or example.kind != "chat" or example.messages[0].role == "system":
+        return example
+    messages = (Message("system", system_prompt),) + example.messages
+    return Example(example.source, example.line, "chat", messages=messages)
+
+
+# ---------------------------------------------------------------------------------------- formats
+
+
+@register_format(
+    "chat", ("messages",), (),
+    '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}',
+)
+def convert_chat(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    raw = data["messages"]
+    if not isinstance(raw, list) or not raw:
+        problems.add("'messages' must be a non-empty list of {role, content} objects", "fix the row")
+        return None
+    messages = []
+    for number, item in enumerate(raw, start=1):
+        if not isinstance(item, dict):
+            problems.add(f"message {number} is a {type(item).__name__}, not an object", 'write it as {"role": ..., "content": ...}')
+            continue
+        if "tool_calls" in item or item.get("role") in ("tool", "function"):
+            problems.add(f"message {number} is a tool call; tool use is not supported yet", "remove tool messages from the row")
+            continue
+        role, content = item.get("role"), item.get("content")
+        if role is None or "content" not in item:
+            missing = "role" if role is None else "content"
+            problems.add(f"message {number} has no '{missing}'", f'give every message "role" and "content" (it has {_field_list(item)})')
+            continue
+        content = _content_text(content, number, problems)
+        if content is None:
+            continue
+        weight = item.get("weight", 1)
+        if weight not in (0, 1):
+            problems.add(f"message {number} has weight {weight!r}", "use 1 (train on this reply) or 0 (skip it)")
+            continue
+        messages.append(Message(str(role), content, train=weight == 1))
+    if problems:
+        return None
+    check_conversation(messages, problems)
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "bot": "assistant", "chatgpt": "assistant", "system": "system"}
+
+
+@register_format(
+    "sharegpt", ("conversations",), ("system",),
+    '{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}',
+)
+def convert_sharegpt(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    raw = data["conversations"]
+    if not isinstance(raw, list) or not raw:
+        problems.add("'conversations' must be a non-empty list of {from, value} objects", "fix the row")
+        return None
+    messages = []
+    system = data.get("system")
+    if system:
+        if not isinstance(system, str):
+            problems.add("'system' must be text", "fix the row")
+            return None
+        messages.append(Message("system", system))
+    for number, item in enumerate(raw, start=1):
+        if not isinstance(item, dict):
+            problems.add(f"turn {number} is a {type(item).__name__}, not an object", 'write it as {"from": ..., "value": ...}')
+            continue
+        speaker = item.get("from", item.get("role"))
+        value = item.get("value", item.get("content"))
+        if speaker is None or value is None:
+            problems.add(f"turn {number} needs 'from' and 'value'", f"it has {_field_list(item)}")
+            continue
+        role = SHAREGPT_ROLES.get(str(speaker).lower())
+        if role is None:
+            known = ", ".join(sorted(SHAREGPT_ROLES))
+            problems.add(f"turn {number} is from '{speaker}', which is not a known speaker", f"use one of {known}")
+            continue
+        text = _content_text(value, number, problems)
+        if text is not None:
+            messages.append(Message(role, text))
+    if problems:
+        return None
+    check_conversation(messages, problems)
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+
+
+@register_format(
+    "alpaca", ("instruction", "output"), ("input", "system", "history"),
+    '{"instruction": "Summarize:", "input": "text ...", "output": "summary ..."}',
+)
+def convert_alpaca(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    fields = {name: data.get(name) for name in ("instruction", "input", "output", "system")}
+    for name, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            problems.add(f"'{name}' is a {type(value).__name__}, not text", f"make '{name}' a string")
+    if problems:
+        return None
+    if not (fields["instruction"] or "").strip():
+        problems.add("'instruction' is empty", "write the instruction or remove the row")
+    if not (fields["output"] or "").strip():
+        problems.add("'output' is empty: there is no answer to learn", "write the answer or remove the row")
+    if problems:
+        return None
+    messages = [Message("system", fields["system"])] if fields["system"] else []
+    for number, pair in enumerate(data.get("history") or [], start=1):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
+            problems.add(f"history item {number} is not a [question, answer] pair of strings", "fix the history")
+            return None
+        messages += [Message("user", pair[0]), Message("assistant", pair[1])]
+    prompt = fields["instruction"]
+    if (fields["input"] or "").strip():
+        prompt = f"{prompt}\n\n{fields['input']}"
+    messages += [Message("user", prompt), Message("assistant", fields["output"])]
+    check_conversation(messages, problems)
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+
+
+@register_format(
+    "prompt_completion", ("prompt", "completion"), (),
+    '{"prompt": "Translate to French: cheese =>", "completion": " fromage"}',
+)
+def convert_prompt_completion(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    prompt, completion = data["prompt"], data["completion"]
+    if isinstance(prompt, list):
+        # Conversational prompt-completion (TRL's shape): the chat template applies.
+        chat = {"messages": list(prompt) + (completion if isinstance(completion, list) else
+                                            [{"role": "assistant", "content": completion}])}
+        return convert_chat(chat, problems, record)
+    if not isinstance(prompt, str) or not isinstance(completion, str):
+        problems.add("'prompt' and 'completion' must be text (or lists of chat messages)", "fix the row")
+        return None
+    if not completion.strip():
+        problems.add("'completion' is empty: there is nothing to learn", "write the completion or remove the row")
+        return None
+    return Example(record.source, record.line, "completion", prompt=prompt, completion=completion)
+
+
+@register_format("text", ("text",), (), '{"text": "A document of the domain ..."}')
+def convert_text(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    text = data["text"]
+    if not isinstance(text, str):
+        problems.add(f"'text' is a {type(text).__name__}, not text", "make 'text' a string")
+        return None
+    if not text.strip():
+        problems.add("'text' is empty", "remove the row")
+        return None
+    return Example(record.source, record.line, "text", text=text)
+
+
+# ---------------------------------------------------------------------------------------- checks
+
+
+def check_conversation(messages: list[Message], problems: RowProblems) -> None:
+    """Roles known; optional system first; then user and assistant alternate; ends with assistant."""
+    for number, message in enumerate(messages, start=1):
+        if message.role not in ROLES:
+            problems.add(f"message {number} has role '{message.role}'", f"use one of {', '.join(ROLES)}")
+    if problems:
+        return
+    body = messages[1:] if messages and messages[0].role == "system" else messages
+    offset = len(messages) - len(body)
+    for index, message in enumerate(body):
+        number = index + offset + 1
+        expected = "user" if index % 2 == 0 else "assistant"
+        if message.role == "system":
+            problems.add(f"message {number} is a system message after the conversation started", "move it to the start or merge it into the first system message")
+            return
+        if message.role != expected:
+            previous = body[index - 1].role if index else "the start"
+            problems.add(
+                f"message {number} is '{message.role}' after {repr(previous) if index else previous}: roles must alternate user, assistant",
+                "merge the consecutive messages or add the missing turn" if index else "start the conversation with a user message",
+            )
+            return
+        if not message.content.strip():
+            what = "an empty assistant turn" if message.role == "assistant" else "an empty user message"
+            problems.add(f"message {number} is {what}", "write its text or remove the row")
+    if problems:
+        return
+    if not body or body[-1].role != "assistant":
+        problems.add(
+            "the conversation does not end with an assistant reply, so there is nothing to learn",
+            "add the assistant's reply or remove the trailing message",
+        )
+    elif not any(m.train for m in body if m.role == "assistant"):
+        problems.add("every assistant reply has weight 0, so there is nothing to learn", "set weight 1 on at least one reply")
+
+
+def _content_text(content: Any, number: int, problems: RowProblems) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        texts = []
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                problems.add(f"message {number} has a '{kind}' content part; only text is supported", "remove non-text parts")
+                return None
+        return "".join(texts)
+    problems.add(f"message {number} content is a {type(content).__name__}, not text", "make the content a string")
+    return None
+
+
+def _field_list(data: Any) -> str:
+    if not isinstance(data, dict) or not data:
+        return "no fields"
+    names = list(data)
+    shown = ", ".join(map(str, names[:8]))
+    return f"fields {shown}" + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+
+__all__ = ["FORMATS", "Problem", "choose_format", "convert_records", "register_format", "detect_format"]

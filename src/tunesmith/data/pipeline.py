@@ -1,0 +1,150 @@
+"""The data chain, start to end: source -> records -> examples -> token ids -> checked -> split.
+
+All of it runs before any model weights are loaded (only the tokenizer is needed), and every
+problem in every row is collected and reported in one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunesmith.config import DataConfig
+from tunesmith.data.catalog import resolve_data_path
+from tunesmith.data.examples import Problem
+from tunesmith.data.formats import FORMATS, choose_format, convert_records
+from tunesmith.data.read import read_records
+from tunesmith.data.template import TemplateInfo
+from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
+from tunesmith.errors import ConfigError, DataError
+
+
+@dataclass
+class SourceData:
+    """One file (or folder) after checking: the usable examples and what was wrong with the rest."""
+
+    path: Path
+    format: str | None
+    rows: int
+    examples: list[TokenizedExample]
+    problems: list[Problem]
+    truncated: int = 0
+    from_cache: bool = False
+
+
+@dataclass
+class PreparedData:
+    train: list[TokenizedExample]
+    validation: list[TokenizedExample]
+    sources: list[SourceData]
+    skipped: list[Problem] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        def tokens(rows: list[TokenizedExample]) -> dict[str, int]:
+            return {"examples": len(rows), "tokens": int(sum(len(r) for r in rows)),
+                    "loss_tokens": int(sum(r.n_loss_tokens for r in rows))}
+
+        return {
+            "files": [{"path": str(s.path), "sha256": file_sha256(s.path), "format": s.format, "rows": s.rows,
+                       "invalid_rows": len({p.where for p in s.problems}), "truncated": s.truncated}
+                      for s in self.sources],
+            "train": tokens(self.train),
+            "validation": tokens(self.validation),
+            "skipped_rows": len({p.where for p in self.skipped}),
+        }
+
+
+def load_source(path: Path, data: DataConfig, tokenizer: Any, info: TemplateInfo) -> SourceData:
+    """Read, convert, tokenize and length-check one data source."""
+    if data.format not in ("auto", *FORMATS):
+        raise ConfigError(f"data.format={data.format!r} is not one of auto, {', '.join(FORMATS)}")
+    records = read_records(path)
+    row_format = choose_format(records, data.format)
+    examples, problems = convert_records(records, row_format, data.columns, data.system_prompt)
+    tokenized, from_cache = tokenize_cached(examples, tokenizer, info, data.loss_on)
+    kept, length_problems, truncated = check_lengths(tokenized, data.max_length, data.truncate)
+    problems = sorted(problems + length_problems, key=lambda p: _line_of(p.where))
+    return SourceData(path, row_format, len(records), kept, problems, truncated, from_cache)
+
+
+def check_lengths(examples: list[TokenizedExample], max_length: int, truncate: bool) -> tuple[list[TokenizedExample], list[Problem], int]:
+    kept, problems, truncated = [], [], 0
+    for example in examples:
+        if len(example) > max_length:
+            lost = len(example) - max_length
+            lost_loss = int(example.loss_mask[max_length:].sum())
+            if not truncate:
+                problems.append(Problem(
+                    example.where,
+                    f"example is {len(example)} tokens, over data.max_length={max_length}: {lost} tokens "
+                    f"would be lost ({lost_loss} of them in the loss)",
+                    f"raise data.max_length to {len(example)}, set data.truncate=true to cut it, "
+                    "or data.skip_invalid=true to leave it out",
+                ))
+                continue
+            example = replace(example, input_ids=example.input_ids[:max_length], loss_mask=example.loss_mask[:max_length])
+            truncated += 1
+        if example.n_loss_tokens == 0:
+            problems.append(Problem(example.where, "no token of this example is in the loss (after truncation, if any)",
+                                    "shorten the prompt, raise data.max_length, or remove the row"))
+            continue
+        kept.append(example)
+    return kept, problems, truncated
+
+
+def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int) -> PreparedData:
+    """Training and validation examples, or a DataError listing every bad row of every file."""
+    if not data.train:
+        raise ConfigError("no training data: set data.train (or pass --data FILE)")
+    train_source = load_source(resolve_data_path(data.train), data, tokenizer, info)
+    sources = [train_source]
+    if data.validation:
+        sources.append(load_source(resolve_data_path(data.validation), data, tokenizer, info))
+    problems = [p for s in sources for p in s.problems]
+    if problems and not data.skip_invalid:
+        bad_rows = len({p.where for p in problems})
+        total = sum(s.rows for s in sources)
+        raise DataError(
+            f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problem{'s' * (len(problems) > 1)} in "
+            f"{bad_rows} of {total} rows; nothing was trained. Fix them, or set data.skip_invalid=true "
+            "to leave those rows out:",
+            problems,
+        )
+    train = train_source.examples
+    if data.validation:
+        validation = sources[1].examples
+    else:
+        train, validation = split_validation(train, data.validation_split, seed)
+    if not train:
+        raise DataError(f"{train_source.path}: no usable training rows remain; fix the rows listed above or add data")
+    return PreparedData(train, validation, sources, problems)
+
+
+def split_validation(examples: list[TokenizedExample], fraction: float, seed: int) -> tuple[list[TokenizedExample], list[TokenizedExample]]:
+    if fraction <= 0 or len(examples) < 2:
+        return examples, []
+    count = min(len(examples) - 1, max(1, round(fraction * len(examples))))
+    order = np.random.default_rng([seed, 7919]).permutation(len(examples))
+    held_out = set(order[:count].tolist())
+    train = [e for i, e in enumerate(examples) if i not in held_out]
+    validation = [e for i, e in enumerate(examples) if i in held_out]
+    return train, validation
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _line_of(where: str) -> tuple[str, int]:
+    source, _, line = where.rpartition(":")
+    return (source, int(line)) if line.isdigit() else (where, 0)
