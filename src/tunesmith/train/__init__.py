@@ -1,0 +1,1 @@
+"""Training methods, each a `run(cfg) -> RunResult` over the small shared pieces in this folder."""

@@ -1,0 +1,205 @@
+"""The training loop, shared by the training methods: one `for` loop you can read in one screen.
+
+Each optimizer step takes `gradient_accumulation` micro-batches, counts their loss tokens first,
+and scales every micro-batch's summed loss by that count: the step's gradient is the mean over all
+of its loss tokens, whatever the split into micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.config import TrainConfig
+from tunesmith.data.batches import Batch, Plan, collate, plan_epoch
+from tunesmith.data.tokenize import TokenizedExample
+from tunesmith.train.checkpoint import (
+    BEST,
+    TrainState,
+    prune_checkpoints,
+    save_checkpoint,
+    step_folder,
+)
+from tunesmith.train.metrics import MetricsLog, perplexity
+from tunesmith.train.schedule import lr_factor, warmup_steps
+
+LossFn = Callable[[Any, Batch], torch.Tensor]  # (model, batch) -> summed loss over its loss tokens
+
+
+class BatchStream:
+    """Micro-batches in a fixed order per (seed, epoch); the position lives in TrainState."""
+
+    def __init__(self, examples: list[TokenizedExample], train: TrainConfig, max_length: int, pad_id: int) -> None:
+        self.examples = examples
+        self.train = train
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self._plans: dict[int, list[Plan]] = {}
+        self.lengths = [len(e) for e in examples]
+
+    def plans(self, epoch: int) -> list[Plan]:
+        if epoch not in self._plans:
+            self._plans = {epoch: plan_epoch(self.lengths, self.train.batching, self.train.batch_size,
+                                             self.max_length, self.train.seed, epoch)}
+        return self._plans[epoch]
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.plans(0)) / self.train.gradient_accumulation)
+
+    def next_window(self, state: TrainState) -> list[Batch]:
+        """The micro-batches of the next optimizer step; a step never spans two epochs."""
+        plans = self.plans(state.epoch)
+        if state.micro_index >= len(plans):
+            state.epoch, state.micro_index = state.epoch + 1, 0
+            plans = self.plans(state.epoch)
+        window = plans[state.micro_index:state.micro_index + self.train.gradient_accumulation]
+        state.micro_index += len(window)
+        return [collate(self.examples, plan, self.pad_id) for plan in window]
+
+
+def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
+    if train.max_steps is not None:
+        return train.max_steps
+    return max(1, math.ceil(train.epochs * steps_per_epoch))
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> tuple[float, int, int]:
+    """Forward and backward over one optimizer step's micro-batches; returns (loss sum, loss tokens, tokens)."""
+    loss_tokens = sum(batch.n_loss_tokens for batch in window)
+    loss_sum = 0.0
+    for batch in window:
+        with autocast(device, precision):
+            summed = loss_fn(model, batch.to(device))
+        (summed / max(loss_tokens, 1)).backward()
+        loss_sum += summed.item()
+    return loss_sum, loss_tokens, sum(batch.n_tokens for batch in window)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
+    """Mean loss per loss token over `batches`."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in batches:
+        with autocast(device, precision):
+            total += loss_fn(model, batch.to(device)).item()
+        tokens += batch.n_loss_tokens
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+@dataclass
+class LoopPlan:
+    """What the loop needs besides the model and data; derived once from the config."""
+
+    train: TrainConfig
+    total_steps: int
+    peak_lr: float
+    device: torch.device
+    precision: str
+    checkpoints: Path
+    metrics: MetricsLog
+    loss_fn: LossFn
+    show_progress: bool = True
+
+
+def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, validation: list[Batch],
+        plan: LoopPlan, state: TrainState) -> TrainState:
+    """Train from `state` until the step budget is spent or early stopping fires."""
+    train = plan.train
+    warmup = warmup_steps(plan.total_steps, train.warmup_ratio)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if validation and state.step == 0 and train.eval_before:
+        baseline = evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+        state.baseline_val_loss = baseline
+        plan.metrics.write({"step": 0, "val_loss": baseline, "val_ppl": perplexity(baseline)})
+    progress = _progress_bar(plan, state)
+    model.train()
+    while state.step < plan.total_steps and not state.stopped_early:
+        lr = plan.peak_lr * lr_factor(state.step, plan.total_steps, warmup, train.scheduler)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        loss_sum, loss_tokens, tokens = train_step(model, stream.next_window(state), plan.loss_fn, plan.device, plan.precision)
+        grad_norm = _clip(trainable, train.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        elapsed = time.perf_counter() - started
+        state.step += 1
+        state.tokens_seen += tokens
+        state.loss_tokens_seen += loss_tokens
+        state.train_seconds += elapsed
+        record = {"step": state.step, "epoch": round(state.epoch + state.micro_index / max(1, len(stream.plans(state.epoch))), 4),
+                  "loss": loss_sum / max(loss_tokens, 1), "lr": lr, "grad_norm": grad_norm,
+                  "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed}
+        if validation and _due(state.step, train.eval_every, plan.total_steps):
+            record.update(_evaluate(model, validation, plan, state))
+        if state.step % train.log_every == 0 or "val_loss" in record or state.step == plan.total_steps:
+            plan.metrics.write(record)
+        _show(progress, record, state)
+        if _due(state.step, train.save_every, plan.total_steps) or state.stopped_early:
+            save_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state)
+            prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
+    if progress is not None:
+        progress.close()
+    return state
+
+
+def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainState) -> dict[str, float]:
+    """Validation loss; keeps the best weights and counts evaluations without improvement."""
+    val_loss = evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+    improved = state.best_val_loss is None or val_loss < state.best_val_loss - plan.train.early_stopping_min_delta
+    if improved:
+        state.best_val_loss, state.best_step = val_loss, state.step
+        state.evals_without_improvement = 0
+        save_checkpoint(plan.checkpoints / BEST, model, None, state)
+    else:
+        state.evals_without_improvement += 1
+        patience = plan.train.early_stopping_patience
+        if patience is not None and state.evals_without_improvement >= patience:
+            state.stopped_early = True
+    return {"val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _clip(parameters: list[torch.Tensor], max_norm: float | None) -> float:
+    if max_norm is None:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+
+
+def _progress_bar(plan: LoopPlan, state: TrainState) -> Any:
+    if not plan.show_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=plan.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True)
+
+
+def _show(progress: Any, record: dict[str, Any], state: TrainState) -> None:
+    if progress is None:
+        return
+    rate = state.tokens_seen / state.train_seconds if state.train_seconds else 0.0
+    postfix = {"loss": f"{record['loss']:.3f}", "tok/s": f"{rate:.0f}"}
+    if "val_loss" in record:
+        postfix["val"] = f"{record['val_loss']:.3f}"
+    progress.set_postfix(postfix, refresh=False)
+    progress.update(1)

@@ -1,0 +1,70 @@
+"""Metrics of a run: one JSON object per line in metrics.jsonl, and the loss curves as a PNG."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Append-only JSONL log; on resume, entries after the checkpoint's step are dropped, since
+    those steps are about to be run again."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        if resume_step is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> Path | None:
+    """Training loss per step and validation loss per evaluation, one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(metrics_path)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    if not train and not val:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    if train:
+        axis.plot(*zip(*train), label="train loss", color="#1f77b4", linewidth=1.2)
+        if len(train) >= 10:
+            window = max(2, len(train) // 20)
+            steps = [s for s, _ in train][window - 1:]
+            smooth = [sum(v for _, v in train[i - window + 1:i + 1]) / window for i in range(window - 1, len(train))]
+            axis.plot(steps, smooth, color="#0b3d66", linewidth=2, label=f"train loss (mean of {window})")
+    if val:
+        axis.plot(*zip(*val), "o-", label="validation loss", color="#d62728", linewidth=2)
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy per loss token")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    if title:
+        axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    plt.close(figure)
+    return png_path
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")

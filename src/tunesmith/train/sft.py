@@ -1,0 +1,235 @@
+"""Supervised fine-tuning (instruction tuning): learn the assistant's replies of the examples.
+
+The order of work is the order of trust: settings, then the data (with the tokenizer only), and
+only when every row is usable, the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import re
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.config import RunConfig, config_to_dict, describe_config
+from tunesmith.data.batches import collate, plan_epoch
+from tunesmith.data.pipeline import PreparedData, prepare_data
+from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
+from tunesmith.data.tokenize import TokenizedExample
+from tunesmith.errors import ConfigError
+from tunesmith.models.adapters import count_parameters, make_trainable
+from tunesmith.models.load import ModelSource, generation_eos, load_causal_lm, load_tokenizer, resolve_model
+from tunesmith.models.save import save_adapter, save_model
+from tunesmith.train.checkpoint import TrainState, load_checkpoint, recover_best
+from tunesmith.train.loop import BatchStream, LoopPlan, evaluate_loss, fit, total_steps
+from tunesmith.train.loss import causal_lm_loss_sum
+from tunesmith.train.metrics import MetricsLog, perplexity, plot_losses
+from tunesmith.train.run_folder import RunFolder, check_run_folder, start_run_folder
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    train_loss: float | None
+    val_loss: float | None
+    baseline_val_loss: float | None
+    best_step: int | None
+    stopped_early: bool
+    tokens_per_s: float
+    peak_memory_mb: float
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.outputs["model"]) if "model" in self.outputs else self.run_dir / "model"
+
+
+def say(message: str) -> None:
+    print(f"tunesmith: {message}", file=sys.stderr, flush=True)
+
+
+def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
+    """Fine-tune `config.model.name` on `config.data.train`; everything lands in the run folder."""
+    started = time.time()
+    run_folder, checkpoint = check_run_folder(config, resume=resume)
+    say("settings: " + describe_config(config))
+
+    source = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+    template_source = ensure_chat_template(tokenizer, config.model.chat_template)
+    info = analyze_template(tokenizer, generation_eos(source))
+    data = prepare_data(config.data, tokenizer, info, config.train.seed)
+    _report_data(data)
+    start_run_folder(run_folder, config, resume=resume)
+    say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(config.train.precision, device)
+    torch.manual_seed(config.train.seed)
+    model = load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
+                           attn_implementation=config.model.attn_implementation)
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = make_trainable(model, config.lora).to(device)
+    trainable, total = count_parameters(model)
+    say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
+        f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}")
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
+                                  weight_decay=config.train.weight_decay)
+    fingerprint = data_fingerprint(data.train)
+    state = TrainState(data_fingerprint=fingerprint)
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, model, optimizer)
+        if state.data_fingerprint != fingerprint:
+            raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
+                              "resume with the original data or start a new run")
+    stream = BatchStream(data.train, config.train, config.data.max_length, tokenizer.pad_token_id)
+    validation = validation_batches(data.validation, config, tokenizer.pad_token_id)
+    plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
+                    precision, run_folder.checkpoints,
+                    MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None),
+                    causal_lm_loss_sum, show_progress)
+    say(f"{plan.total_steps} optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} "
+        f"examples, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
+    state = fit(model, optimizer, stream, validation, plan, state)
+
+    final_val = _final_weights(model, run_folder, state, validation, plan)
+    plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
+    outputs = _save_outputs(model, tokenizer, run_folder, config, info)
+    result = RunResult(run_folder.path, state.step, _last_train_loss(run_folder), final_val, state.baseline_val_loss,
+                       state.best_step,
+                       state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9), peak_memory_mb(),
+                       outputs)
+    write_manifest(run_folder, config, source, data, info, template_source, result, started)
+    say(f"done in {time.time() - started:.0f} s: {state.step} steps, {result.tokens_per_s:.0f} tokens/s, "
+        f"peak memory {result.peak_memory_mb:.0f} MB" + (f", validation loss {final_val:.4f}" if final_val is not None else ""))
+    return result
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={setting}: no CUDA device on this machine; use cpu or auto")
+    return device
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    if setting == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    return setting
+
+
+def validation_batches(examples: list[TokenizedExample], config: RunConfig, pad_id: int) -> list:
+    plans = plan_epoch([len(e) for e in examples], "group_by_length", config.train.batch_size,
+                       config.data.max_length, seed=0, epoch=0)
+    return [collate(examples, plan, pad_id) for plan in plans]
+
+
+def data_fingerprint(examples: list[TokenizedExample]) -> str:
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(example.input_ids.tobytes())
+        digest.update(example.loss_mask.tobytes())
+    return digest.hexdigest()
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _final_weights(model: Any, run_folder: RunFolder, state: TrainState, validation: list, plan: LoopPlan) -> float | None:
+    """Put the best weights (lowest validation loss) in place; returns their validation loss."""
+    if not validation:
+        return None
+    best = recover_best(run_folder.checkpoints)
+    if best is not None and state.best_step is not None and state.best_step != state.step:
+        load_checkpoint(best, model, None)
+        say(f"final weights: step {state.best_step} (lowest validation loss), not the last step {state.step}")
+    return evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+
+
+def _save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo) -> dict[str, str]:
+    model = model.to("cpu")
+    outputs = {}
+    if config.lora.enabled:
+        outputs["adapter"] = str(save_adapter(model, tokenizer, run_folder.adapter))
+    if not config.lora.enabled or config.output.save_merged:
+        outputs["model"] = str(save_model(model, tokenizer, run_folder.model, info.stop_token_ids))
+    return outputs
+
+
+def _last_train_loss(run_folder: RunFolder) -> float | None:
+    from tunesmith.train.metrics import read_metrics
+
+    losses = [r["loss"] for r in read_metrics(run_folder.metrics) if "loss" in r]
+    if not losses:
+        return None
+    tail = losses[-max(1, len(losses) // 10):]
+    return sum(tail) / len(tail)
+
+
+def _report_data(data: PreparedData) -> None:
+    for source in data.sources:
+        cached = " (tokens from cache)" if source.from_cache else ""
+        say(f"data {source.path}: {source.rows} rows, format {source.format}{cached}"
+            + (f", {source.truncated} truncated" if source.truncated else ""))
+    if data.skipped:
+        reasons: dict[str, int] = {}
+        for problem in data.skipped:
+            reason = re.sub(r"\d+", "N", problem.what.split(":")[0].split(" (")[0])
+            reasons[reason] = reasons.get(reason, 0) + 1
+        listed = "; ".join(f"{count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        say(f"skipped {len({p.where for p in data.skipped})} invalid rows (data.skip_invalid): {listed}; "
+            "`tunesmith data validate FILE` lists each")
+    summary = data.summary()
+    say(f"{summary['train']['examples']} training examples ({summary['train']['loss_tokens']} of "
+        f"{summary['train']['tokens']} tokens in the loss), {summary['validation']['examples']} validation examples")
+
+
+def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource, data: PreparedData,
+                   info: TemplateInfo, template_source: str, result: RunResult, started: float) -> None:
+    import peft
+    import transformers
+
+    import tunesmith
+
+    manifest = {
+        "tunesmith": tunesmith.__version__,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "peft": peft.__version__},
+        "machine": {"platform": platform.platform(), "processor": platform.machine(),
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+        "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location},
+        "chat_template": template_source,
+        "stop_token_ids": list(info.stop_token_ids),
+        "data": data.summary(),
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": round(time.time() - started, 1),
+        "results": {
+            "steps": result.steps, "train_loss": result.train_loss,
+            "baseline_val_loss": result.baseline_val_loss, "val_loss": result.val_loss,
+            "val_ppl": perplexity(result.val_loss) if result.val_loss is not None else None,
+            "best_step": result.best_step, "stopped_early": result.stopped_early,
+            "train_tokens_per_s": round(result.tokens_per_s, 1), "peak_memory_mb": round(result.peak_memory_mb, 1),
+        },
+        "outputs": result.outputs,
+        "config": config_to_dict(config),
+    }
+    run_folder.manifest.write_text(json.dumps(manifest, indent=2))
