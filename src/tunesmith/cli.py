@@ -1,0 +1,243 @@
+"""`tunesmith <command>`: a thin layer over the Python API.
+
+Every error a user can fix is printed as one line naming the input and the fix (a data report
+lists every bad row); the stack trace only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+from tunesmith.errors import TunesmithError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    _quiet_libraries(args.debug)
+    try:
+        return args.handler(args) or 0
+    except TunesmithError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune a language model into a specialist.")
+    parser.add_argument("--debug", action="store_true", help="show stack traces")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    train = _command(commands, "train", "fine-tune a model (settings from a YAML file and/or flags)", cmd_train)
+    train.add_argument("config", nargs="?", help="YAML config file (optional when --data is given)")
+    _add_config_flags(train)
+    train.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    data = _command(commands, "data", "inspect, check and list data", None)
+    data_commands = data.add_subparsers(metavar="DATA_COMMAND")
+    inspect = _command(data_commands, "inspect", "show examples token by token with the loss mask, and stats", cmd_data_inspect)
+    inspect.add_argument("path", help="data file, folder, or named dataset")
+    _add_config_flags(inspect, with_data=False)
+    inspect.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
+    inspect.add_argument("--rows", type=int, default=2, help="examples to show (default 2)")
+    inspect.add_argument("--table", action="store_true", help="one line per token instead of inline text")
+    inspect.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+    validate = _command(data_commands, "validate", "check every row and report every problem", cmd_data_validate)
+    validate.add_argument("path", help="data file, folder, or named dataset")
+    _add_config_flags(validate, with_data=False)
+    validate.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
+    _command(data_commands, "list", "named datasets that can be used by name", cmd_data_list)
+
+    generate = _command(commands, "generate", "reply to a prompt with a run's model or any model", cmd_generate)
+    generate.add_argument("target", help="run folder, model folder, .gguf file, catalog name or hub id")
+    generate.add_argument("--prompt", action="append", required=True, help="user prompt (repeat for several)")
+    _add_decoding_flags(generate)
+
+    chat = _command(commands, "chat", "talk to a run's model (or any model) in the terminal", cmd_chat)
+    chat.add_argument("target", help="run folder, model folder, .gguf file, catalog name or hub id")
+    _add_decoding_flags(chat)
+
+    _command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
+    _command(commands, "settings", "every setting with its default and meaning", cmd_settings)
+    demo = _command(commands, "demo", "the main job: fine-tune the default model and show what changed", cmd_demo)
+    demo.add_argument("--steps", type=int, default=24, help="optimizer steps (default 24: about 4 minutes on 2 CPU cores)")
+    demo.add_argument("--output", default="runs", help="folder for the run (default runs)")
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable | None) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show stack traces")
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, *, with_data: bool = True) -> None:
+    parser.add_argument("--model", help="base model (sets model.name)")
+    if with_data:
+        parser.add_argument("--data", help="training data (sets data.train)")
+        parser.add_argument("--method", help="lora or full (sets lora.enabled), or sft (sets train.method)")
+        parser.add_argument("--output", help="run folder name (sets output.name)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any setting, e.g. --set train.learning_rate=1e-4 (see `tunesmith settings`)")
+
+
+def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--system", help="system prompt")
+
+
+def _config_from_args(args: argparse.Namespace, config_path: str | None):
+    from tunesmith.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.insert(0, f"model.name={args.model}")
+    if getattr(args, "data", None):
+        overrides.insert(0, f"data.train={args.data}")
+    if getattr(args, "output", None):
+        overrides.insert(0, f"output.name={args.output}")
+    method = getattr(args, "method", None)
+    if method in ("lora", "full"):
+        overrides.insert(0, f"lora.enabled={'true' if method == 'lora' else 'false'}")
+    elif method:
+        overrides.insert(0, f"train.method={method}")
+    return load_config(config_path, overrides)
+
+
+# ---------------------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import tunesmith
+
+    config = _config_from_args(args, args.config)
+    result = tunesmith.train(config, resume=args.resume, show_progress=not args.no_progress)
+    print(f"run folder: {result.run_dir}")
+    for name, path in result.outputs.items():
+        print(f"  {name}: {path}")
+    print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
+    return 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from tunesmith.data.inspect import inspect_data
+
+    config = _config_from_args(args, args.config_file)
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    print(inspect_data(args.path, config, rows=args.rows, table=args.table, color=color))
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from tunesmith.data.inspect import validate_data
+
+    config = _config_from_args(args, args.config_file)
+    print(validate_data(args.path, config))
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    from tunesmith.data.catalog import DATASETS
+
+    for entry in DATASETS.values():
+        print(f"{entry.name:24} {entry.description}\n{'':24} from {entry.package}=={entry.version}; licence: {entry.licence}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from tunesmith.eval.generate import generate_replies, load_for_generation
+
+    loaded = load_for_generation(args.target)
+    replies = generate_replies(loaded, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                               top_p=args.top_p, system_prompt=args.system)
+    for prompt, reply in zip(args.prompt, replies):
+        if len(args.prompt) > 1:
+            print(f">>> {prompt}")
+        print(reply)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from tunesmith.data.examples import Message
+    from tunesmith.eval.generate import generate_replies, load_for_generation
+
+    loaded = load_for_generation(args.target)
+    history: list[Message] = [Message("system", args.system)] if args.system else []
+    print("chatting with", args.target, "(empty line or Ctrl-D to quit, /reset to start over)")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            return 0
+        if line == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        history.append(Message("user", line))
+        reply = generate_replies(loaded, [history], max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, top_p=args.top_p)[0]
+        history.append(Message("assistant", reply))
+        print(f"model> {reply}")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from tunesmith.models.catalog import CATALOG, catalog_folder
+
+    for entry in CATALOG.values():
+        state = "ready" if (catalog_folder(entry.name) / "config.json").exists() else "fetched on first use"
+        print(f"{entry.name:24} {entry.description}\n{'':24} from {entry.package}=={entry.version} ({state}); "
+              f"online twin: {entry.hub_id}; licence {entry.licence}")
+    print("Also accepted: a local Hugging Face folder, a .gguf file, or a hub id (owner/name) when online.")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from tunesmith.config import describe_settings
+
+    for key, default, help_text in describe_settings():
+        print(f"{key}  (default {default})\n    {help_text}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tunesmith.demo import run_demo
+
+    run_demo(steps=args.steps, output_dir=args.output)
+    return 0
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Library chatter (weight-loading bars, deprecation notes) hides what tunesmith says."""
+    if debug:
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generation, metrics, baselines and comparison reports."""

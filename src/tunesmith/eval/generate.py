@@ -1,0 +1,102 @@
+"""Generate replies from a run's model or any base model, in batches (left padding).
+
+Prompts are encoded exactly as training encoded them (same template, same BOS rule), and
+generation stops on the tokens the run saved as stop tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunesmith.data.examples import Message
+from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
+from tunesmith.data.tokenize import encode_prompt
+from tunesmith.errors import ModelError
+from tunesmith.models.load import ModelSource, load_causal_lm, load_tokenizer, resolve_model
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    info: TemplateInfo
+    name: str
+
+
+def find_model_folder(target: str) -> ModelSource:
+    """A run folder's merged model, a run folder's adapter on its base, or any model spec."""
+    path = Path(target).expanduser()
+    if path.is_dir() and (path / "manifest.json").is_file():
+        if (path / "model" / "config.json").is_file():
+            return ModelSource(target, "folder", str((path / "model").resolve()))
+        if (path / "adapter" / "adapter_config.json").is_file():
+            return ModelSource(target, "folder", str((path / "adapter").resolve()))
+        raise ModelError(f"{target}: run folder has no model/ or adapter/; the run did not finish, resume it with --resume")
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        return ModelSource(target, "folder", str(path.resolve()))
+    return resolve_model(target)
+
+
+def load_for_generation(target: str, *, chat_template: str | None = None, device: str | None = None) -> LoadedModel:
+    source = find_model_folder(target)
+    tokenizer = load_tokenizer(source)
+    tokenizer.padding_side = "left"
+    ensure_chat_template(tokenizer, chat_template)
+    adapter_config = Path(source.location) / "adapter_config.json"
+    if source.is_local and adapter_config.is_file():
+        from peft import PeftModel
+
+        base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+        base = load_causal_lm(resolve_model(base_name))
+        model = PeftModel.from_pretrained(base, source.location)
+    else:
+        model = load_causal_lm(source)
+    info = analyze_template(tokenizer, model.generation_config.eos_token_id)
+    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    return LoadedModel(model, tokenizer, info, target)
+
+
+Prompt = str | list[Message]
+
+
+@torch.no_grad()
+def generate_replies(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256,
+                     temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
+                     system_prompt: str | None = None, seed: int = 0) -> list[str]:
+    """One reply per prompt (a user message, or a whole conversation ending with a user turn)."""
+    encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
+    replies: list[str] = [""] * len(encoded)
+    device = next(loaded.model.parameters()).device
+    pad_id = loaded.tokenizer.pad_token_id
+    torch.manual_seed(seed)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, index in enumerate(chunk):
+            ids = encoded[index]
+            input_ids[row, width - len(ids):] = torch.tensor(ids)
+            attention[row, width - len(ids):] = 1
+        output = loaded.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+            top_p=top_p if temperature > 0 else None, top_k=None,
+            eos_token_id=list(loaded.info.stop_token_ids), pad_token_id=pad_id,
+        )
+        for row, index in enumerate(chunk):
+            replies[index] = loaded.tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
+    return replies
+
+
+def _as_messages(prompt: Prompt, system_prompt: str | None) -> list[Message]:
+    messages = [Message("user", prompt)] if isinstance(prompt, str) else list(prompt)
+    if system_prompt and messages[0].role != "system":
+        messages.insert(0, Message("system", system_prompt))
+    return messages

