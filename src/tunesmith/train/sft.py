@@ -27,7 +27,13 @@ from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_
 from tunesmith.data.tokenize import TokenizedExample
 from tunesmith.errors import ConfigError
 from tunesmith.models.adapters import count_parameters, make_trainable
-from tunesmith.models.load import ModelSource, generation_eos, load_causal_lm, load_tokenizer, resolve_model
+from tunesmith.models.load import (
+    ModelSource,
+    generation_eos,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_model,
+)
 from tunesmith.models.save import save_adapter, save_model
 from tunesmith.train.checkpoint import TrainState, load_checkpoint, recover_best
 from tunesmith.train.loop import BatchStream, LoopPlan, evaluate_loss, fit, total_steps
@@ -62,13 +68,13 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
     """Fine-tune `config.model.name` on `config.data.train`; everything lands in the run folder."""
     started = time.time()
     run_folder, checkpoint = check_run_folder(config, resume=resume)
-    say("settings: " + describe_config(config))
 
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
     template_source = ensure_chat_template(tokenizer, config.model.chat_template)
     info = analyze_template(tokenizer, generation_eos(source))
     data = prepare_data(config.data, tokenizer, info, config.train.seed)
+    say("settings: " + describe_config(config))
     _report_data(data)
     start_run_folder(run_folder, config, resume=resume)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))

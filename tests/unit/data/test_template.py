@@ -3,7 +3,12 @@ import copy
 import pytest
 
 from tunesmith.data.examples import Example, Message
-from tunesmith.data.template import analyze_template, default_chat_template, ensure_chat_template, render
+from tunesmith.data.template import (
+    analyze_template,
+    default_chat_template,
+    ensure_chat_template,
+    render,
+)
 from tunesmith.data.tokenize import encode_prompt, tokenize_cached, tokenize_examples
 from tunesmith.errors import ConfigError
 

