@@ -101,3 +101,12 @@ def test_yaml_config_with_set_override(tmp_path: Path, tiny_model_dir: Path):
     manifest = json.loads((tmp_path / "runs" / "yaml-run" / "manifest.json").read_text())
     assert manifest["results"]["steps"] == 2
     assert manifest["config"]["train"]["learning_rate"] == 0.01
+
+
+def test_chat_keeps_the_conversation_and_quits_on_an_empty_line(tmp_path: Path, tiny_model_dir: Path):
+    typed = "Repeat the word red 2 times.\n/reset\nRepeat the word blue 1 times.\n\n"
+    result = subprocess.run([sys.executable, "-m", "tunesmith.cli", "chat", str(tiny_model_dir), "--max-new-tokens", "3"],
+                            input=typed, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("model> ") == 2
+    assert result.stdout.count("you> ") == 4
