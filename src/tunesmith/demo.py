@@ -1,68 +1,49 @@
-"""The main job: fine-tune the default model on the Alpaca demo data and show what changed.
-
-Held-out instructions are answered by the base model, the model is fine-tuned with LoRA for a few
-minutes, and the same instructions are answered again, next to the reference answers and the
-validation loss before and after.
+"""The main job: fine-tune the default model to tell positive from negative movie reviews, and
+prove it: the fine-tuned model against the base model zero-shot and 5-shot, on the same 400
+held-out reviews that training never saw.
 """
 
 from __future__ import annotations
 
-import json
-import textwrap
 import time
 from pathlib import Path
 
 from tunesmith.config import build_config
-from tunesmith.data.catalog import dataset_path
 from tunesmith.train.metrics import perplexity
 
-HELD_OUT = 48  # the last rows of the file: never trained on, used for validation and the answers shown
-SHOWN = 2
+
+def demo_config(steps: int, output_dir: str):
+    return build_config({
+        "data": {"train": "movie-review-polarity:train", "validation_split": 0.03, "max_length": 256},
+        "train": {"max_steps": steps, "batch_size": 8, "gradient_accumulation": 1, "learning_rate": 5e-4,
+                  "eval_every": 50, "save_every": 50},
+        "eval": {"test": "movie-review-polarity:test", "few_shot": 5, "general_rows": 16},
+        "output": {"dir": output_dir, "name": "demo-movie-reviews-smollm2-lora", "overwrite": True},
+    })
 
 
-def run_demo(*, steps: int = 24, output_dir: str = "runs") -> Path:
-    from tunesmith.eval.generate import generate_replies, load_for_generation
-    from tunesmith.train import sft
+def run_demo(*, steps: int = 100, output_dir: str = "runs") -> Path:
+    import tunesmith
 
     started = time.time()
-    rows = [json.loads(line) for line in dataset_path("alpaca-demo").read_text().splitlines()]
-    data_dir = Path(output_dir) / "demo-data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    train_file, validation_file = data_dir / "alpaca-train.jsonl", data_dir / "alpaca-heldout.jsonl"
-    train_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:-HELD_OUT]))
-    validation_file.write_text("".join(json.dumps(r) + "\n" for r in rows[-HELD_OUT:]))
-    shown = rows[-HELD_OUT:][:SHOWN]
-    prompts = [f"{r['instruction']}\n\n{r['input']}" if r["input"] else r["instruction"] for r in shown]
-
-    config = build_config({
-        "data": {"train": str(train_file), "validation": str(validation_file), "max_length": 512, "skip_invalid": True},
-        "train": {"max_steps": steps, "batch_size": 4, "gradient_accumulation": 2, "eval_every": 8, "save_every": 8},
-        "output": {"dir": output_dir, "name": "demo-alpaca-smollm2-lora", "overwrite": True},
-    })
-    print(f"== tunesmith demo: LoRA fine-tuning of {config.model.name} on the Alpaca demo data ({steps} steps)\n", flush=True)
-    base = load_for_generation(config.model.name)
-    before = generate_replies(base, prompts, max_new_tokens=96)
-    del base
-    result = sft.run(config)
-    after = generate_replies(load_for_generation(str(result.run_dir)), prompts, max_new_tokens=96)
-
-    print("\n== what changed")
+    config = demo_config(steps, output_dir)
+    print(f"== tunesmith demo: teach {config.model.name} the sentiment of movie reviews (LoRA, {steps} steps),\n"
+          "   then compare it with the base model zero-shot and 5-shot on 400 held-out reviews\n", flush=True)
+    result = tunesmith.train(config)
+    comparison = result.comparison
+    tuned = comparison.systems[-1]
+    print("== what changed")
+    for system in comparison.systems:
+        print(f"  {system.name:16} accuracy {system.metrics['accuracy']:.3f}   macro F1 {system.metrics['macro_f1']:.3f}"
+              f"   unparsed answers {system.metrics['unparsed']}")
     if result.baseline_val_loss is not None and result.val_loss is not None:
-        print(f"validation loss on {HELD_OUT} held-out rows: {result.baseline_val_loss:.3f} before -> {result.val_loss:.3f} after "
+        print(f"  validation loss {result.baseline_val_loss:.3f} -> {result.val_loss:.3f} "
               f"(perplexity {perplexity(result.baseline_val_loss):.2f} -> {perplexity(result.val_loss):.2f})")
-    for row, prompt, old, new in zip(shown, prompts, before, after):
-        print(f"\n>>> {prompt}")
-        print(_block("reference", row["output"]))
-        print(_block("before", old))
-        print(_block("after", new))
-    print(f"\nrun folder: {result.run_dir} (adapter/, model/, metrics.jsonl, loss.png, manifest.json)")
-    print(f"training: {result.steps} steps at {result.tokens_per_s:.0f} tokens/s, peak memory {result.peak_memory_mb:.0f} MB; "
-          f"demo wall time {time.time() - started:.0f} s")
-    print(f"try it:  tunesmith chat {result.run_dir}")
+    if comparison.forgetting:
+        print(f"  general-text perplexity {comparison.forgetting['ppl_before']:.2f} -> {comparison.forgetting['ppl_after']:.2f} "
+              f"(x{comparison.forgetting['ratio']:.3f})")
+    print(f"\nreport: {result.run_dir / 'report.html'}  |  model: {result.run_dir / 'model'}")
+    print(f"fine-tuned accuracy {tuned.metrics['accuracy']:.3f}; demo wall time {time.time() - started:.0f} s")
+    print(f"try it:  tunesmith generate {result.run_dir} --prompt \"$(python3 -c 'print(\"Classify the following text. "
+          "Answer with one word: negative or positive.\\n\\nText: a warm , funny , engaging film .\")')\"")
     return result.run_dir
-
-
-def _block(label: str, text: str, width: int = 100) -> str:
-    body = textwrap.shorten(" ".join(text.split()), width=400, placeholder=" ...")
-    wrapped = textwrap.fill(body, width=width, initial_indent=f"  {label:>9}: ", subsequent_indent=" " * 13)
-    return wrapped

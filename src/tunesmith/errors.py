@@ -27,10 +27,33 @@ class DataError(TunesmithError):
         self.problems = list(problems or [])
         super().__init__(self.report())
 
-    def report(self) -> str:
+    def report(self, repeats_shown: int = 3) -> str:
+        """Every problem; a problem shared by many rows is shown a few times, then its other lines."""
         lines = [self.summary]
-        lines.extend(str(problem) for problem in self.problems)
+        groups: dict[str, list] = {}
+        for problem in self.problems:
+            groups.setdefault(_shape(problem), []).append(problem)
+        shown = set()
+        for problem in self.problems:
+            group = groups[_shape(problem)]
+            if len(group) <= repeats_shown + 2:
+                lines.append(str(problem))
+            elif id(problem) in {id(p) for p in group[:repeats_shown]}:
+                lines.append(str(problem))
+            elif _shape(problem) not in shown:
+                shown.add(_shape(problem))
+                rest = group[repeats_shown:]
+                places = ", ".join(str(p.where).rsplit(":", 1)[-1] for p in rest[:50])
+                more = f" and {len(rest) - 50} more" if len(rest) > 50 else ""
+                lines.append(f"  ... the same problem in {len(rest)} more rows (lines {places}{more})")
         return "\n".join(lines)
+
+
+def _shape(problem: object) -> str:
+    """A problem's text without its numbers: rows sharing a shape share a cause."""
+    import re
+
+    return re.sub(r"\d+", "N", f"{getattr(problem, 'what', problem)}; {getattr(problem, 'fix', '')}")
 
 
 class RunError(TunesmithError):

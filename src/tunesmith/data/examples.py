@@ -20,20 +20,22 @@ class Message:
 
 @dataclass(frozen=True)
 class Example:
-    """One training example, in one of three kinds.
+    """One training example, in one of four kinds.
 
     chat: `messages`, rendered with the model's chat template; the loss covers assistant turns.
     completion: raw `prompt` + `completion` text with no template; the loss covers the completion.
     text: raw `text`; the loss covers every token.
+    label: a `text` and its `label`; the task prompt template turns it into a chat example.
     """
 
     source: str
     line: int
-    kind: Literal["chat", "completion", "text"]
+    kind: Literal["chat", "completion", "text", "label"]
     messages: tuple[Message, ...] = ()
     prompt: str = ""
     completion: str = ""
     text: str = ""
+    label: str = ""
 
     @property
     def where(self) -> str:

@@ -46,11 +46,15 @@ def detect_format(record: dict[str, Any]) -> str | None:
     return None
 
 
-def choose_format(records: list[Record], requested: str) -> str | None:
-    """The file's format: the one asked for, else the most common one among readable rows."""
+def choose_format(records: list[Record], requested: str, columns: dict[str, str] | None = None) -> str | None:
+    """The file's format: the one asked for, else the most common one among readable rows (after
+    renaming the user's columns)."""
     if requested != "auto":
         return requested
-    counts = Counter(detect_format(r.data) for r in records if r.data is not None)
+    renamed = ({**{k: v for k, v in r.data.items() if k not in (columns or {}).values()},
+                **{field: r.data[column] for field, column in (columns or {}).items() if column in r.data}}
+               for r in records if r.data is not None)
+    counts = Counter(detect_format(data) for data in renamed)
     counts.pop(None, None)
     return counts.most_common(1)[0][0] if counts else None
 
@@ -72,7 +76,7 @@ def apply_columns(data: dict[str, Any], columns: dict[str, str], problems: RowPr
 
 
 def convert_records(
-    records: list[Record], format_name: str | None, columns: dict[str, str], system_prompt: str | None = None
+    records: list[Record], format_name: str | None, columns: dict[str, str]
 ) -> tuple[list[Example], list[Problem]]:
     """Examples from records, and every problem found, each naming its file and line."""
     examples: list[Example] = []
@@ -99,12 +103,13 @@ def convert_records(
             elif not row_problems:
                 example = row_format.convert(data, row_problems, record)
                 if example is not None and not row_problems:
-                    examples.append(_with_system_prompt(example, system_prompt))
+                    examples.append(example)
         problems.extend(row_problems.items)
     return examples, problems
 
 
-def _with_system_prompt(example: Example, system_prompt: str | None) -> Example:
+def with_system_prompt(example: Example, system_prompt: str | None) -> Example:
+    """The example with `system_prompt` first, unless it is not a chat or has a system message."""
     if not system_prompt or example.kind != "chat" or example.messages[0].role == "system":
         return example
     messages = (Message("system", system_prompt),) + example.messages
@@ -244,6 +249,19 @@ def convert_prompt_completion(data: dict[str, Any], problems: RowProblems, recor
     return Example(record.source, record.line, "completion", prompt=prompt, completion=completion)
 
 
+@register_format("label", ("text", "label"), (), '{"text": "a gripping film", "label": "positive"}')
+def convert_label(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    text, label = data["text"], data["label"]
+    if not isinstance(text, str) or not text.strip():
+        problems.add("'text' is empty or not text", "write the text to classify or remove the row")
+    if isinstance(label, bool) or not isinstance(label, (str, int, float)) or not str(label).strip():
+        problems.add(f"'label' is {label!r}", "give every row a label (text or a number)")
+    if problems:
+        return None
+    label = str(int(label)) if isinstance(label, float) and label.is_integer() else str(label).strip()
+    return Example(record.source, record.line, "label", text=text, label=label)
+
+
 @register_format("text", ("text",), (), '{"text": "A document of the domain ..."}')
 def convert_text(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
     text = data["text"]
@@ -320,4 +338,4 @@ def _field_list(data: Any) -> str:
     return f"fields {shown}" + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
-__all__ = ["FORMATS", "Problem", "choose_format", "convert_records", "register_format", "detect_format"]
+__all__ = ["FORMATS", "Problem", "choose_format", "convert_records", "register_format", "detect_format", "with_system_prompt"]

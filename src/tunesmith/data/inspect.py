@@ -8,7 +8,8 @@ import numpy as np
 
 from tunesmith.config import RunConfig
 from tunesmith.data.catalog import resolve_data_path
-from tunesmith.data.pipeline import SourceData, load_source
+from tunesmith.data.pipeline import SourceData, read_source, render_source, tokenize_source
+from tunesmith.data.tasks import build_label_task
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
 from tunesmith.data.tokenize import TokenizedExample
 from tunesmith.errors import DataError
@@ -22,7 +23,9 @@ def _load(path: str, config: RunConfig) -> tuple[Any, TemplateInfo, str, SourceD
     tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
     template_source = ensure_chat_template(tokenizer, config.model.chat_template)
     info = analyze_template(tokenizer, generation_eos(source))
-    return tokenizer, info, template_source, load_source(resolve_data_path(path), config.data, tokenizer, info)
+    raw = read_source(resolve_data_path(path), config.data)
+    task = build_label_task(raw.examples, config.task)
+    return tokenizer, info, template_source, tokenize_source(render_source(raw, config.data, task), config.data, tokenizer, info)
 
 
 def validate_data(path: str, config: RunConfig) -> str:

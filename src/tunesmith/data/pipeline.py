@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.config import DataConfig
+from tunesmith.config import DataConfig, TaskConfig
 from tunesmith.data.catalog import resolve_data_path
-from tunesmith.data.examples import Problem
-from tunesmith.data.formats import FORMATS, choose_format, convert_records
+from tunesmith.data.examples import Example, Problem
+from tunesmith.data.formats import FORMATS, choose_format, convert_records, with_system_prompt
 from tunesmith.data.read import read_records
+from tunesmith.data.tasks import LabelTask, apply_label_task, build_label_task
 from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
@@ -42,6 +43,7 @@ class PreparedData:
     validation: list[TokenizedExample]
     sources: list[SourceData]
     skipped: list[Problem] = field(default_factory=list)
+    task: LabelTask | None = None
 
     def summary(self) -> dict[str, Any]:
         def tokens(rows: list[TokenizedExample]) -> dict[str, int]:
@@ -58,17 +60,43 @@ class PreparedData:
         }
 
 
-def load_source(path: Path, data: DataConfig, tokenizer: Any, info: TemplateInfo) -> SourceData:
-    """Read, convert, tokenize and length-check one data source."""
+@dataclass
+class RawSource:
+    """A source after reading and conversion, before tokenization."""
+
+    path: Path
+    format: str | None
+    rows: int
+    examples: list[Example]
+    problems: list[Problem]
+
+
+def read_source(path: Path, data: DataConfig) -> RawSource:
     if data.format not in ("auto", *FORMATS):
         raise ConfigError(f"data.format={data.format!r} is not one of auto, {', '.join(FORMATS)}")
     records = read_records(path)
-    row_format = choose_format(records, data.format)
-    examples, problems = convert_records(records, row_format, data.columns, data.system_prompt)
-    tokenized, from_cache = tokenize_cached(examples, tokenizer, info, data.loss_on)
+    row_format = choose_format(records, data.format, data.columns)
+    examples, problems = convert_records(records, row_format, data.columns)
+    return RawSource(path, row_format, len(records), examples, problems)
+
+
+def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None) -> RawSource:
+    """Label rows through the task template, then the default system prompt."""
+    examples, problems = apply_label_task(raw.examples, task)
+    examples = [with_system_prompt(e, data.system_prompt) for e in examples]
+    return RawSource(raw.path, raw.format, raw.rows, examples, raw.problems + problems)
+
+
+def tokenize_source(raw: RawSource, data: DataConfig, tokenizer: Any, info: TemplateInfo) -> SourceData:
+    tokenized, from_cache = tokenize_cached(raw.examples, tokenizer, info, data.loss_on)
     kept, length_problems, truncated = check_lengths(tokenized, data.max_length, data.truncate)
-    problems = sorted(problems + length_problems, key=lambda p: _line_of(p.where))
-    return SourceData(path, row_format, len(records), kept, problems, truncated, from_cache)
+    problems = sorted(raw.problems + length_problems, key=lambda p: _line_of(p.where))
+    return SourceData(raw.path, raw.format, raw.rows, kept, problems, truncated, from_cache)
+
+
+def load_source(path: Path, data: DataConfig, tokenizer: Any, info: TemplateInfo, task: LabelTask | None = None) -> SourceData:
+    """Read, convert, render, tokenize and length-check one data source."""
+    return tokenize_source(render_source(read_source(path, data), data, task), data, tokenizer, info)
 
 
 def check_lengths(examples: list[TokenizedExample], max_length: int, truncate: bool) -> tuple[list[TokenizedExample], list[Problem], int]:
@@ -96,14 +124,16 @@ def check_lengths(examples: list[TokenizedExample], max_length: int, truncate: b
     return kept, problems, truncated
 
 
-def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int) -> PreparedData:
+def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int, task_config: TaskConfig | None = None) -> PreparedData:
     """Training and validation examples, or a DataError listing every bad row of every file."""
     if not data.train:
         raise ConfigError("no training data: set data.train (or pass --data FILE)")
-    train_source = load_source(resolve_data_path(data.train), data, tokenizer, info)
+    raw_train = read_source(resolve_data_path(data.train), data)
+    task = build_label_task(raw_train.examples, task_config or TaskConfig())
+    train_source = tokenize_source(render_source(raw_train, data, task), data, tokenizer, info)
     sources = [train_source]
     if data.validation:
-        sources.append(load_source(resolve_data_path(data.validation), data, tokenizer, info))
+        sources.append(load_source(resolve_data_path(data.validation), data, tokenizer, info, task))
     problems = [p for s in sources for p in s.problems]
     if problems and not data.skip_invalid:
         bad_rows = len({p.where for p in problems})
@@ -121,7 +151,7 @@ def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int
         train, validation = split_validation(train, data.validation_split, seed)
     if not train:
         raise DataError(f"{train_source.path}: no usable training rows remain; fix the rows listed above or add data")
-    return PreparedData(train, validation, sources, problems)
+    return PreparedData(train, validation, sources, problems, task)
 
 
 def split_validation(examples: list[TokenizedExample], fraction: float, seed: int) -> tuple[list[TokenizedExample], list[TokenizedExample]]:

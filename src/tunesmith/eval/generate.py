@@ -7,6 +7,7 @@ generation stops on the tokens the run saved as stop tokens.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,16 +65,30 @@ def load_for_generation(target: str, *, chat_template: str | None = None, device
 Prompt = str | list[Message]
 
 
-@torch.no_grad()
-def generate_replies(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256,
-                     temperature: float = 0.0, top_p: float = 1.0, batch_size: int = 8,
-                     system_prompt: str | None = None, seed: int = 0) -> list[str]:
+@dataclass
+class Generated:
+    texts: list[str]
+    new_tokens: int  # generated tokens, up to and including each reply's stop token
+    seconds: float
+
+
+def generate_replies(loaded: LoadedModel, prompts: list[Prompt], **kwargs: Any) -> list[str]:
     """One reply per prompt (a user message, or a whole conversation ending with a user turn)."""
+    return generate(loaded, prompts, **kwargs).texts
+
+
+@torch.no_grad()
+def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
+             top_p: float = 1.0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0) -> Generated:
+    """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0."""
+    started = time.perf_counter()
     encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     replies: list[str] = [""] * len(encoded)
     device = next(loaded.model.parameters()).device
     pad_id = loaded.tokenizer.pad_token_id
+    stop_ids = set(loaded.info.stop_token_ids)
+    new_tokens = 0
     torch.manual_seed(seed)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -88,11 +103,14 @@ def generate_replies(loaded: LoadedModel, prompts: list[Prompt], *, max_new_toke
             input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=top_p if temperature > 0 else None, top_k=None,
-            eos_token_id=list(loaded.info.stop_token_ids), pad_token_id=pad_id,
+            eos_token_id=list(stop_ids), pad_token_id=pad_id,
         )
         for row, index in enumerate(chunk):
-            replies[index] = loaded.tokenizer.decode(output[row, width:], skip_special_tokens=True).strip()
-    return replies
+            generated = output[row, width:].tolist()
+            length = next((n + 1 for n, token in enumerate(generated) if token in stop_ids), len(generated))
+            new_tokens += length
+            replies[index] = loaded.tokenizer.decode(generated[:length], skip_special_tokens=True).strip()
+    return Generated(replies, new_tokens, time.perf_counter() - started)
 
 
 def _as_messages(prompt: Prompt, system_prompt: str | None) -> list[Message]:

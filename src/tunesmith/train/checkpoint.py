@@ -37,6 +37,7 @@ class TrainState:
     best_val_loss: float | None = None
     best_step: int | None = None
     evals_without_improvement: int = 0
+    last_eval: list[float] | None = None  # [validation loss, mean training loss] at the last evaluation
     stopped_early: bool = False
     data_fingerprint: str = ""
 

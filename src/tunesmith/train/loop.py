@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,7 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         state.baseline_val_loss = baseline
         plan.metrics.write({"step": 0, "val_loss": baseline, "val_ppl": perplexity(baseline)})
     progress = _progress_bar(plan, state)
+    recent_losses: list[float] = []  # training losses since the last evaluation
     model.train()
     while state.step < plan.total_steps and not state.stopped_early:
         lr = plan.peak_lr * lr_factor(state.step, plan.total_steps, warmup, train.scheduler)
@@ -146,8 +148,13 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         record = {"step": state.step, "epoch": round(state.epoch + state.micro_index / max(1, len(stream.plans(state.epoch))), 4),
                   "loss": loss_sum / max(loss_tokens, 1), "lr": lr, "grad_norm": grad_norm,
                   "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed}
+        recent_losses.append(record["loss"])
         if validation and _due(state.step, train.eval_every, plan.total_steps):
-            record.update(_evaluate(model, validation, plan, state))
+            record.update(_evaluate(model, validation, plan, state, sum(recent_losses) / len(recent_losses)))
+            recent_losses.clear()
+            if record.get("overfitting"):
+                _warn(progress, f"step {state.step}: validation loss rose to {record['val_loss']:.4f} while training loss "
+                                "fell: the model may be memorising its training rows (train.early_stopping_patience stops such runs)")
         if state.step % train.log_every == 0 or "val_loss" in record or state.step == plan.total_steps:
             plan.metrics.write(record)
         _show(progress, record, state)
@@ -159,9 +166,15 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
     return state
 
 
-def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainState) -> dict[str, float]:
-    """Validation loss; keeps the best weights and counts evaluations without improvement."""
+def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainState, train_loss: float) -> dict[str, float]:
+    """Validation loss; keeps the best weights, counts evaluations without improvement, and flags
+    validation loss rising while training loss falls."""
     val_loss = evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+    record: dict[str, Any] = {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "train_val_gap": val_loss - train_loss}
+    previous = state.last_eval
+    if previous and val_loss > previous[0] and train_loss < previous[1]:
+        record["overfitting"] = True
+    state.last_eval = [val_loss, train_loss]
     improved = state.best_val_loss is None or val_loss < state.best_val_loss - plan.train.early_stopping_min_delta
     if improved:
         state.best_val_loss, state.best_step = val_loss, state.step
@@ -172,7 +185,14 @@ def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainS
         patience = plan.train.early_stopping_patience
         if patience is not None and state.evals_without_improvement >= patience:
             state.stopped_early = True
-    return {"val_loss": val_loss, "val_ppl": perplexity(val_loss)}
+    return record
+
+
+def _warn(progress: Any, message: str) -> None:
+    if progress is not None:
+        progress.write(f"tunesmith: warning: {message}")
+    else:
+        print(f"tunesmith: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _due(step: int, every: int, last: int) -> bool:

@@ -15,6 +15,7 @@ from tunesmith.train.checkpoint import latest_checkpoint
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
 _RESUMABLE_CHANGES = {"output.overwrite", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}
+_RESUMABLE_SECTIONS = ("eval.",)  # evaluation runs after training: changing it changes no trained weight
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,14 @@ class RunFolder:
     @property
     def loss_plot(self) -> Path:
         return self.path / "loss.png"
+
+    @property
+    def task(self) -> Path:
+        return self.path / "task.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
 
     @property
     def checkpoints(self) -> Path:
@@ -95,7 +104,8 @@ def check_same_config(run: RunFolder, config: RunConfig) -> None:
     before = _flatten(yaml.safe_load(run.config.read_text()))
     now = _flatten(config_to_dict(config))
     changed = sorted(key for key in before.keys() | now.keys()
-                     if before.get(key) != now.get(key) and key not in _RESUMABLE_CHANGES)
+                     if before.get(key) != now.get(key) and key not in _RESUMABLE_CHANGES
+                     and not key.startswith(_RESUMABLE_SECTIONS))
     if changed:
         details = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
         raise RunError(

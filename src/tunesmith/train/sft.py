@@ -36,7 +36,7 @@ from tunesmith.models.load import (
 )
 from tunesmith.models.save import save_adapter, save_model
 from tunesmith.train.checkpoint import TrainState, load_checkpoint, recover_best
-from tunesmith.train.loop import BatchStream, LoopPlan, evaluate_loss, fit, total_steps
+from tunesmith.train.loop import BatchStream, LoopPlan, fit, total_steps
 from tunesmith.train.loss import causal_lm_loss_sum
 from tunesmith.train.metrics import MetricsLog, perplexity, plot_losses
 from tunesmith.train.run_folder import RunFolder, check_run_folder, start_run_folder
@@ -54,6 +54,7 @@ class RunResult:
     tokens_per_s: float
     peak_memory_mb: float
     outputs: dict[str, str] = field(default_factory=dict)
+    comparison: Any = None  # eval.compare.Comparison, when the run was evaluated after training
 
     @property
     def model_dir(self) -> Path:
@@ -73,10 +74,12 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
     tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
     template_source = ensure_chat_template(tokenizer, config.model.chat_template)
     info = analyze_template(tokenizer, generation_eos(source))
-    data = prepare_data(config.data, tokenizer, info, config.train.seed)
+    data = prepare_data(config.data, tokenizer, info, config.train.seed, config.task)
     say("settings: " + describe_config(config))
     _report_data(data)
     start_run_folder(run_folder, config, resume=resume)
+    if data.task is not None:
+        data.task.save(run_folder.task)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
 
     device = resolve_device(config.train.device)
@@ -111,7 +114,7 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
         f"examples, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
     state = fit(model, optimizer, stream, validation, plan, state)
 
-    final_val = _final_weights(model, run_folder, state, validation, plan)
+    final_val = _final_weights(model, run_folder, state)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
     outputs = _save_outputs(model, tokenizer, run_folder, config, info)
     result = RunResult(run_folder.path, state.step, _last_train_loss(run_folder), final_val, state.baseline_val_loss,
@@ -159,15 +162,16 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _final_weights(model: Any, run_folder: RunFolder, state: TrainState, validation: list, plan: LoopPlan) -> float | None:
-    """Put the best weights (lowest validation loss) in place; returns their validation loss."""
-    if not validation:
+def _final_weights(model: Any, run_folder: RunFolder, state: TrainState) -> float | None:
+    """Put the best weights (lowest validation loss) in place; returns their validation loss, which
+    was measured when they were current (the last step is always evaluated)."""
+    if state.best_val_loss is None:
         return None
     best = recover_best(run_folder.checkpoints)
-    if best is not None and state.best_step is not None and state.best_step != state.step:
+    if best is not None and state.best_step != state.step:
         load_checkpoint(best, model, None)
         say(f"final weights: step {state.best_step} (lowest validation loss), not the last step {state.step}")
-    return evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+    return state.best_val_loss
 
 
 def _save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo) -> dict[str, str]:
@@ -224,6 +228,8 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
         "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location},
         "chat_template": template_source,
         "stop_token_ids": list(info.stop_token_ids),
+        "task": {"type": "label", "labels": list(data.task.labels), "prompt_template": data.task.prompt_template}
+        if data.task else {"type": "generation"},
         "data": data.summary(),
         "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),

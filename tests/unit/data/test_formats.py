@@ -1,13 +1,20 @@
 import pytest
 
 from tunesmith.data.examples import Message
-from tunesmith.data.formats import FORMATS, choose_format, convert_records, detect_format
+from tunesmith.data.formats import (
+    FORMATS,
+    choose_format,
+    convert_records,
+    detect_format,
+    with_system_prompt,
+)
 from tunesmith.data.read import Record
 
 
 def convert(rows: list[dict], fmt: str = "auto", columns: dict | None = None, system: str | None = None):
     records = [Record("f.jsonl", i + 1, row) for i, row in enumerate(rows)]
-    return convert_records(records, choose_format(records, fmt), columns or {}, system)
+    examples, problems = convert_records(records, choose_format(records, fmt, columns), columns or {})
+    return [with_system_prompt(e, system) for e in examples], problems
 
 
 def roles(example) -> list[tuple[str, str]]:
@@ -54,9 +61,12 @@ def test_prompt_completion_plain_and_conversational():
     assert examples[1].kind == "chat" and roles(examples[1]) == [("user", "2+2?"), ("assistant", "4")]
 
 
-def test_text_rows_and_detection_order():
+def test_text_rows_label_rows_and_detection_order():
     (example,), _ = convert([{"text": "A document."}])
     assert example.kind == "text"
+    labelled, problems = convert([{"text": "great film", "label": "positive"}, {"text": "dull", "label": -1.0}])
+    assert not problems and [(e.kind, e.label) for e in labelled] == [("label", "positive"), ("label", "-1")]
+    assert detect_format({"text": "x", "label": 1}) == "label"
     assert detect_format({"messages": [], "text": "x"}) == "chat"
     assert detect_format({"instruction": "a", "output": "b"}) == "alpaca"
     assert detect_format({"question": "a"}) is None
@@ -101,6 +111,8 @@ A = {"role": "assistant", "content": "answer"}
     ({"conversations": [{"from": "alien", "value": "x"}]}, "not a known speaker"),
     ({"prompt": "p", "completion": ""}, "'completion' is empty"),
     ({"text": ""}, "'text' is empty"),
+    ({"text": "fine", "label": ""}, "'label' is ''"),
+    ({"text": " ", "label": "pos"}, "'text' is empty or not text"),
     ({"foo": 1, "bar": 2}, "no known fields (the row has fields foo, bar)"),
 ])
 def test_each_row_problem_is_named_with_its_fix(row, message):
@@ -123,3 +135,20 @@ def test_every_bad_row_is_reported_not_only_the_first():
     examples, problems = convert(rows)
     assert len(examples) == 2
     assert [p.where for p in problems] == ["f.jsonl:2", "f.jsonl:3", "f.jsonl:5"]
+
+
+def test_format_detection_sees_the_mapped_columns():
+    rows = [{"review": "good", "verdict": "positive", "id": 1}]
+    examples, problems = convert(rows, columns={"text": "review", "label": "verdict"})
+    assert not problems and examples[0].kind == "label" and examples[0].text == "good"
+
+
+def test_a_problem_shared_by_many_rows_is_shown_a_few_times_then_its_lines_listed():
+    from tunesmith.errors import DataError
+
+    rows = [{"question": "q", "answer": "a"}] * 30 + [{"messages": [U, U]}]
+    _, problems = convert(rows, fmt="chat")
+    report = DataError("summary:", problems).report()
+    assert report.count("missing field 'messages'") == 3
+    assert "the same problem in 27 more rows (lines 4, 5, 6," in report
+    assert "f.jsonl:31: message 2 is 'user' after 'user'" in report

@@ -1,0 +1,79 @@
+"""Labelled rows as a generative task: a prompt template turns (text, label) into a chat example.
+
+The same template renders the prompts for training, for the zero-/few-shot baselines and for
+evaluation, and it is saved with the run (task.json) so that they can never disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tunesmith.config import TaskConfig
+from tunesmith.data.examples import Example, Message, Problem
+from tunesmith.errors import ConfigError
+
+DEFAULT_LABEL_PROMPT = "Classify the following text. Answer with one word: {labels}.\n\nText: {text}"
+
+
+@dataclass(frozen=True)
+class LabelTask:
+    labels: tuple[str, ...]
+    prompt_template: str
+    label_names: tuple[tuple[str, str], ...] = ()  # raw value in the data -> label shown to the model
+
+    def name_of(self, raw_label: str) -> str:
+        return dict(self.label_names).get(raw_label, raw_label)
+
+    def prompt(self, text: str) -> str:
+        listed = " or ".join([", ".join(self.labels[:-1]), self.labels[-1]]) if len(self.labels) > 1 else self.labels[0]
+        return self.prompt_template.format(text=text, labels=listed)
+
+    def to_chat(self, example: Example) -> Example:
+        messages = (Message("user", self.prompt(example.text)), Message("assistant", self.name_of(example.label)))
+        return Example(example.source, example.line, "chat", messages=messages, text=example.text,
+                       label=self.name_of(example.label))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps({"type": "label", **asdict(self)}, indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> LabelTask | None:
+        if not path.is_file():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(tuple(raw["labels"]), raw["prompt_template"], tuple(tuple(p) for p in raw.get("label_names", ())))
+
+
+def build_label_task(examples: list[Example], task: TaskConfig) -> LabelTask | None:
+    """The task of labelled training examples (None when there are none)."""
+    raw_labels = [e.label for e in examples if e.kind == "label"]
+    if not raw_labels:
+        return None
+    template = task.prompt_template or DEFAULT_LABEL_PROMPT
+    if "{text}" not in template:
+        raise ConfigError("task.prompt_template must contain {text} (and may contain {labels})")
+    names = dict(task.label_names)
+    labels = tuple(task.labels) if task.labels else tuple(sorted({names.get(v, v) for v in raw_labels}))
+    if len(labels) < 2:
+        raise ConfigError(f"the training data has only one label ({labels[0]!r}); a label task needs at least two")
+    return LabelTask(labels, template, tuple(sorted(names.items())))
+
+
+def apply_label_task(examples: list[Example], task: LabelTask | None) -> tuple[list[Example], list[Problem]]:
+    """Label examples rendered as chats; a label outside the task's set is a problem of its row."""
+    if task is None:
+        return examples, []
+    rendered, problems = [], []
+    for example in examples:
+        if example.kind != "label":
+            rendered.append(example)
+            continue
+        name = task.name_of(example.label)
+        if name not in task.labels:
+            problems.append(Problem(example.where, f"label {name!r} is not one of the task's labels ({', '.join(task.labels)})",
+                                    "fix the label, or list it in task.labels"))
+            continue
+        rendered.append(task.to_chat(example))
+    return rendered, problems

@@ -1,0 +1,183 @@
+"""Base model zero-shot, base model few-shot, fine-tuned model: the same rows, the same decoding.
+
+This is the question a fine-tune has to answer: is the tuned model better at the task than the
+model it started from, used as it is or with a few solved examples in its prompt?
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith.config import EvalConfig
+from tunesmith.data.catalog import resolve_data_path
+from tunesmith.data.read import read_records
+from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
+from tunesmith.eval.generate import LoadedModel, generate, load_for_generation
+from tunesmith.eval.items import EvalItem
+from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
+from tunesmith.eval.perplexity import reference_loss, text_loss
+from tunesmith.train.metrics import perplexity
+
+
+@dataclass
+class SystemResult:
+    name: str
+    model: str
+    answers: list[str]
+    metrics: dict[str, Any]
+    seconds: float
+    new_tokens: int
+    predicted: list[str | None] | None = None  # label tasks: the label each answer maps to
+    rules: list[str] | None = None  # label tasks: the mapping rule that matched
+
+
+@dataclass
+class Comparison:
+    kind: Literal["label", "generation"]
+    items: list[EvalItem]
+    systems: list[SystemResult]
+    labels: list[str] | None = None
+    few_shot: int = 0
+    selection: str = "random"
+    forgetting: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def headline(self) -> list[str]:
+        if self.kind == "label":
+            return ["accuracy", "macro_f1"]
+        return ["exact_match", "normalized_exact_match", "rouge_l", "reference_ppl"]
+
+    def system(self, name: str) -> SystemResult:
+        return next(s for s in self.systems if s.name == name)
+
+    def table(self) -> str:
+        """The comparison as a text table, with the fine-tuned model's gain over each baseline."""
+        names = ["system", *self.headline, "seconds"]
+        rows = [[s.name, *(_format(s.metrics.get(m)) for m in self.headline), f"{s.seconds:.0f}"] for s in self.systems]
+        tuned = self.systems[-1]
+        for base in self.systems[:-1]:
+            rows.append([f"gain over {base.name}", *(_format(_delta(tuned, base, m), signed=True) for m in self.headline), ""])
+        widths = [max(len(str(row[i])) for row in [names, *rows]) for i in range(len(names))]
+        lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+                 for row in [names, *rows]]
+        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[EvalItem], labels: list[str] | None,
+                    settings: EvalConfig, *, with_perplexity: bool = True) -> SystemResult:
+    """Answers of one model to `prompts`, scored against the items' references."""
+    max_new = settings.max_new_tokens
+    if labels:
+        max_new = max(len(loaded.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels) + 2
+    generated = generate(loaded, prompts, max_new_tokens=max_new, batch_size=settings.batch_size)
+    result = SystemResult(name, loaded.name, generated.texts, {}, generated.seconds, generated.new_tokens)
+    if labels:
+        mapped = [map_answer_to_label(answer, labels) for answer in generated.texts]
+        result.predicted, result.rules = [m[0] for m in mapped], [m[1] for m in mapped]
+        metrics = label_metrics([item.label for item in items], result.predicted, labels)
+        metrics.rules = {rule: result.rules.count(rule) for rule in dict.fromkeys(result.rules)}
+        result.metrics = metrics.as_dict()
+    else:
+        result.metrics = text_metrics([item.reference for item in items], generated.texts)
+        if with_perplexity:
+            result.metrics["reference_ppl"] = perplexity(reference_loss(loaded, items))
+    result.metrics["tokens_per_s"] = generated.new_tokens / max(generated.seconds, 1e-9)
+    return result
+
+
+def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], settings: EvalConfig,
+                   labels: list[str] | None, seed: int = 0, say: Any = print) -> Comparison:
+    """Evaluate base zero-shot, base k-shot and the fine-tuned model of `run_dir` on `items`."""
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot, settings.few_shot_selection)
+    general = _general_texts(settings)
+    zero_shot = [item.prompt for item in items]
+
+    tuned = load_for_generation(str(run_dir))
+    template = tuned.tokenizer.chat_template
+    say(f"evaluating the fine-tuned model on {len(items)} rows")
+    tuned_result = evaluate_system(tuned, "fine-tuned", zero_shot, items, labels, settings)
+    general_after = text_loss(tuned, general) if general else None
+    del tuned
+    gc.collect()
+
+    base = load_for_generation(manifest["base_model"]["spec"], chat_template=template)
+    say(f"evaluating the base model zero-shot on {len(items)} rows")
+    comparison.systems.append(evaluate_system(base, "base zero-shot", zero_shot, items, labels, settings))
+    if settings.few_shot and pool:
+        index = TfidfIndex([p.key for p in pool]) if settings.few_shot_selection == "similar" else None
+        prompts = [few_shot_prompt(item, select_shots(item, n, pool, settings.few_shot, settings.few_shot_selection, seed, index))
+                   for n, item in enumerate(items)]
+        say(f"evaluating the base model {settings.few_shot}-shot on {len(items)} rows")
+        comparison.systems.append(evaluate_system(base, f"base {settings.few_shot}-shot", prompts, items, labels, settings,
+                                                  with_perplexity=False))
+    if general:
+        before = text_loss(base, general)
+        comparison.forgetting = {"source": settings.general_text, "documents": len(general),
+                                 "ppl_before": perplexity(before), "ppl_after": perplexity(general_after),
+                                 "ratio": perplexity(general_after) / perplexity(before)}
+    comparison.systems.append(tuned_result)
+    return comparison
+
+
+def save_comparison(comparison: Comparison, folder: Path) -> None:
+    """predictions.jsonl (every row, every system) and comparison.json (the metrics)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "predictions.jsonl", "w", encoding="utf-8") as handle:
+        for number, item in enumerate(comparison.items):
+            row = {"where": item.where, "input": item.key, "reference": item.reference}
+            for system in comparison.systems:
+                row[system.name] = system.answers[number]
+                if system.predicted is not None:
+                    row[f"{system.name} label"] = system.predicted[number]
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = {"kind": comparison.kind, "rows": len(comparison.items), "labels": comparison.labels,
+               "few_shot": comparison.few_shot, "few_shot_selection": comparison.selection,
+               "systems": {s.name: {"model": s.model, "seconds": s.seconds, "new_tokens": s.new_tokens, **s.metrics}
+                           for s in comparison.systems},
+               "forgetting": comparison.forgetting, "notes": comparison.notes}
+    (folder / "comparison.json").write_text(json.dumps(summary, indent=1))
+
+
+def disagreements(comparison: Comparison, limit: int = 10) -> list[dict[str, str]]:
+    """Rows where the systems' answers differ (by label for label tasks), the fine-tuned one right first."""
+    rows = []
+    tuned = comparison.systems[-1]
+    for number, item in enumerate(comparison.items):
+        if comparison.kind == "label":
+            values = [s.predicted[number] for s in comparison.systems]
+            tuned_right = tuned.predicted[number] == item.label
+        else:
+            values = [s.answers[number].strip() for s in comparison.systems]
+            tuned_right = tuned.answers[number].strip() == item.reference.strip()
+        if len(set(values)) > 1:
+            rows.append((not tuned_right, number))
+    return [{"where": comparison.items[n].where, "input": comparison.items[n].key, "reference": comparison.items[n].reference,
+             **{s.name: s.answers[n] for s in comparison.systems}} for _, n in sorted(rows)[:limit]]
+
+
+def _general_texts(settings: EvalConfig) -> list[str]:
+    if not settings.general_text:
+        return []
+    records = read_records(resolve_data_path(settings.general_text))
+    return [r.data["text"] for r in records if r.data and isinstance(r.data.get("text"), str)][:settings.general_rows]
+
+
+def _delta(tuned: SystemResult, base: SystemResult, metric: str) -> float | None:
+    a, b = tuned.metrics.get(metric), base.metrics.get(metric)
+    return None if a is None or b is None else a - b
+
+
+def _format(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def result_dict(result: SystemResult) -> dict[str, Any]:
+    return asdict(result)

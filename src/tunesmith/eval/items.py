@@ -1,0 +1,44 @@
+"""Held-out rows as evaluation items: the prompt a model answers and the reference answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunesmith.config import DataConfig, TaskConfig
+from tunesmith.data.catalog import resolve_data_path
+from tunesmith.data.examples import Message, Problem
+from tunesmith.data.pipeline import read_source, render_source
+from tunesmith.data.tasks import LabelTask, build_label_task
+from tunesmith.errors import DataError
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    where: str
+    prompt: tuple[Message, ...]  # ends with the user turn to answer
+    reference: str  # the reference answer (the label name, for label tasks)
+    label: str | None  # the gold label, for label tasks
+    key: str  # the task input (text to classify, or the last user message): for leakage checks and similarity
+
+
+def load_items(spec: str, data: DataConfig, task: LabelTask | None, task_config: TaskConfig | None = None,
+               *, max_rows: int | None = None, skip_invalid: bool = False) -> tuple[list[EvalItem], LabelTask | None]:
+    """Items of a data file (or named dataset); label rows use `task` (else one built from the file)."""
+    path = resolve_data_path(spec)
+    raw = read_source(Path(path), data)
+    if task is None:
+        task = build_label_task(raw.examples, task_config or TaskConfig())
+    rendered = render_source(raw, data, task)
+    items, problems = [], list(rendered.problems)
+    for example in rendered.examples:
+        if example.kind != "chat":
+            problems.append(Problem(example.where, f"{example.kind} rows cannot be evaluated by generation",
+                                    "use chat, instruction or labelled rows for evaluation"))
+            continue
+        *prompt, reply = example.messages
+        key = example.text if example.label else prompt[-1].content
+        items.append(EvalItem(example.where, tuple(prompt), reply.content, example.label or None, key))
+    if problems and not skip_invalid:
+        raise DataError(f"{path}: {len(problems)} problems in the evaluation data:", problems)
+    return (items[:max_rows] if max_rows else items), task

@@ -1,0 +1,105 @@
+"""Task metrics: label tasks (accuracy, per-class and macro precision / recall / F1, confusion
+matrix) and free-text tasks (exact match, normalized exact match, ROUGE-L).
+
+A generated answer becomes a label by the first rule that matches (`map_answer_to_label`):
+1. exact: the answer, stripped of surrounding whitespace, is a label;
+2. normalized: lower-cased, punctuation removed and whitespace collapsed, it equals a label so
+   normalized;
+3. first matching label: the label whose normalized form occurs earliest in the normalized answer
+   as whole words (at the same position, the longer label wins).
+An answer no rule maps is "unparsed": it counts as wrong for every metric and is reported.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+UNPARSED = "(unparsed)"
+_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed."""
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+def normalize_for_match(text: str) -> str:
+    """SQuAD-style normalization for free-text exact match: `normalize` plus articles removed."""
+    return " ".join(_ARTICLES.sub(" ", normalize(text)).split())
+
+
+def map_answer_to_label(answer: str, labels: Sequence[str]) -> tuple[str | None, str]:
+    """(label, rule that matched) for a generated answer; (None, "unparsed") when no rule matches."""
+    stripped = answer.strip()
+    if stripped in labels:
+        return stripped, "exact"
+    normalized = normalize(answer)
+    by_normal = {normalize(label): label for label in labels}
+    if normalized in by_normal:
+        return by_normal[normalized], "normalized"
+    best: tuple[int, int, str] | None = None
+    padded = f" {normalized} "
+    for norm_label, label in by_normal.items():
+        if not norm_label:
+            continue
+        position = padded.find(f" {norm_label} ")
+        if position >= 0 and (best is None or (position, -len(norm_label)) < best[:2]):
+            best = (position, -len(norm_label), label)
+    if best is not None:
+        return best[2], "first match"
+    return None, "unparsed"
+
+
+@dataclass
+class LabelMetrics:
+    accuracy: float
+    per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
+    macro: dict[str, float]  # precision, recall, f1
+    confusion: list[list[int]]  # rows: gold label; columns: labels, then UNPARSED
+    labels: list[str]
+    unparsed: int
+    rules: dict[str, int] = field(default_factory=dict)  # how answers were mapped
+
+    def as_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "macro_precision": self.macro["precision"], "macro_recall": self.macro["recall"],
+                "macro_f1": self.macro["f1"], "unparsed": self.unparsed, "per_class": self.per_class,
+                "confusion": self.confusion, "labels": self.labels, "rules": self.rules}
+
+
+def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> LabelMetrics:
+    """Metrics of predicted labels (None = unparsed, always wrong) against gold labels."""
+    labels = list(labels)
+    index = {label: i for i, label in enumerate(labels)}
+    confusion = [[0] * (len(labels) + 1) for _ in labels]
+    for truth, guess in zip(gold, predicted):
+        confusion[index[truth]][index[guess] if guess in index else len(labels)] += 1
+    per_class = {}
+    for i, label in enumerate(labels):
+        true_positive = confusion[i][i]
+        predicted_count = sum(row[i] for row in confusion)
+        support = sum(confusion[i])
+        precision = true_positive / predicted_count if predicted_count else 0.0
+        recall = true_positive / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    macro = {name: sum(c[name] for c in per_class.values()) / len(labels) for name in ("precision", "recall", "f1")}
+    correct = sum(confusion[i][i] for i in range(len(labels)))
+    unparsed = sum(row[-1] for row in confusion)
+    return LabelMetrics(correct / len(gold) if gold else 0.0, per_class, macro, confusion, labels, unparsed)
+
+
+def text_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Exact match, normalized exact match and mean ROUGE-L F-measure (Google's rouge-score)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    count = max(len(references), 1)
+    return {
+        "exact_match": sum(r.strip() == p.strip() for r, p in zip(references, predictions)) / count,
+        "normalized_exact_match": sum(normalize_for_match(r) == normalize_for_match(p) for r, p in zip(references, predictions)) / count,
+        "rouge_l": sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(references, predictions)) / count,
+    }

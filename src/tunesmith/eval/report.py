@@ -1,0 +1,229 @@
+"""report.md and a self-contained report.html for a run: data, settings, loss curves, the
+comparison with the base model, per-class metrics, confusion matrices, disagreements, and the
+overfitting and forgetting notes."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tunesmith.eval.compare import Comparison, disagreements
+from tunesmith.eval.diagnostics import forgetting_note, overfitting_notes
+from tunesmith.eval.metrics import UNPARSED
+from tunesmith.train.metrics import read_metrics
+
+
+def write_report(run_dir: Path, comparison: Comparison | None) -> tuple[Path, Path]:
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    images: dict[str, Path] = {}
+    if (run_dir / "loss.png").is_file():
+        images["loss"] = run_dir / "loss.png"
+    if comparison is not None:
+        images["comparison"] = plot_comparison(comparison, run_dir / "eval" / "comparison.png")
+        if comparison.kind == "label":
+            images["confusion"] = plot_confusion(comparison, run_dir / "eval" / "confusion.png")
+    blocks = _blocks(run_dir, manifest, comparison, images)
+    markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    markdown_path.write_text(_markdown(blocks, run_dir), encoding="utf-8")
+    html_path.write_text(_html(blocks, run_dir.name), encoding="utf-8")
+    return markdown_path, html_path
+
+
+# A report is a list of blocks: ("h", text), ("p", text), ("table", (header, rows)), ("img", path), ("code", text)
+Block = tuple[str, Any]
+
+
+def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images: dict[str, Path]) -> list[Block]:
+    results, data = manifest["results"], manifest["data"]
+    blocks: list[Block] = [("h1", f"tunesmith report: {run_dir.name}")]
+    if comparison is not None:
+        blocks.append(("p", _verdict(comparison)))
+    blocks.append(("h", "Data"))
+    rows = [[f["path"], f["format"] or "-", f["rows"], f["invalid_rows"], f["sha256"][:12]] for f in data["files"]]
+    blocks.append(("table", (["file", "format", "rows", "invalid rows", "sha256"], rows)))
+    blocks.append(("p", f"Training: {data['train']['examples']} examples ({data['train']['loss_tokens']} of "
+                        f"{data['train']['tokens']} tokens in the loss); validation: {data['validation']['examples']} examples"
+                        + (f"; test: {len(comparison.items)} rows." if comparison else ".")
+                        + (f" {data['skipped_rows']} invalid rows were left out (data.skip_invalid)." if data.get("skipped_rows") else "")))
+    blocks.append(("h", "Training"))
+    baseline = results.get("baseline_val_loss")
+    blocks.append(("p", f"Base model {manifest['base_model']['spec']}; {results['steps']} steps in {manifest['wall_seconds']:.0f} s, "
+                        f"{results['train_tokens_per_s']:.0f} tokens/s, peak memory {results['peak_memory_mb']:.0f} MB. "
+                        + (f"Validation loss {baseline:.3f} before training, {results['val_loss']:.3f} after."
+                           if baseline is not None and results.get("val_loss") is not None else "")))
+    if "loss" in images:
+        blocks.append(("img", images["loss"]))
+    for note in overfitting_notes(read_metrics(run_dir / "metrics.jsonl")):
+        blocks.append(("p", note))
+    if comparison is not None:
+        blocks.extend(_comparison_blocks(comparison, images))
+    blocks.append(("h", "Settings"))
+    blocks.append(("code", yaml.safe_dump(manifest["config"], sort_keys=False)))
+    return blocks
+
+
+def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[Block]:
+    blocks: list[Block] = [("h", "Fine-tuned vs base model"),
+                           ("p", f"The same {len(comparison.items)} held-out rows, greedy decoding, the same prompt template; "
+                                 f"few-shot examples ({comparison.few_shot}, chosen {comparison.selection}) come from the training rows.")]
+    header = ["system", *comparison.headline, "seconds"]
+    rows = [[s.name, *(_number(s.metrics.get(m)) for m in comparison.headline), f"{s.seconds:.0f}"] for s in comparison.systems]
+    tuned = comparison.systems[-1]
+    for base in comparison.systems[:-1]:
+        rows.append([f"gain over {base.name}", *(_signed(tuned.metrics.get(m), base.metrics.get(m)) for m in comparison.headline), ""])
+    blocks.append(("table", (header, rows)))
+    blocks.append(("img", images["comparison"]))
+    if comparison.kind == "label":
+        blocks.append(("h", "Per class"))
+        for system in comparison.systems:
+            per_class = system.metrics["per_class"]
+            rows = [[label, _number(v["precision"]), _number(v["recall"]), _number(v["f1"]), v["support"]] for label, v in per_class.items()]
+            rows.append(["macro", _number(system.metrics["macro_precision"]), _number(system.metrics["macro_recall"]),
+                         _number(system.metrics["macro_f1"]), sum(v["support"] for v in per_class.values())])
+            blocks.append(("p", f"{system.name}: {system.metrics['unparsed']} answers matched no label "
+                                f"(mapping rules used: {', '.join(f'{k} {v}' for k, v in system.metrics['rules'].items())})."))
+            blocks.append(("table", (["label", "precision", "recall", "F1", "support"], rows)))
+        blocks.append(("img", images["confusion"]))
+    note = forgetting_note(comparison.forgetting)
+    if note:
+        blocks.append(("h", "Forgetting"))
+        blocks.append(("p", note))
+    examples = disagreements(comparison)
+    if examples:
+        blocks.append(("h", f"Where the systems disagree ({len(examples)} rows)"))
+        names = [s.name for s in comparison.systems]
+        rows = [[e["where"].rsplit("/", 1)[-1], _short(e["input"]), e["reference"][:80], *(_short(e[n], 80) for n in names)] for e in examples]
+        blocks.append(("table", (["row", "input", "reference", *names], rows)))
+    return blocks
+
+
+def _verdict(comparison: Comparison) -> str:
+    metric = comparison.headline[0] if comparison.kind == "label" else "rouge_l"
+    parts = [f"{s.name} {s.metrics[metric]:.3f}" for s in comparison.systems]
+    return f"{metric.replace('_', ' ')} on {len(comparison.items)} held-out rows: " + ", ".join(parts) + "."
+
+
+def plot_comparison(comparison: Comparison, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in comparison.headline if m != "reference_ppl"]
+    figure, axis = plt.subplots(figsize=(7, 3.6), dpi=110)
+    width = 0.8 / len(comparison.systems)
+    colours = ["#9e9e9e", "#5c7cfa", "#2b8a3e", "#e67700"]
+    for number, system in enumerate(comparison.systems):
+        values = [system.metrics.get(m) or 0.0 for m in metrics]
+        bars = axis.bar([i + number * width for i in range(len(metrics))], values, width, label=system.name,
+                        color=colours[number % len(colours)])
+        axis.bar_label(bars, fmt="%.2f", fontsize=8)
+    axis.set_xticks([i + width * (len(comparison.systems) - 1) / 2 for i in range(len(metrics))])
+    axis.set_xticklabels([m.replace("_", " ") for m in metrics])
+    axis.set_ylim(0, 1.08)
+    axis.legend(fontsize=8, loc="lower right")
+    axis.set_title(f"{len(comparison.items)} held-out rows")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_confusion(comparison: Comparison, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = comparison.labels or []
+    columns = [*labels, UNPARSED]
+    figure, axes = plt.subplots(1, len(comparison.systems), figsize=(3.6 * len(comparison.systems), 3.4), dpi=110, squeeze=False)
+    for axis, system in zip(axes[0], comparison.systems):
+        matrix = system.metrics["confusion"]
+        axis.imshow(matrix, cmap="Blues")
+        for row, values in enumerate(matrix):
+            for column, value in enumerate(values):
+                axis.text(column, row, str(value), ha="center", va="center", fontsize=9,
+                          color="white" if value > max(map(max, matrix)) / 2 else "black")
+        axis.set_xticks(range(len(columns)))
+        axis.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+        axis.set_yticks(range(len(labels)))
+        axis.set_yticklabels(labels, fontsize=8)
+        axis.set_xlabel("predicted")
+        axis.set_title(system.name, fontsize=9)
+    axes[0][0].set_ylabel("true")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _markdown(blocks: list[Block], run_dir: Path) -> str:
+    lines: list[str] = []
+    for kind, value in blocks:
+        if kind == "h1":
+            lines += [f"# {value}", ""]
+        elif kind == "h":
+            lines += [f"## {value}", ""]
+        elif kind == "p":
+            lines += [value, ""]
+        elif kind == "table":
+            header, rows = value
+            lines.append("| " + " | ".join(header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{value.stem}]({value.relative_to(run_dir)})", ""]
+        elif kind == "code":
+            lines += ["```yaml", value.rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}
+th{background:#f3f3f3}td:not(:first-child){text-align:right}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"""
+
+
+def _html(blocks: list[Block], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"]
+    for kind, value in blocks:
+        if kind == "h1":
+            parts.append(f"<h1>{html.escape(value)}</h1>")
+        elif kind == "h":
+            parts.append(f"<h2>{html.escape(value)}</h2>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(value)}</p>")
+        elif kind == "table":
+            header, rows = value
+            parts.append("<table><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows]
+            parts.append("</table>")
+        elif kind == "img":
+            encoded = base64.b64encode(value.read_bytes()).decode()
+            parts.append(f"<img alt='{html.escape(value.stem)}' src='data:image/png;base64,{encoded}'>")
+        elif kind == "code":
+            parts.append(f"<pre>{html.escape(value)}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _signed(a: float | None, b: float | None) -> str:
+    return "-" if a is None or b is None else f"{a - b:+.3f}"
+
+
+def _short(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

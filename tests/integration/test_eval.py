@@ -1,0 +1,112 @@
+"""Evaluation end to end on the tiny model: label tasks from a plain CSV, the comparison, the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import chat_rows
+from tunesmith.cli import main
+from tunesmith.data.examples import Message
+from tunesmith.eval.generate import generate, load_for_generation
+
+WORDS = {"positive": ["great", "superb", "lovely", "fine", "moving"], "negative": ["awful", "dull", "bad", "boring", "weak"]}
+
+
+def write_reviews_csv(path: Path, count: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "review_text", "verdict", "stars"])
+        for number in range(count):
+            verdict = rng.choice(["positive", "negative"])
+            words = " ".join(rng.choice(WORDS[verdict]) for _ in range(4))
+            writer.writerow([number, f"this film was {words} , truly {seed}-{number}", verdict, rng.randint(1, 5)])
+    return path
+
+
+def test_batched_decoding_gives_the_same_answers_as_one_at_a_time(tiny_model_dir: Path):
+    loaded = load_for_generation(str(tiny_model_dir))
+    prompts = [r["messages"][0]["content"] * (1 + n % 3) for n, r in enumerate(chat_rows(9, seed=2))]
+    prompts.append([Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Repeat red")])
+    one_by_one = generate(loaded, prompts, max_new_tokens=12, batch_size=1)
+    batched = generate(loaded, prompts, max_new_tokens=12, batch_size=5)
+    assert batched.texts == one_by_one.texts
+    assert batched.new_tokens == one_by_one.new_tokens > 0
+
+
+def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(tmp_path: Path, tiny_model_dir: Path, capsys):
+    train = write_reviews_csv(tmp_path / "reviews.csv", 120, seed=1)
+    test = write_reviews_csv(tmp_path / "held_out.csv", 24, seed=2)
+    args = ["train", "--model", str(tiny_model_dir), "--data", str(train), "--test", str(test),
+            "--text-column", "review_text", "--label-column", "verdict", "--output", "reviews", "--no-progress",
+            "--set", f"output.dir={tmp_path / 'runs'}", "--set", "train.max_steps=6", "--set", "train.learning_rate=2e-2",
+            "--set", "eval.few_shot=2", "--set", "eval.general_rows=4", "--set", "data.validation_split=0.1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "reviews"
+    assert json.loads((run / "task.json").read_text())["labels"] == ["negative", "positive"]
+    for system in ("base zero-shot", "base 2-shot", "fine-tuned", "gain over base zero-shot"):
+        assert system in out
+    summary = json.loads((run / "eval" / "comparison.json").read_text())
+    assert summary["rows"] == 24 and set(summary["systems"]) == {"base zero-shot", "base 2-shot", "fine-tuned"}
+    for system in summary["systems"].values():
+        assert 0.0 <= system["accuracy"] <= 1.0 and len(system["confusion"]) == 2
+        assert sum(map(sum, system["confusion"])) == 24
+    assert summary["forgetting"]["documents"] == 4 and summary["forgetting"]["ratio"] > 0
+    predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 24 and predictions[0]["reference"] in ("negative", "positive")
+    report = (run / "report.md").read_text()
+    for heading in ("## Data", "## Training", "## Fine-tuned vs base model", "## Per class", "## Forgetting", "## Settings"):
+        assert heading in report
+    html = (run / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "<table>" in html  # self-contained: images inline
+
+    # the same labelled CSV evaluates with `tunesmith eval` and `tunesmith compare`
+    assert main(["eval", str(run), "--data", str(test), "--text-column", "review_text", "--label-column", "verdict"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert main(["compare", str(run), "--data", str(test), "--text-column", "review_text", "--label-column", "verdict",
+                 "--few-shot", "1", "--max-rows", "8"]) == 0
+    assert "base 1-shot" in capsys.readouterr().out
+
+
+def test_free_text_comparison_reports_exact_match_rouge_and_perplexity(tmp_path: Path, tiny_model_dir: Path, capsys):
+    from tests.conftest import write_jsonl
+
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(40, seed=1))
+    test = write_jsonl(tmp_path / "test.jsonl", chat_rows(8, seed=99))
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(train), "--test", str(test), "--output", "chat",
+                 "--no-progress", "--set", f"output.dir={tmp_path / 'runs'}", "--set", "train.max_steps=4",
+                 "--set", "eval.few_shot=1", "--set", "eval.max_new_tokens=8", "--set", "eval.general_text=null"]) == 0
+    summary = json.loads((tmp_path / "runs" / "chat" / "eval" / "comparison.json").read_text())
+    tuned = summary["systems"]["fine-tuned"]
+    assert {"exact_match", "normalized_exact_match", "rouge_l", "reference_ppl"} <= set(tuned)
+    assert tuned["reference_ppl"] > 1 and summary["forgetting"] is None
+
+
+def test_test_rows_that_also_appear_in_training_are_called_out(tmp_path: Path, tiny_model_dir: Path, capsys):
+    train = write_reviews_csv(tmp_path / "reviews.csv", 40, seed=1)
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(train), "--test", str(train), "--text-column",
+                 "review_text", "--label-column", "verdict", "--output", "leaky", "--no-progress",
+                 "--set", f"output.dir={tmp_path / 'runs'}", "--set", "train.max_steps=1", "--set", "eval.few_shot=1",
+                 "--set", "eval.max_rows=6", "--set", "eval.general_text=null"]) == 0
+    assert "6 of 6 test rows also appear in the training data" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["movie-review-polarity"])
+def test_named_dataset_splits_are_fixed_balanced_and_disjoint(name: str, capsys):
+    assert main(["data", "fetch", f"{name}:test"]) == 0
+    assert "(400 rows)" in capsys.readouterr().out
+    from tunesmith.data.catalog import dataset_path
+
+    test_rows = [json.loads(line) for line in dataset_path(name, "test").read_text().splitlines()]
+    train_rows = [json.loads(line) for line in dataset_path(name, "train").read_text().splitlines()]
+    assert len(test_rows) == 400 and len(train_rows) == 3600
+    assert sum(r["label"] == "positive" for r in test_rows) == 200
+    assert not {r["text"] for r in test_rows} & {r["text"] for r in train_rows}
+    assert main(["data", "fetch", "movie-review-polarity:validation"]) == 2
+    assert "has no split 'validation'" in capsys.readouterr().err

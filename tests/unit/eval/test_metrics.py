@@ -1,0 +1,70 @@
+import pytest
+
+from tunesmith.eval.metrics import (
+    UNPARSED,
+    label_metrics,
+    map_answer_to_label,
+    normalize_for_match,
+    text_metrics,
+)
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.mark.parametrize(("answer", "label", "rule"), [
+    ("positive", "positive", "exact"),
+    ("  negative\n", "negative", "exact"),
+    ("Positive.", "positive", "normalized"),
+    ("NEGATIVE!", "negative", "normalized"),
+    ("I think it is positive, not negative", "positive", "first match"),
+    ("negative; well, maybe positive", "negative", "first match"),
+    ("It's neutral", None, "unparsed"),
+    ("positively", None, "unparsed"),  # whole words only
+    ("", None, "unparsed"),
+])
+def test_answers_map_to_labels_by_the_documented_rules(answer, label, rule):
+    assert map_answer_to_label(answer, LABELS) == (label, rule)
+
+
+def test_at_the_same_position_the_longer_label_wins():
+    assert map_answer_to_label("very good movie", ["good", "very good"]) == ("very good", "first match")
+
+
+def test_label_metrics_match_hand_computed_values():
+    gold = ["positive", "positive", "positive", "negative", "negative", "negative", "negative"]
+    predicted = ["positive", "positive", "negative", "negative", "negative", "positive", None]
+    metrics = label_metrics(gold, predicted, LABELS)
+    # positive: tp=2, predicted 3, support 3 -> p=2/3, r=2/3 ; negative: tp=2, predicted 3, support 4 -> p=2/3, r=1/2
+    assert metrics.accuracy == pytest.approx(4 / 7)
+    assert metrics.per_class["positive"]["precision"] == pytest.approx(2 / 3)
+    assert metrics.per_class["positive"]["recall"] == pytest.approx(2 / 3)
+    assert metrics.per_class["positive"]["f1"] == pytest.approx(2 / 3)
+    assert metrics.per_class["negative"]["precision"] == pytest.approx(2 / 3)
+    assert metrics.per_class["negative"]["recall"] == pytest.approx(1 / 2)
+    assert metrics.per_class["negative"]["f1"] == pytest.approx(2 * (2 / 3) * (1 / 2) / (2 / 3 + 1 / 2))
+    assert metrics.macro["f1"] == pytest.approx((2 / 3 + 4 / 7) / 2)
+    assert metrics.macro["precision"] == pytest.approx(2 / 3)
+    assert metrics.macro["recall"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # rows gold (negative, positive); columns predicted (negative, positive, unparsed)
+    assert metrics.confusion == [[2, 1, 1], [1, 2, 0]]
+    assert metrics.unparsed == 1
+    assert metrics.as_dict()["labels"] == LABELS and UNPARSED == "(unparsed)"
+
+
+def test_a_class_never_predicted_has_zero_precision_not_an_error():
+    metrics = label_metrics(["a", "b", "c"], ["a", "a", "a"], ["a", "b", "c"])
+    assert metrics.per_class["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    assert metrics.per_class["a"]["precision"] == pytest.approx(1 / 3)
+    assert metrics.macro["f1"] == pytest.approx((0.5 + 0 + 0) / 3)
+
+
+def test_text_metrics_match_hand_computed_values():
+    references = ["The cat sat on the mat.", "Paris", "blue sky"]
+    predictions = ["the cat sat on mat", "Paris", "grey sky today"]
+    metrics = text_metrics(references, predictions)
+    assert metrics["exact_match"] == pytest.approx(1 / 3)
+    assert metrics["normalized_exact_match"] == pytest.approx(2 / 3)  # articles and punctuation ignored
+    # ROUGE-L F: (1) LCS 5 of 6 ref / 5 pred -> p=1, r=5/6 ; (2) 1 ; (3) LCS 1: p=1/3, r=1/2
+    expected = (2 * 1 * (5 / 6) / (1 + 5 / 6) + 1.0 + 2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2)) / 3
+    assert metrics["rouge_l"] == pytest.approx(expected)
+    assert normalize_for_match("The  Answer!") == "answer"
