@@ -1,11 +1,23 @@
-"""Training throughput and peak memory of tunesmith's loop on the default model.
+"""Training throughput, peak memory and final loss: tunesmith against TRL's SFTTrainer, one run.
 
-    python benchmarks/train_throughput.py [--steps 12] [--dataset alpaca-demo]
+    python benchmarks/train_throughput.py                   # Alpaca demo and movie reviews
+    python benchmarks/train_throughput.py --datasets alpaca --examples 64
 
-Each configuration runs in its own process (so peak RSS is its own), on SmolLM2-135M-Instruct with
-LoRA r=16 on all linear layers, sequences up to 512 tokens, batches of 4, fp32. Printed: tokens/s in
-steady state (first step excluded), peak RSS, final loss, and the fraction of the machine's measured
-fp32 matmul peak (MFU, FLOPs per token = 4N for LoRA, N = parameters in matrix products, head included).
+Every system trains SmolLM2-135M-Instruct with LoRA r=16 (alpha 32, no dropout) on all linear layers,
+on the same rows (at most 512 tokens each), 4 examples per step, one epoch, AdamW at 2e-4 with 5%
+warmup and cosine decay, the loss on the assistant's reply only. Each system runs in its own process
+(peak RSS is its own), one after the other, repeated `--repeats` times in alternation.
+
+Printed per system: tokens/s in steady state (the first step excluded), peak RSS, the loss of its
+final adapter on held-out rows (the same rows and code for every system), and the fraction of the
+machine's limit: tokens/s x FLOPs per token / measured matmul peak, FLOPs per token = 4N for LoRA
+(N = parameters in matrix products, the output head included), against the fp32 peak (the issue's
+definition) and against the bf16 peak.
+
+TRL configurations: its defaults as the issue describes them (bf16, activation checkpointing,
+packing), the issue's "fastest CPU settings" (fp32, no checkpointing, packing), and, since this CPU
+has native bf16, bf16 without checkpointing, with and without packing. TRL is a benchmark-only
+dependency: `pip install -e .[bench]`.
 """
 
 from __future__ import annotations
@@ -19,93 +31,256 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 MODEL = "smollm2-135m-instruct"
+MAX_LENGTH = 512
+BATCH = 4
+LEARNING_RATE = 2e-4
+DATASETS = {"alpaca": "alpaca-demo", "movie-reviews": "movie-review-polarity:train"}
 
 
-def matmul_peak_gflops(seconds: float = 3.0, size: int = 2048) -> float:
+@dataclass(frozen=True)
+class System:
+    name: str
+    tool: str  # tunesmith | trl
+    bf16: bool = False
+    checkpointing: bool = False
+    packing: bool = False
+
+
+SYSTEMS = [
+    System("tunesmith", "tunesmith"),
+    System("TRL defaults (bf16, ckpt, packing)", "trl", bf16=True, checkpointing=True, packing=True),
+    System("TRL fp32, packing", "trl", packing=True),
+    System("TRL bf16, packing", "trl", bf16=True, packing=True),
+    System("TRL bf16", "trl", bf16=True),
+]
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tuple[Path, Path]:
+    """The same chat rows for every system: `examples` to train on, `held_out` to score the result."""
+    from tunesmith.config import build_config
+    from tunesmith.data.catalog import resolve_data_path
+    from tunesmith.data.pipeline import read_source, render_source
+    from tunesmith.data.tasks import build_label_task
+    from tunesmith.models.catalog import materialize
+
+    from transformers import AutoTokenizer
+
+    config = build_config({"data": {"train": dataset, "max_length": MAX_LENGTH}})
+    raw = read_source(resolve_data_path(dataset), config.data)
+    chats = render_source(raw, config.data, build_label_task(raw.examples, config.task)).examples
+    tokenizer = AutoTokenizer.from_pretrained(materialize(MODEL))
+    rows = []
+    for example in chats:
+        messages = [m.as_dict() for m in example.messages]
+        if len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) <= MAX_LENGTH:
+            rows.append(messages)
+    train, test = rows[:examples], rows[examples:examples + held_out]
+    for name, part in (("train", train), ("test", test)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in part))
+    return folder / "train.jsonl", folder / "test.jsonl"
+
+
+# --------------------------------------------------------------------------------------- workers
+
+
+def worker_tunesmith(train_file: Path, out: Path) -> dict:
+    import tunesmith
+
+    config = tunesmith.build_config({
+        "model": MODEL,
+        "data": {"train": str(train_file), "max_length": MAX_LENGTH, "validation_split": 0.0},
+        "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        "train": {"epochs": 1, "batch_size": BATCH, "gradient_accumulation": 1, "learning_rate": LEARNING_RATE,
+                  "warmup_ratio": 0.05, "scheduler": "cosine", "eval_every": 0, "eval_before": False, "save_every": 0},
+        "output": {"dir": str(out), "name": "run", "save_merged": False, "overwrite": True},
+    })
+    result = tunesmith.train(config, show_progress=False)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    steady = steps[1:]
+    return {"tokens_per_s": sum(r["tokens"] for r in steady) / sum(r["tokens"] / r["tokens_per_s"] for r in steady),
+            "steps": len(steps), "adapter": str(result.run_dir / "adapter"),
+            "train_loss": sum(r["loss"] for r in steps[-len(steps) // 3:]) / len(steps[-len(steps) // 3:])}
+
+
+def worker_trl(system: System, train_file: Path, out: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from tunesmith.models.catalog import materialize
+
+    folder = materialize(MODEL)
+    rows = [json.loads(line)["messages"] for line in train_file.read_text().splitlines()]
+    dataset = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in rows])
+    tokens_per_batch: list[int] = []
+    step_ends: list[float] = []
+
+    class StepClock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+            step_ends.append(time.perf_counter())
+
+    args = SFTConfig(
+        output_dir=str(out), use_cpu=True, bf16=system.bf16, gradient_checkpointing=system.checkpointing,
+        packing=system.packing, max_length=MAX_LENGTH, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
+        learning_rate=LEARNING_RATE, lr_scheduler_type="cosine", warmup_steps=0.05, num_train_epochs=1, max_grad_norm=1.0,
+        logging_steps=1, save_strategy="no", report_to=[], seed=42, optim="adamw_torch", dataloader_num_workers=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(folder),
+                         peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                                task_type="CAUSAL_LM"), callbacks=[StepClock()])
+    collate = trainer.data_collator
+
+    def counting_collator(examples: list) -> dict:
+        batch = collate(examples)
+        real = batch["attention_mask"].sum() if "attention_mask" in batch else batch["position_ids"].numel()
+        tokens_per_batch.append(int(real))
+        return batch
+
+    trainer.data_collator = counting_collator
+    trainer.train()
+    trainer.save_model(str(out / "adapter"))
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    tail = losses[-len(losses) // 3:]
+    steady_tokens = sum(tokens_per_batch[1:len(step_ends)])
+    return {"tokens_per_s": steady_tokens / (step_ends[-1] - step_ends[0]), "steps": len(step_ends),
+            "adapter": str(out / "adapter"), "train_loss": sum(tail) / len(tail)}
+
+
+def held_out_loss(adapter: str, test_file: Path) -> float:
+    """Loss of base + adapter on the held-out replies, computed the same way for every system (fp32)."""
+    from tunesmith.config import build_config
+    from tunesmith.data.catalog import resolve_data_path
+    from tunesmith.eval.generate import load_for_generation
+    from tunesmith.eval.items import load_items
+    from tunesmith.eval.perplexity import reference_loss
+
+    loaded = load_for_generation(adapter, precision="fp32")
+    items, _ = load_items(str(resolve_data_path(str(test_file))), build_config({}).data, None)
+    return reference_loss(loaded, items)
+
+
+def run_worker(args: argparse.Namespace) -> None:
+    system = next(s for s in SYSTEMS if s.name == args.system)
+    out = Path(args.out)
+    if system.tool == "tunesmith":
+        figures = worker_tunesmith(Path(args.train_file), out)
+    else:
+        figures = worker_trl(system, Path(args.train_file), out)
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(figures), flush=True)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def matmul_peak_gflops(dtype_name: str, seconds: float = 1.0) -> float:
+    """Best of the model's own matrix shapes (and a square one)."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        torch.mm(a, b)
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started) / 1e9
+    dtype = getattr(torch, dtype_name)
+    best = 0.0
+    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (2048, 576, 576), (2048, 2048, 2048)):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            a @ b
+            count += 1
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - started) / 1e9)
+    return best
 
 
 def matmul_parameters() -> int:
-    """Parameters that take part in matrix products: every linear layer, the LM head included."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from tunesmith.models.catalog import materialize
 
     model = AutoModelForCausalLM.from_pretrained(materialize(MODEL))
-    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    return linear
-
-
-def worker_tunesmith(args: argparse.Namespace) -> dict:
-    import tunesmith
-
-    output = Path(args.scratch) / "runs"
-    config = tunesmith.build_config({
-        "model": MODEL,
-        "data": {"train": args.dataset, "max_length": 512, "skip_invalid": True, "validation_split": 0.0},
-        "lora": {"rank": 16, "alpha": 32, "target_modules": "all-linear"},
-        "train": {"max_steps": args.steps, "batch_size": 4, "gradient_accumulation": 1, "eval_every": 0,
-                  "eval_before": False, "save_every": 0, "batching": args.batching},
-        "output": {"dir": str(output), "name": "bench", "save_merged": False, "overwrite": True},
-    })
-    result = tunesmith.train(config, show_progress=False)
-    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    steady = [r for r in records if "loss" in r][1:]
-    tokens = sum(r["tokens"] for r in steady)
-    seconds = sum(r["tokens"] / r["tokens_per_s"] for r in steady)
-    return {"tokens_per_s": tokens / seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "final_loss": steady[-1]["loss"], "steps": len(steady) + 1, "tokens": tokens}
-
-
-WORKERS = {"tunesmith": worker_tunesmith}
-
-
-def run_worker(name: str, args: argparse.Namespace, scratch: str) -> dict:
-    command = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--dataset", args.dataset,
-               "--batching", args.batching, "--scratch", scratch]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--dataset", default="alpaca-demo")
-    parser.add_argument("--batching", default="group_by_length")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", help=argparse.SUPPRESS)
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--examples", type=int, default=128, help="training rows per system (default 128)")
+    parser.add_argument("--held-out", type=int, default=48, help="rows the final adapters are scored on")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating rounds over all systems")
+    parser.add_argument("--systems", nargs="+", help="only these systems (names as printed)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--system", help=argparse.SUPPRESS)
+    parser.add_argument("--train-file", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(WORKERS[args.worker](args)))
+        run_worker(args)
         return
 
     import torch
 
-    peak = matmul_peak_gflops()
+    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
     flops_per_token = 4 * matmul_parameters()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; fp32 matmul peak {peak:.0f} GFLOP/s; limit {peak * 1e9 / flops_per_token:.0f} tokens/s")
-    print(f"model {MODEL}, LoRA r=16 all-linear, max_length 512, batch 4, {args.steps} steps on {args.dataset}\n")
-    print(f"{'system':<24}{'tokens/s':>10}{'peak RSS MB':>13}{'final loss':>12}{'MFU':>8}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; limit (fp32) "
+          f"{peaks['fp32'] * 1e9 / flops_per_token:.0f} tokens/s")
+    print(f"{MODEL}, LoRA r=16 all-linear, rows <= {MAX_LENGTH} tokens, {BATCH} examples per step, 1 epoch, "
+          f"{args.examples} rows; held-out loss on {args.held_out} rows\n")
+    systems = [s for s in SYSTEMS if not args.systems or s.name in args.systems]
     with tempfile.TemporaryDirectory() as scratch:
-        for name in WORKERS:
-            figures = run_worker(name, args, scratch)
-            mfu = figures["tokens_per_s"] * flops_per_token / (peak * 1e9)
-            print(f"{name:<24}{figures['tokens_per_s']:>10.1f}{figures['peak_rss_mb']:>13.0f}{figures['final_loss']:>12.4f}{mfu:>8.1%}")
+        for key in args.datasets:
+            folder = Path(scratch) / key
+            folder.mkdir()
+            train_file, test_file = prepare_rows(DATASETS[key], args.examples, args.held_out, folder)
+            results: dict[str, list[dict]] = {s.name: [] for s in systems}
+            for round_number in range(args.repeats):
+                for system in systems:
+                    out = folder / f"{system.tool}-{len(results[system.name])}-{round_number}"
+                    command = [sys.executable, __file__, "--worker", "--system", system.name, "--train-file", str(train_file),
+                               "--out", str(out)]
+                    done = subprocess.run(command, capture_output=True, text=True)
+                    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+                    if done.returncode != 0 or not lines:
+                        print(f"{system.name} failed:\n{done.stderr[-3000:]}")
+                        continue
+                    figures = json.loads(lines[-1][len("RESULT "):])
+                    figures["held_out_loss"] = held_out_loss(figures["adapter"], test_file)
+                    results[system.name].append(figures)
+            print_table(key, results, peaks, flops_per_token)
+
+
+def print_table(dataset: str, results: dict[str, list[dict]], peaks: dict[str, float], flops_per_token: int) -> None:
+    best = {name: max(runs, key=lambda r: r["tokens_per_s"]) for name, runs in results.items() if runs}
+    trl = {name: r for name, r in best.items() if name.startswith("TRL")}
+    fastest_trl = max(trl.values(), key=lambda r: r["tokens_per_s"]) if trl else None
+    leanest_trl = best.get("TRL defaults (bf16, ckpt, packing)")
+    print(f"== {dataset}")
+    header = (f"{'system':<36}{'tokens/s':>9}{'steps':>7}{'peak RSS MB':>13}{'train loss':>12}{'held-out loss':>15}"
+              f"{'limit fp32':>12}{'bf16 peak':>11}")
+    print(header)
+    print("-" * len(header))
+    for name, r in best.items():
+        fp32 = r["tokens_per_s"] * flops_per_token / (peaks["fp32"] * 1e9)
+        bf16 = r["tokens_per_s"] * flops_per_token / (peaks["bf16"] * 1e9)
+        print(f"{name:<36}{r['tokens_per_s']:>9.1f}{r['steps']:>7}{r['peak_rss_mb']:>13.0f}{r['train_loss']:>12.4f}"
+              f"{r['held_out_loss']:>15.4f}{fp32:>12.1%}{bf16:>11.1%}")
+    ours = best.get("tunesmith")
+    if ours and fastest_trl:
+        name = next(n for n, r in trl.items() if r is fastest_trl)
+        print(f"tunesmith vs the fastest TRL configuration ({name}): {ours['tokens_per_s'] / fastest_trl['tokens_per_s']:.2f}x tokens/s")
+    if ours and leanest_trl:
+        print(f"tunesmith peak memory vs TRL defaults: {ours['peak_rss_mb'] / leanest_trl['peak_rss_mb']:.2f}x")
+    print()
 
 
 if __name__ == "__main__":

@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-import tunesmith.train as _train_methods  # noqa: F401  (before `def train`, see below)
 from tunesmith.config import RunConfig, build_config, load_config
 from tunesmith.errors import ConfigError, DataError, ModelError, RunError, TunesmithError
 
 if TYPE_CHECKING:
-    from tunesmith.train.sft import RunResult
+    from tunesmith.training.sft import RunResult
 
 
-# The subpackage tunesmith.train is imported above so that this function, defined after it, is what
-# `tunesmith.train` names: importing a submodule later never rebinds the package attribute.
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
     """Run the training method named in `config.train.method`, then the evaluation the config asks
     for (`eval.test`); returns where everything landed."""

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tunesmith.config import build_config
-from tunesmith.train.metrics import perplexity
+from tunesmith.training.metrics import perplexity
 
 
 def demo_config(steps: int, output_dir: str):

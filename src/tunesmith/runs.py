@@ -22,12 +22,12 @@ from tunesmith.eval.generate import load_for_generation
 from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.report import write_report
-from tunesmith.train.sft import RunResult, say
+from tunesmith.training.sft import RunResult, say
 
 
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
     """Train; with `eval.test` set, evaluate on it (and compare with the base model) and write the report."""
-    from tunesmith.train import sft
+    from tunesmith.training import sft
 
     result = sft.run(config, resume=resume, show_progress=show_progress)
     if config.eval.test:

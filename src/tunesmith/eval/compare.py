@@ -20,7 +20,7 @@ from tunesmith.eval.generate import LoadedModel, generate, load_for_generation
 from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
-from tunesmith.train.metrics import perplexity
+from tunesmith.training.metrics import perplexity
 
 
 @dataclass

@@ -18,6 +18,7 @@ from tunesmith.data.examples import Message
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
 from tunesmith.data.tokenize import encode_prompt
 from tunesmith.errors import ModelError
+from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import ModelSource, load_causal_lm, load_tokenizer, resolve_model
 
 
@@ -43,7 +44,11 @@ def find_model_folder(target: str) -> ModelSource:
     return resolve_model(target)
 
 
-def load_for_generation(target: str, *, chat_template: str | None = None, device: str | None = None) -> LoadedModel:
+def load_for_generation(target: str, *, chat_template: str | None = None, device: str = "auto",
+                        precision: str = "auto") -> LoadedModel:
+    """Tokenizer, template and weights for inference; bf16 weights where the device computes bf16 natively."""
+    torch_device = resolve_device(device)
+    dtype = weights_dtype(resolve_precision(precision, torch_device), frozen_base=True)
     source = find_model_folder(target)
     tokenizer = load_tokenizer(source)
     tokenizer.padding_side = "left"
@@ -53,12 +58,12 @@ def load_for_generation(target: str, *, chat_template: str | None = None, device
         from peft import PeftModel
 
         base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-        base = load_causal_lm(resolve_model(base_name))
+        base = load_causal_lm(resolve_model(base_name), dtype=dtype)
         model = PeftModel.from_pretrained(base, source.location)
     else:
-        model = load_causal_lm(source)
+        model = load_causal_lm(source, dtype=dtype)
     info = analyze_template(tokenizer, model.generation_config.eos_token_id)
-    model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+    model.to(torch_device).eval()
     return LoadedModel(model, tokenizer, info, target)
 
 

@@ -9,8 +9,8 @@ from tunesmith.data.examples import Example, Message
 from tunesmith.data.tokenize import TokenizedExample, tokenize_examples
 from tunesmith.eval.generate import LoadedModel
 from tunesmith.eval.items import EvalItem
-from tunesmith.train.loop import evaluate_loss
-from tunesmith.train.loss import causal_lm_loss_sum
+from tunesmith.training.loop import evaluate_loss
+from tunesmith.training.loss import causal_lm_loss_sum
 
 
 def reference_loss(loaded: LoadedModel, items: list[EvalItem], *, batch_size: int = 8, max_length: int = 2048) -> float:

@@ -15,7 +15,7 @@ import yaml
 from tunesmith.eval.compare import Comparison, disagreements
 from tunesmith.eval.diagnostics import forgetting_note, overfitting_notes
 from tunesmith.eval.metrics import UNPARSED
-from tunesmith.train.metrics import read_metrics
+from tunesmith.training.metrics import read_metrics
 
 
 def write_report(run_dir: Path, comparison: Comparison | None) -> tuple[Path, Path]:

@@ -21,6 +21,12 @@ def save_adapter(model: Any, tokenizer: Any, folder: Path) -> Path:
     return folder
 
 
+def attach_adapter(base: Any, adapter_dir: Path) -> Any:
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, adapter_dir)
+
+
 def save_model(model: Any, tokenizer: Any, folder: Path, stop_token_ids: tuple[int, ...]) -> Path:
     """A full model folder loadable by plain `AutoModelForCausalLM.from_pretrained`. A peft model
     has its adapter merged into the weights first (this changes `model` in place: call it last)."""

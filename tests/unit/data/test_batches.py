@@ -59,7 +59,7 @@ def test_packed_batch_gives_the_same_loss_as_separate_examples(tiny_model_dir):
     """Attention stays inside each packed example: packing changes nothing the model computes."""
     from transformers import AutoModelForCausalLM
 
-    from tunesmith.train.loss import causal_lm_loss_sum
+    from tunesmith.training.loss import causal_lm_loss_sum
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     examples = [example(9, start=100), example(6, start=300), example(12, start=700)]

@@ -11,7 +11,7 @@ import yaml
 
 from tunesmith.config import RunConfig, config_to_dict, dump_config
 from tunesmith.errors import RunError
-from tunesmith.train.checkpoint import latest_checkpoint
+from tunesmith.training.checkpoint import latest_checkpoint
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
 _RESUMABLE_CHANGES = {"output.overwrite", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import torch
 
-from tunesmith.train.checkpoint import (
+from tunesmith.training.checkpoint import (
     TrainState,
     latest_checkpoint,
     list_checkpoints,

@@ -21,15 +21,15 @@ import torch
 from tunesmith.config import TrainConfig
 from tunesmith.data.batches import Batch, Plan, collate, plan_epoch
 from tunesmith.data.tokenize import TokenizedExample
-from tunesmith.train.checkpoint import (
+from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
     prune_checkpoints,
     save_checkpoint,
     step_folder,
 )
-from tunesmith.train.metrics import MetricsLog, perplexity
-from tunesmith.train.schedule import lr_factor, warmup_steps
+from tunesmith.training.metrics import MetricsLog, perplexity
+from tunesmith.training.schedule import lr_factor, warmup_steps
 
 LossFn = Callable[[Any, Batch], torch.Tensor]  # (model, batch) -> summed loss over its loss tokens
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tunesmith.train.schedule import lr_factor, warmup_steps
+from tunesmith.training.schedule import lr_factor, warmup_steps
 
 
 def test_warmup_rises_linearly_to_the_peak():

@@ -27,6 +27,7 @@ from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_
 from tunesmith.data.tokenize import TokenizedExample
 from tunesmith.errors import ConfigError
 from tunesmith.models.adapters import count_parameters, make_trainable
+from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import (
     ModelSource,
     generation_eos,
@@ -34,12 +35,12 @@ from tunesmith.models.load import (
     load_tokenizer,
     resolve_model,
 )
-from tunesmith.models.save import save_adapter, save_model
-from tunesmith.train.checkpoint import TrainState, load_checkpoint, recover_best
-from tunesmith.train.loop import BatchStream, LoopPlan, fit, total_steps
-from tunesmith.train.loss import causal_lm_loss_sum
-from tunesmith.train.metrics import MetricsLog, perplexity, plot_losses
-from tunesmith.train.run_folder import RunFolder, check_run_folder, start_run_folder
+from tunesmith.models.save import attach_adapter, save_adapter, save_model
+from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
+from tunesmith.training.loop import BatchStream, LoopPlan, fit, total_steps
+from tunesmith.training.loss import causal_lm_loss_sum
+from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses
+from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
 
 
 @dataclass
@@ -86,7 +87,8 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
     precision = resolve_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
     model = load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
-                           attn_implementation=config.model.attn_implementation)
+                           attn_implementation=config.model.attn_implementation,
+                           dtype=weights_dtype(precision, frozen_base=config.lora.enabled))
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = make_trainable(model, config.lora).to(device)
@@ -116,7 +118,7 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
 
     final_val = _final_weights(model, run_folder, state)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
-    outputs = _save_outputs(model, tokenizer, run_folder, config, info)
+    outputs = _save_outputs(model, tokenizer, run_folder, config, info, source)
     result = RunResult(run_folder.path, state.step, _last_train_loss(run_folder), final_val, state.baseline_val_loss,
                        state.best_step,
                        state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9), peak_memory_mb(),
@@ -125,21 +127,6 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
     say(f"done in {time.time() - started:.0f} s: {state.step} steps, {result.tokens_per_s:.0f} tokens/s, "
         f"peak memory {result.peak_memory_mb:.0f} MB" + (f", validation loss {final_val:.4f}" if final_val is not None else ""))
     return result
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={setting}: no CUDA device on this machine; use cpu or auto")
-    return device
-
-
-def resolve_precision(setting: str, device: torch.device) -> str:
-    if setting == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return setting
 
 
 def validation_batches(examples: list[TokenizedExample], config: RunConfig, pad_id: int) -> list:
@@ -174,18 +161,24 @@ def _final_weights(model: Any, run_folder: RunFolder, state: TrainState) -> floa
     return state.best_val_loss
 
 
-def _save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo) -> dict[str, str]:
+def _save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo,
+                  source: ModelSource) -> dict[str, str]:
     model = model.to("cpu")
     outputs = {}
     if config.lora.enabled:
         outputs["adapter"] = str(save_adapter(model, tokenizer, run_folder.adapter))
-    if not config.lora.enabled or config.output.save_merged:
+        if config.output.save_merged:
+            # Merge into the full-precision base weights (training may have held them in bf16).
+            base = load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+            outputs["model"] = str(save_model(attach_adapter(base, run_folder.adapter), tokenizer, run_folder.model,
+                                              info.stop_token_ids))
+    else:
         outputs["model"] = str(save_model(model, tokenizer, run_folder.model, info.stop_token_ids))
     return outputs
 
 
 def _last_train_loss(run_folder: RunFolder) -> float | None:
-    from tunesmith.train.metrics import read_metrics
+    from tunesmith.training.metrics import read_metrics
 
     losses = [r["loss"] for r in read_metrics(run_folder.metrics) if "loss" in r]
     if not losses:

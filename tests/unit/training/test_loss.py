@@ -3,7 +3,7 @@ import torch
 
 from tunesmith.data.batches import collate
 from tunesmith.data.tokenize import TokenizedExample
-from tunesmith.train.loss import causal_lm_loss_sum
+from tunesmith.training.loss import causal_lm_loss_sum
 
 
 def test_loss_sum_equals_transformers_mean_loss_times_loss_tokens(tiny_model_dir):

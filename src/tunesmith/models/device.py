@@ -1,0 +1,55 @@
+"""Where a model runs and in which precision.
+
+bf16 is used where the hardware computes it natively: on CUDA GPUs that support it, and on CPUs with
+bf16 instructions (x86 AVX512-BF16 or AMX, Arm BF16). There it is about twice as fast as fp32 for
+matrix products and halves activation memory; elsewhere it would be emulated and slower, so fp32.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from tunesmith.errors import ConfigError
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={setting}: no CUDA device on this machine; use cpu or auto")
+    return device
+
+
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """fp32 or bf16; `auto` is bf16 where the device computes it natively."""
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    machine = platform.machine().lower()
+    if platform.system() == "Linux":
+        try:
+            flags = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16", "bf16"))
+    if platform.system() == "Darwin" and machine == "arm64":
+        result = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True)
+        return result.stdout.strip() == "1"
+    return False
+
+
+def weights_dtype(precision: str, frozen_base: bool) -> torch.dtype:
+    """bf16 for frozen base weights under bf16 (LoRA); trained weights stay fp32 (AdamW masters)."""
+    return torch.bfloat16 if precision == "bf16" and frozen_base else torch.float32
