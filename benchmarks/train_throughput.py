@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tu
         messages = [m.as_dict() for m in example.messages]
         if len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) <= MAX_LENGTH:
             rows.append(messages)
+    random.Random(0).shuffle(rows)  # files can be sorted by label; every system gets the same shuffled rows
     train, test = rows[:examples], rows[examples:examples + held_out]
     for name, part in (("train", train), ("test", test)):
         (folder / f"{name}.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in part))

@@ -1,11 +1,15 @@
 """Causal language-model loss as a sum over loss tokens, with the output head applied only where
-the loss needs it.
+the loss needs it, in chunks.
 
-The head of a small model is a large share of its compute (SmolLM2-135M: 28M of 135M parameters,
-a 49,152-wide vocabulary). Running it only on positions whose next token is in the loss (the
-assistant's replies) skips that work for every prompt and padding position, and never holds the
-[batch, length, vocabulary] logits in memory. Returning a sum (not a mean) lets the loop divide
-by the loss tokens of the whole optimizer step, so gradient accumulation does not change the update.
+The head of a small model is a large share of its compute and memory (SmolLM2-135M: 28M of 135M
+parameters, a 49,152-wide vocabulary). Running it only on positions whose next token is in the loss
+skips that work for every prompt and padding position. Computing the cross-entropy and its
+gradient chunk by chunk, during the forward pass, means the [loss tokens x vocabulary] logits, their
+log-softmax and its gradient are never held in full: only one chunk of them at a time (as Liger's
+fused linear cross-entropy does; written here because Liger needs Triton, which CPUs lack).
+
+Returning a sum (not a mean) lets the loop divide by the loss tokens of the whole optimizer step,
+so gradient accumulation does not change the update.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tunesmith.data.batches import IGNORE_INDEX, Batch
 # Config fields under which a model transforms its logits after the head; such models go through
 # their own forward so that the transformation is kept.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale", "logits_scaling")
+_CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 16M floats, 64 MB
 
 
 def causal_lm_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
@@ -33,8 +38,77 @@ def causal_lm_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
     hidden = base.get_decoder()(
         input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
     ).last_hidden_state
-    logits = base.get_output_embeddings()(hidden[:, :-1][selected])
-    return F.cross_entropy(logits.float(), targets[selected], reduction="sum")
+    head = base.get_output_embeddings()
+    if type(head) is torch.nn.Linear:  # a plain head (not wrapped by an adapter)
+        return linear_cross_entropy_sum(hidden[:, :-1][selected], head.weight, head.bias, targets[selected])
+    return F.cross_entropy(head(hidden[:, :-1][selected]).float(), targets[selected], reduction="sum")
+
+
+def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                             targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """sum(cross_entropy(hidden @ weight.T + bias, targets)), computed in chunks of positions."""
+    compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    chunk = chunk or max(16, _CHUNK_ELEMENTS // weight.shape[0])
+    if bias is not None and bias.requires_grad:
+        raise NotImplementedError("a trainable output bias is not supported by the chunked loss")
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, compute_dtype)
+    return _chunked_loss(hidden, weight, bias, targets, chunk, compute_dtype)
+
+
+def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                  chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    """The loss alone, for evaluation."""
+    weight_c = weight.to(compute_dtype)
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(targets), chunk):
+        logits = (hidden[start:start + chunk].to(compute_dtype) @ weight_c.T).float()
+        if bias is not None:
+            logits += bias.float()
+        t = targets[start:start + chunk]
+        total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, t[:, None]).squeeze(1)).sum()
+    return total
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Loss and gradients in one pass over chunks; backward only scales the stored gradients."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        weight_c = weight.to(compute_dtype)
+        bias_f = bias.float() if bias is not None else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+        rows = torch.arange(min(chunk, max(len(targets), 1)), device=hidden.device)
+        for start in range(0, len(targets), chunk):
+            h = hidden[start:start + chunk].to(compute_dtype)
+            t = targets[start:start + chunk]
+            logits = (h @ weight_c.T).float()
+            if bias_f is not None:
+                logits += bias_f
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place: the gradient of the summed loss
+            probs[rows[: len(t)], t] -= 1.0
+            grad_logits = probs.to(compute_dtype)
+            if grad_hidden is not None:
+                grad_hidden[start:start + chunk] = (grad_logits @ weight_c).to(hidden.dtype)
+            if grad_weight is not None:
+                grad_weight += (grad_logits.T @ h).float()
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad_output.float()
+        return (None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
+                None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype),
+                None, None, None, None)
 
 
 def _base_model(model: Any) -> Any:

@@ -26,7 +26,7 @@ from tunesmith.data.pipeline import PreparedData, prepare_data
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
 from tunesmith.data.tokenize import TokenizedExample
 from tunesmith.errors import ConfigError
-from tunesmith.models.adapters import count_parameters, make_trainable
+from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
 from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import (
     ModelSource,
@@ -114,7 +114,8 @@ def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) 
                     causal_lm_loss_sum, show_progress)
     say(f"{plan.total_steps} optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} "
         f"examples, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
-    state = fit(model, optimizer, stream, validation, plan, state)
+    with adapter_input_casting(model, enabled=precision != "bf16"):
+        state = fit(model, optimizer, stream, validation, plan, state)
 
     final_val = _final_weights(model, run_folder, state)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)

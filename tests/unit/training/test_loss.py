@@ -1,5 +1,7 @@
 import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 
 from tunesmith.data.batches import collate
 from tunesmith.data.tokenize import TokenizedExample
@@ -32,3 +34,31 @@ def test_loss_goes_through_peft_wrappers(tiny_model_dir):
     loss.backward()
     lora_grads = [p.grad for n, p in wrapped.named_parameters() if "lora_B" in n]
     assert lora_grads and all(g is not None and g.abs().sum() > 0 for g in lora_grads)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("train_weight", [False, True])
+def test_chunked_linear_cross_entropy_matches_the_plain_computation(autocast, train_weight):
+    from tunesmith.training.loss import linear_cross_entropy_sum
+
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=train_weight)
+    targets = torch.randint(0, 50, (37,))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        reference = F.cross_entropy((hidden @ weight.T).float(), targets, reduction="sum")
+    reference.backward(torch.tensor(0.5))
+    expected_hidden = hidden.grad.clone()
+    expected_weight = weight.grad.clone() if train_weight else None
+    hidden.grad = None
+    weight.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ours = linear_cross_entropy_sum(hidden, weight, None, targets, chunk=16)  # 3 chunks
+    ours.backward(torch.tensor(0.5))
+    tolerance = 2e-2 if autocast else 1e-5
+    assert torch.allclose(ours, reference, rtol=tolerance)
+    assert torch.allclose(hidden.grad, expected_hidden, rtol=tolerance, atol=tolerance)
+    if train_weight:
+        assert torch.allclose(weight.grad, expected_weight, rtol=tolerance, atol=tolerance)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        assert torch.allclose(linear_cross_entropy_sum(hidden, weight, None, targets, chunk=16), ours, rtol=1e-6)
