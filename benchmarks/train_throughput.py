@@ -65,13 +65,13 @@ SYSTEMS = [
 
 def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tuple[Path, Path]:
     """The same chat rows for every system: `examples` to train on, `held_out` to score the result."""
+    from transformers import AutoTokenizer
+
     from tunesmith.config import build_config
     from tunesmith.data.catalog import resolve_data_path
     from tunesmith.data.pipeline import read_source, render_source
     from tunesmith.data.tasks import build_label_task
     from tunesmith.models.catalog import materialize
-
-    from transformers import AutoTokenizer
 
     config = build_config({"data": {"train": dataset, "max_length": MAX_LENGTH}})
     raw = read_source(resolve_data_path(dataset), config.data)
@@ -92,7 +92,7 @@ def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tu
 # --------------------------------------------------------------------------------------- workers
 
 
-def worker_tunesmith(train_file: Path, out: Path) -> dict:
+def worker_tunesmith(train_file: Path, out: Path, seed: int) -> dict:
     import tunesmith
 
     config = tunesmith.build_config({
@@ -100,7 +100,8 @@ def worker_tunesmith(train_file: Path, out: Path) -> dict:
         "data": {"train": str(train_file), "max_length": MAX_LENGTH, "validation_split": 0.0},
         "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
         "train": {"epochs": 1, "batch_size": BATCH, "gradient_accumulation": 1, "learning_rate": LEARNING_RATE,
-                  "warmup_ratio": 0.05, "scheduler": "cosine", "eval_every": 0, "eval_before": False, "save_every": 0},
+                  "warmup_ratio": 0.05, "scheduler": "cosine", "eval_every": 0, "eval_before": False, "save_every": 0,
+                  "seed": seed},
         "output": {"dir": str(out), "name": "run", "save_merged": False, "overwrite": True},
     })
     result = tunesmith.train(config, show_progress=False)
@@ -112,7 +113,7 @@ def worker_tunesmith(train_file: Path, out: Path) -> dict:
             "train_loss": sum(r["loss"] for r in steps[-len(steps) // 3:]) / len(steps[-len(steps) // 3:])}
 
 
-def worker_trl(system: System, train_file: Path, out: Path) -> dict:
+def worker_trl(system: System, train_file: Path, out: Path, seed: int) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -135,7 +136,7 @@ def worker_trl(system: System, train_file: Path, out: Path) -> dict:
         output_dir=str(out), use_cpu=True, bf16=system.bf16, gradient_checkpointing=system.checkpointing,
         packing=system.packing, max_length=MAX_LENGTH, per_device_train_batch_size=BATCH, gradient_accumulation_steps=1,
         learning_rate=LEARNING_RATE, lr_scheduler_type="cosine", warmup_steps=0.05, num_train_epochs=1, max_grad_norm=1.0,
-        logging_steps=1, save_strategy="no", report_to=[], seed=42, optim="adamw_torch", dataloader_num_workers=0,
+        logging_steps=1, save_strategy="no", report_to=[], seed=seed, optim="adamw_torch", dataloader_num_workers=0,
     )
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=AutoTokenizer.from_pretrained(folder),
@@ -176,9 +177,9 @@ def run_worker(args: argparse.Namespace) -> None:
     system = next(s for s in SYSTEMS if s.name == args.system)
     out = Path(args.out)
     if system.tool == "tunesmith":
-        figures = worker_tunesmith(Path(args.train_file), out)
+        figures = worker_tunesmith(Path(args.train_file), out, args.seed)
     else:
-        figures = worker_trl(system, Path(args.train_file), out)
+        figures = worker_trl(system, Path(args.train_file), out, args.seed)
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(figures), flush=True)
 
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=48, help="rows the final adapters are scored on")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds over all systems")
     parser.add_argument("--systems", nargs="+", help="only these systems (names as printed)")
+    parser.add_argument("--loss-seeds", type=int, default=3,
+                        help="seeds over which tunesmith and TRL (same batches per step) are trained to compare held-out loss")
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--train-file", help=argparse.SUPPRESS)
@@ -247,18 +251,39 @@ def main() -> None:
             results: dict[str, list[dict]] = {s.name: [] for s in systems}
             for round_number in range(args.repeats):
                 for system in systems:
-                    out = folder / f"{system.tool}-{len(results[system.name])}-{round_number}"
-                    command = [sys.executable, __file__, "--worker", "--system", system.name, "--train-file", str(train_file),
-                               "--out", str(out)]
-                    done = subprocess.run(command, capture_output=True, text=True)
-                    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-                    if done.returncode != 0 or not lines:
-                        print(f"{system.name} failed:\n{done.stderr[-3000:]}")
-                        continue
-                    figures = json.loads(lines[-1][len("RESULT "):])
-                    figures["held_out_loss"] = held_out_loss(figures["adapter"], test_file)
-                    results[system.name].append(figures)
+                    figures = run_system(system, train_file, test_file, folder / f"{system.tool}-{round_number}-{len(results[system.name])}", 42)
+                    if figures:
+                        results[system.name].append(figures)
             print_table(key, results, peaks, flops_per_token)
+            if args.loss_seeds:
+                compare_losses(key, [s for s in SYSTEMS if s.name in ("tunesmith", "TRL bf16")], train_file, test_file,
+                               folder, args.loss_seeds)
+
+
+def run_system(system: System, train_file: Path, test_file: Path, out: Path, seed: int) -> dict | None:
+    command = [sys.executable, __file__, "--worker", "--system", system.name, "--train-file", str(train_file),
+               "--out", str(out), "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        print(f"{system.name} failed:\n{done.stderr[-3000:]}")
+        return None
+    figures = json.loads(lines[-1][len("RESULT "):])
+    figures["held_out_loss"] = held_out_loss(figures["adapter"], test_file)
+    return figures
+
+
+def compare_losses(dataset: str, systems: list[System], train_file: Path, test_file: Path, folder: Path, seeds: int) -> None:
+    """Held-out loss over several seeds: is the difference between the tools larger than seed noise?"""
+    import statistics
+
+    print(f"held-out loss over {seeds} seeds (same rows, same batches per step, same schedule):")
+    for system in systems:
+        losses = [run_system(system, train_file, test_file, folder / f"seed-{system.tool}-{seed}", seed) for seed in range(1, seeds + 1)]
+        values = [f["held_out_loss"] for f in losses if f]
+        print(f"  {system.name:<36} mean {statistics.mean(values):.4f}  std {statistics.stdev(values) if len(values) > 1 else 0:.4f}  "
+              f"({', '.join(f'{v:.4f}' for v in values)})")
+    print()
 
 
 def print_table(dataset: str, results: dict[str, list[dict]], peaks: dict[str, float], flops_per_token: int) -> None:

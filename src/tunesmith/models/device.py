@@ -7,6 +7,7 @@ matrix products and halves activation memory; elsewhere it would be emulated and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import platform
 import subprocess
@@ -48,6 +49,21 @@ def cpu_has_native_bf16() -> bool:
         result = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True)
         return result.stdout.strip() == "1"
     return False
+
+
+# On CPU, PyTorch's flash kernel for scaled-dot-product attention has a fixed cost per head and block
+# that dominates short sequences, where its plain "math" kernel is faster. Measured on SmolLM2-135M
+# training steps (LoRA, bf16, 4 rows): math +11% at 80 tokens, +7% at 160; flash +15% at 320, +52% at 512.
+_CPU_MATH_ATTENTION_UP_TO = 256
+
+
+def attention_kernel(device: torch.device, width: int) -> contextlib.AbstractContextManager:
+    """The faster SDPA kernel for a batch `width` tokens wide (CPU only; GPUs keep PyTorch's choice)."""
+    if device.type != "cpu" or width > _CPU_MATH_ATTENTION_UP_TO:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def weights_dtype(precision: str, frozen_base: bool) -> torch.dtype:

@@ -21,6 +21,7 @@ import torch
 from tunesmith.config import TrainConfig
 from tunesmith.data.batches import Batch, Plan, collate, plan_epoch
 from tunesmith.data.tokenize import TokenizedExample
+from tunesmith.models.device import attention_kernel
 from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
@@ -82,7 +83,7 @@ def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.d
     loss_tokens = sum(batch.n_loss_tokens for batch in window)
     loss_sum = 0.0
     for batch in window:
-        with autocast(device, precision):
+        with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
             summed = loss_fn(model, batch.to(device))
         (summed / max(loss_tokens, 1)).backward()
         loss_sum += summed.item()
@@ -96,7 +97,7 @@ def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: tor
     model.eval()
     total, tokens = 0.0, 0
     for batch in batches:
-        with autocast(device, precision):
+        with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
             total += loss_fn(model, batch.to(device)).item()
         tokens += batch.n_loss_tokens
     model.train(was_training)
