@@ -18,7 +18,7 @@ from tunesmith.config import RunConfig, build_config, load_config
 from tunesmith.errors import ConfigError, DataError, ModelError, RunError, TunesmithError
 
 if TYPE_CHECKING:
-    from tunesmith.training.sft import RunResult
+    from tunesmith.training.session import RunResult
 
 
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--selection", choices=["random", "similar"], default="random", help="how shots are chosen")
     _add_eval_flags(compare)
 
+    predict = _command(commands, "predict", "predictions of a run's model for every row of a file", cmd_predict)
+    predict.add_argument("run", help="run folder")
+    predict.add_argument("--data", required=True, help="rows to predict: a file or a named dataset")
+    predict.add_argument("--output", help="where to write (.jsonl or .csv; default RUN/predictions/NAME.jsonl)")
+    predict.add_argument("--text-column", help="column holding the text")
+    predict.add_argument("--batch-size", type=int, default=16)
+
     generate = _command(commands, "generate", "reply to a prompt with a run's model or any model", cmd_generate)
     generate.add_argument("target", help="run folder, model folder, .gguf file, catalog name or hub id")
     generate.add_argument("--prompt", action="append", required=True, help="user prompt (repeat for several)")
@@ -195,6 +202,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     settings = EvalConfig(few_shot=args.few_shot, few_shot_selection=args.selection, max_rows=args.max_rows,
                           batch_size=args.batch_size)
     evaluate_run(args.run, args.data, settings, columns=_columns(args))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tunesmith.runs import predict
+
+    columns = {"text": args.text_column} if args.text_column else {}
+    path = predict(args.run, args.data, Path(args.output) if args.output else None, columns=columns,
+                   batch_size=args.batch_size)
+    print(f"predictions: {path}")
     return 0
 
 

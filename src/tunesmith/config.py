@@ -11,7 +11,7 @@ import difflib
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,6 +109,10 @@ class TaskConfig:
     label_names: dict[str, str] = setting(
         {}, "Rename raw labels for the prompt and the answers, e.g. {'1': positive, '-1': negative}."
     )
+    class_weights: Literal["none", "balanced"] = setting(
+        "none",
+        "train.method=classify: weigh each class's loss by n / (classes x n_class), for imbalanced labels.",
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,11 @@ class LoraConfig:
 class TrainConfig:
     """The optimisation: objective, schedule, batches, evaluation, checkpoints."""
 
-    method: Literal["sft"] = setting("sft", "Training objective: sft (supervised fine-tuning).")
+    method: str = setting(
+        "sft",
+        "Training method: sft (learn the assistant's replies), pretrain (continued pretraining on domain "
+        "text, loss on every token), classify (a classification head on labelled rows).",
+    )
     epochs: float = setting(1.0, "Passes over the training rows (fractions allowed).")
     max_steps: int | None = setting(
         None, "Stop after this many optimizer steps (overrides `epochs` when set)."
@@ -239,6 +247,12 @@ class RunConfig:
     train: TrainConfig = setting(TrainConfig(), "Optimisation.")
     eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
+    stages: list[dict[str, Any]] = setting(
+        [],
+        "Chained training stages (transfer learning), each a `name` plus settings layered over the ones "
+        "above, e.g. [{name: domain, train: {method: pretrain}, data: {train: corpus/}}, {name: "
+        "instructions, data: {train: chats.jsonl}}]. Each stage starts from the previous stage's model.",
+    )
 
     @property
     def learning_rate(self) -> float:
@@ -262,7 +276,44 @@ def build_config(raw: dict[str, Any] | None = None, overrides: list[str] | None 
         _apply_override(raw, override)
     config = _from_dict(RunConfig, raw, prefix="")
     check_config(config)
+    for number, _ in enumerate(config.stages):
+        check_config(stage_config(config, number))
     return config
+
+
+def stage_config(config: RunConfig, number: int, *, model: str | None = None) -> RunConfig:
+    """The settings of stage `number`: the top-level ones with the stage's own layered over them."""
+    stage = dict(config.stages[number])
+    name = stage.pop("name", None)
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"stages[{number}].name must be text")
+    if "stages" in stage or "output" in stage:
+        raise ConfigError(f"stages[{number}]: a stage cannot set 'stages' or 'output'; set them at the top level")
+    base = config_to_dict(replace(config, stages=[]))
+    merged = _merge(base, stage, f"stages[{number}]")
+    if model is not None:
+        merged["model"]["name"] = model
+    return _from_dict(RunConfig, merged, prefix="")
+
+
+def stage_name(config: RunConfig, number: int) -> str:
+    stage = config.stages[number]
+    method = stage.get("train", {}).get("method", config.train.method) if isinstance(stage.get("train"), dict) else config.train.method
+    return f"{number + 1:02d}-{stage.get('name') or method}"
+
+
+def _merge(base: dict[str, Any], layer: Any, where: str) -> dict[str, Any]:
+    if not isinstance(layer, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {layer!r}")
+    merged = dict(base)
+    for key, value in layer.items():
+        if key in _SHORTHANDS and isinstance(value, str):
+            value = {_SHORTHANDS[key]: value}
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "columns":
+            merged[key] = _merge(merged[key], value, f"{where}.{key}")
+        else:
+            merged[key] = value
+    return merged
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
@@ -299,6 +350,10 @@ def describe_config(config: RunConfig) -> str:
     """The resolved settings, one line per section, for the start of a run's log."""
     lines = []
     for section, values in config_to_dict(config).items():
+        if not isinstance(values, dict):
+            if values:
+                lines.append(f"  {section}: {values}")
+            continue
         shown = ", ".join(f"{key}={value}" for key, value in values.items())
         lines.append(f"  {section}: {shown}")
     return "\n" + "\n".join(lines)
@@ -419,6 +474,8 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(map(str, args))}{hint}")
+    if kind is Any:
+        return value
     if origin is list:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             raise ConfigError(f"{key}={value!r}: expected a list such as [a, b]")

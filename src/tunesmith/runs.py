@@ -5,16 +5,27 @@ The CLI and the Python API call these; the stages themselves never call each oth
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from tunesmith.config import EvalConfig, RunConfig, load_config
+from tunesmith.config import (
+    EvalConfig,
+    RunConfig,
+    dump_config,
+    load_config,
+    stage_config,
+    stage_name,
+)
 from tunesmith.data.tasks import LabelTask
-from tunesmith.errors import RunError
+from tunesmith.errors import DataError, RunError
+from tunesmith.eval.classifier import evaluate_classifier, load_classifier
 from tunesmith.eval.compare import (
     Comparison,
     SystemResult,
     evaluate_system,
+    general_text_forgetting,
     run_comparison,
     save_comparison,
 )
@@ -22,19 +33,135 @@ from tunesmith.eval.generate import load_for_generation
 from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.report import write_report
-from tunesmith.training.sft import RunResult, say
+from tunesmith.training.metrics import perplexity
+from tunesmith.training.run_folder import RunFolder, check_same_config, run_name
+from tunesmith.training.session import RunResult, run_method, say
 
 
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
-    """Train; with `eval.test` set, evaluate on it (and compare with the base model) and write the report."""
-    from tunesmith.training import sft
+    """Train (every stage, when the config has `stages`); then evaluate as the method and config
+    ask, and write the report."""
+    if config.stages:
+        return train_stages(config, resume=resume, show_progress=show_progress)
+    result = run_method(config, resume=resume, show_progress=show_progress)
+    evaluate_after_training(result, config)
+    return result
 
-    result = sft.run(config, resume=resume, show_progress=show_progress)
-    if config.eval.test:
+
+def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
+    """Each stage a run of its own under <run>/stages/, starting from the previous stage's model.
+
+    A finished stage (its manifest written) is not run again on --resume; the first unfinished one
+    continues from its last checkpoint, or starts. lineage.json records every stage as it finishes.
+    """
+    root = Path(config.output.dir) / run_name(config)
+    lineage_path = root / "lineage.json"
+    if root.exists() and not resume:
+        if not config.output.overwrite:
+            raise RunError(f"{root}: already holds a run; pass --resume to continue it, "
+                           "--set output.overwrite=true to replace it, or --set output.name=NEW for a new one")
+        shutil.rmtree(root)
+    if resume and not lineage_path.exists():
+        raise RunError(f"{root}: no chained run to resume; run without --resume to start it")
+    root.mkdir(parents=True, exist_ok=True)
+    if not lineage_path.exists():
+        (root / "config.yaml").write_text(dump_config(config))
+        _write_lineage(root, config, [])
+    elif resume:
+        check_same_config(RunFolder(root), config)
+    model, stages, result = config.model.name, [], None
+    for number in range(len(config.stages)):
+        name = stage_name(config, number)
+        stage = replace(stage_config(config, number, model=model),
+                        output=replace(config.output, dir=str(root / "stages"), name=name, overwrite=False, save_merged=True))
+        folder = root / "stages" / name
+        finished = (folder / "manifest.json").is_file()
+        if finished and resume:
+            say(f"stage {name}: finished earlier")
+            if not (folder / "report.md").is_file():  # killed after training, before its evaluation
+                evaluate_after_training(_result_from_manifest(folder), stage)
+            result_model = json.loads((folder / "manifest.json").read_text())["outputs"]["model"]
+        else:
+            stage_resume = resume and (folder / "checkpoints").is_dir()
+            if folder.exists() and not stage_resume:
+                shutil.rmtree(folder)  # a stage killed before its first checkpoint starts over
+            say(f"stage {name} ({stage.train.method}) from {model}")
+            result = run_method(stage, resume=stage_resume, show_progress=show_progress)
+            evaluate_after_training(result, stage)
+            result_model = result.outputs["model"]
+        stages.append(_stage_record(number, name, folder, model, result_model))
+        _write_lineage(root, config, stages)
+        model = result_model
+    if result is None:  # every stage had finished before
+        result = _result_from_manifest(root / "stages" / stages[-1]["name"])
+    return result
+
+
+def _stage_record(number: int, name: str, folder: Path, started_from: str, model: str) -> dict:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {"stage": number + 1, "name": name, "method": manifest["method"], "started_from": started_from,
+            "data": [{"path": f["path"], "sha256": f["sha256"], "rows": f["rows"]} for f in manifest["data"]["files"]],
+            "run_folder": str(folder), "model": model, "results": manifest["results"], "finished": manifest["finished"]}
+
+
+def _write_lineage(root: Path, config: RunConfig, stages: list[dict]) -> None:
+    lineage = {"base_model": config.model.name, "stages_planned": [stage_name(config, n) for n in range(len(config.stages))],
+               "stages": stages, "final_model": stages[-1]["model"] if len(stages) == len(config.stages) else None}
+    staging = root / "lineage.json.partial"
+    staging.write_text(json.dumps(lineage, indent=1))
+    staging.replace(root / "lineage.json")
+
+
+def _result_from_manifest(folder: Path) -> RunResult:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    r = manifest["results"]
+    return RunResult(folder, manifest["method"], r["steps"], r["train_loss"], r["val_loss"], r["baseline_val_loss"],
+                     r["best_step"], r["stopped_early"], r["train_tokens_per_s"], r["peak_memory_mb"],
+                     r.get("train_seconds", 0.0), manifest["outputs"])
+
+
+def evaluate_after_training(result: RunResult, config: RunConfig) -> None:
+    if result.method == "classify":
+        if config.eval.test:
+            result.comparison = evaluate_classifier_run(result.run_dir, config.eval.test, config.eval)
+        else:
+            write_report(result.run_dir, None)
+    elif result.method == "pretrain":
+        result.comparison = None
+        write_report(result.run_dir, None, perplexity=pretrain_perplexity(result, config.eval))
+    elif config.eval.test:
         result.comparison = evaluate_run(result.run_dir, config.eval.test, config.eval)
     else:
         write_report(result.run_dir, None)
-    return result
+
+
+def evaluate_classifier_run(run_dir: Path, test: str, settings: EvalConfig, *,
+                            columns: dict[str, str] | None = None) -> Comparison:
+    """Metrics of a run's classification head on `test`; writes eval/ and the report."""
+    config = run_config(run_dir)
+    data = replace(config.data, columns={**config.data.columns, **(columns or {})})
+    items, _ = load_items(test, data, LabelTask.load(Path(run_dir) / "task.json"), config.task, max_rows=settings.max_rows)
+    comparison = evaluate_classifier(load_classifier(str(run_dir)), items, settings)
+    save_comparison(comparison, Path(run_dir) / "eval")
+    markdown, html = write_report(run_dir, comparison)
+    print(f"\n{comparison.table()}\n\nreport: {markdown} and {html}", flush=True)
+    return comparison
+
+
+def pretrain_perplexity(result: RunResult, settings: EvalConfig) -> dict:
+    """Perplexity before and after continued pretraining, on held-out domain text and on general text."""
+    figures: dict = {}
+    if result.baseline_val_loss is not None and result.val_loss is not None:
+        figures["domain"] = {"before": perplexity(result.baseline_val_loss), "after": perplexity(result.val_loss)}
+    if settings.general_text:
+        forgetting = general_text_forgetting(result.run_dir, settings)
+        figures["general"] = {"before": forgetting["ppl_before"], "after": forgetting["ppl_after"],
+                              "source": forgetting["source"], "documents": forgetting["documents"]}
+    (result.run_dir / "eval").mkdir(exist_ok=True)
+    (result.run_dir / "eval" / "perplexity.json").write_text(json.dumps(figures, indent=1))
+    for name, values in figures.items():
+        say(f"{name} perplexity: {values['before']:.2f} before, {values['after']:.2f} after")
+    return figures
 
 
 def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dict[str, str] | None = None) -> Comparison:
@@ -91,3 +218,65 @@ def run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise RunError(f"{run_dir}: not a run folder (no config.yaml); give the folder `tunesmith train` wrote")
     return load_config(path)
+
+
+def predict(target: str, data_spec: str, output: Path | None = None, *, columns: dict[str, str] | None = None,
+            batch_size: int = 16) -> Path:
+    """Predictions of a run's model for every row of `data_spec`, written as JSONL (or CSV).
+
+    A classification run gives each row's label and the probability of every label; a generative
+    run gives its answer (and, for a label task, the label the answer maps to)."""
+    import csv
+
+    from tunesmith.data.catalog import resolve_data_path
+    from tunesmith.data.examples import Message
+    from tunesmith.data.pipeline import read_source
+    from tunesmith.eval.classifier import predict_probabilities
+    from tunesmith.eval.generate import generate
+    from tunesmith.eval.metrics import map_answer_to_label
+
+    path = Path(target)
+    config = run_config(path) if (path / "config.yaml").is_file() else RunConfig()
+    mapping = {key: value for key, value in {**config.data.columns, **(columns or {})}.items() if key != "label"}
+    data = replace(config.data, columns=mapping)  # rows to predict have no label
+    source = resolve_data_path(data_spec)
+    raw = read_source(source, data)
+    if raw.problems:
+        raise DataError(f"{source}: {len(raw.problems)} rows could not be read:", raw.problems)
+    manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
+    rows: list[dict] = []
+    if manifest.get("method") == "classify":
+        texts = [e.text for e in raw.examples]
+        classifier = load_classifier(str(path))
+        probabilities = predict_probabilities(classifier, texts, batch_size=batch_size)
+        for example, row in zip(raw.examples, probabilities):
+            rows.append({"where": example.where, "text": example.text, "label": classifier.labels[int(row.argmax())],
+                         **{f"p({label})": round(float(p), 6) for label, p in zip(classifier.labels, row)}})
+    else:
+        task = LabelTask.load(path / "task.json")
+        prompts = []
+        for example in raw.examples:
+            if task is not None and example.kind in ("label", "text"):
+                prompts.append([Message("user", task.prompt(example.text))])
+            elif example.kind == "chat":
+                messages = list(example.messages)
+                prompts.append(messages[:-1] if messages[-1].role == "assistant" else messages)
+            else:
+                prompts.append([Message("user", example.prompt or example.text)])
+        answers = generate(load_for_generation(target), prompts, batch_size=batch_size,
+                           max_new_tokens=8 if task else 256).texts
+        for example, answer in zip(raw.examples, answers):
+            row = {"where": example.where, "answer": answer}
+            if task is not None:
+                row["label"] = map_answer_to_label(answer, task.labels)[0]
+            rows.append(row)
+    output = output or (path if path.is_dir() else Path(".")) / "predictions" / f"{Path(source).stem}.jsonl"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".csv":
+        with open(output, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return output

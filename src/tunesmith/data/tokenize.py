@@ -42,6 +42,9 @@ class TokenizedExample:
     def n_loss_tokens(self) -> int:
         return int(self.loss_mask.sum())
 
+    def fingerprint(self) -> bytes:
+        return self.input_ids.tobytes() + self.loss_mask.tobytes()
+
 
 Segment = tuple[str | int, bool]  # text (or one token id) and whether the loss covers it
 

@@ -117,12 +117,26 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
         comparison.systems.append(evaluate_system(base, f"base {settings.few_shot}-shot", prompts, items, labels, settings,
                                                   with_perplexity=False))
     if general:
-        before = text_loss(base, general)
-        comparison.forgetting = {"source": settings.general_text, "documents": len(general),
-                                 "ppl_before": perplexity(before), "ppl_after": perplexity(general_after),
-                                 "ratio": perplexity(general_after) / perplexity(before)}
+        comparison.forgetting = _forgetting(settings, len(general), text_loss(base, general), general_after)
     comparison.systems.append(tuned_result)
     return comparison
+
+
+def general_text_forgetting(run_dir: Path, settings: EvalConfig) -> dict[str, Any]:
+    """Perplexity of general text under the base model and under the run's model."""
+    general = _general_texts(settings)
+    tuned = load_for_generation(str(run_dir))
+    after = text_loss(tuned, general)
+    del tuned
+    manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+    before = text_loss(load_for_generation(manifest["base_model"]["spec"]), general)
+    return _forgetting(settings, len(general), before, after)
+
+
+def _forgetting(settings: EvalConfig, documents: int, loss_before: float, loss_after: float) -> dict[str, Any]:
+    before, after = perplexity(loss_before), perplexity(loss_after)
+    return {"source": settings.general_text, "documents": documents, "ppl_before": before, "ppl_after": after,
+            "ratio": after / before}
 
 
 def save_comparison(comparison: Comparison, folder: Path) -> None:

@@ -33,6 +33,11 @@ class LoadedModel:
 def find_model_folder(target: str) -> ModelSource:
     """A run folder's merged model, a run folder's adapter on its base, or any model spec."""
     path = Path(target).expanduser()
+    if path.is_dir() and (path / "lineage.json").is_file():  # a chained run: its last stage's model
+        final = json.loads((path / "lineage.json").read_text()).get("final_model")
+        if not final:
+            raise ModelError(f"{target}: the chained run has not finished all its stages; resume it with --resume")
+        return ModelSource(target, "folder", str(Path(final).resolve()))
     if path.is_dir() and (path / "manifest.json").is_file():
         if (path / "model" / "config.json").is_file():
             return ModelSource(target, "folder", str((path / "model").resolve()))

@@ -18,7 +18,7 @@ from tunesmith.eval.metrics import UNPARSED
 from tunesmith.training.metrics import read_metrics
 
 
-def write_report(run_dir: Path, comparison: Comparison | None) -> tuple[Path, Path]:
+def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     images: dict[str, Path] = {}
@@ -28,7 +28,7 @@ def write_report(run_dir: Path, comparison: Comparison | None) -> tuple[Path, Pa
         images["comparison"] = plot_comparison(comparison, run_dir / "eval" / "comparison.png")
         if comparison.kind == "label":
             images["confusion"] = plot_confusion(comparison, run_dir / "eval" / "confusion.png")
-    blocks = _blocks(run_dir, manifest, comparison, images)
+    blocks = _blocks(run_dir, manifest, comparison, images, perplexity)
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
     markdown_path.write_text(_markdown(blocks, run_dir), encoding="utf-8")
     html_path.write_text(_html(blocks, run_dir.name), encoding="utf-8")
@@ -39,7 +39,8 @@ def write_report(run_dir: Path, comparison: Comparison | None) -> tuple[Path, Pa
 Block = tuple[str, Any]
 
 
-def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images: dict[str, Path]) -> list[Block]:
+def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images: dict[str, Path],
+            perplexity: dict | None = None) -> list[Block]:
     results, data = manifest["results"], manifest["data"]
     blocks: list[Block] = [("h1", f"tunesmith report: {run_dir.name}")]
     if comparison is not None:
@@ -61,6 +62,14 @@ def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images
         blocks.append(("img", images["loss"]))
     for note in overfitting_notes(read_metrics(run_dir / "metrics.jsonl")):
         blocks.append(("p", note))
+    if perplexity:
+        blocks.append(("h", "Perplexity before and after"))
+        rows = [[name if name == "domain" else f"general ({values['source']}, {values['documents']} documents)",
+                 f"{values['before']:.2f}", f"{values['after']:.2f}", f"x{values['after'] / values['before']:.3f}"]
+                for name, values in perplexity.items()]
+        blocks.append(("table", (["text", "before", "after", "ratio"], rows)))
+        blocks.append(("p", "Held-out domain text should get easier to predict (ratio below 1); general text "
+                            "should not get much harder (ratio near 1), or the model is forgetting."))
     if comparison is not None:
         blocks.extend(_comparison_blocks(comparison, images))
     blocks.append(("h", "Settings"))
@@ -69,9 +78,12 @@ def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images
 
 
 def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[Block]:
-    blocks: list[Block] = [("h", "Fine-tuned vs base model"),
-                           ("p", f"The same {len(comparison.items)} held-out rows, greedy decoding, the same prompt template; "
-                                 f"few-shot examples ({comparison.few_shot}, chosen {comparison.selection}) come from the training rows.")]
+    if len(comparison.systems) > 1:
+        blocks: list[Block] = [("h", "Fine-tuned vs base model"),
+                               ("p", f"The same {len(comparison.items)} held-out rows, greedy decoding, the same prompt template; "
+                                     f"few-shot examples ({comparison.few_shot}, chosen {comparison.selection}) come from the training rows.")]
+    else:
+        blocks = [("h", "Held-out evaluation"), ("p", f"{len(comparison.items)} held-out rows.")]
     header = ["system", *comparison.headline, "seconds"]
     rows = [[s.name, *(_number(s.metrics.get(m)) for m in comparison.headline), f"{s.seconds:.0f}"] for s in comparison.systems]
     tuned = comparison.systems[-1]

@@ -96,6 +96,36 @@ def load_causal_lm(
     )
 
 
+def load_sequence_classifier(
+    source: ModelSource,
+    labels: list[str],
+    *,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+    dtype: Any = None,
+) -> Any:
+    """The model with transformers' sequence-classification head for `labels` (new, untrained)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = _from_hub_or_local(
+        AutoModelForSequenceClassification.from_pretrained,
+        source,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=attn_implementation,
+        dtype=dtype or torch.float32,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    if model.config.pad_token_id is None:  # the head of a causal LM finds the last token by the pad id
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model
+
+
 def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
     if source.is_local:
         kwargs.pop("revision", None)

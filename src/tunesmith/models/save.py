@@ -32,7 +32,8 @@ def save_model(model: Any, tokenizer: Any, folder: Path, stop_token_ids: tuple[i
     has its adapter merged into the weights first (this changes `model` in place: call it last)."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    set_stop_tokens(model, tokenizer, stop_token_ids)
+    if stop_token_ids:
+        set_stop_tokens(model, tokenizer, stop_token_ids)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

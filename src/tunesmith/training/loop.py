@@ -20,7 +20,6 @@ import torch
 
 from tunesmith.config import TrainConfig
 from tunesmith.data.batches import Batch, Plan, collate, plan_epoch
-from tunesmith.data.tokenize import TokenizedExample
 from tunesmith.models.device import attention_kernel
 from tunesmith.training.checkpoint import (
     BEST,
@@ -38,17 +37,20 @@ LossFn = Callable[[Any, Batch], torch.Tensor]  # (model, batch) -> summed loss o
 class BatchStream:
     """Micro-batches in a fixed order per (seed, epoch); the position lives in TrainState."""
 
-    def __init__(self, examples: list[TokenizedExample], train: TrainConfig, max_length: int, pad_id: int) -> None:
+    def __init__(self, examples: list, train: TrainConfig, max_length: int, pad_id: int,
+                 collate_fn: Callable[[list, Plan, int], Any] = collate, batching: str | None = None) -> None:
         self.examples = examples
         self.train = train
         self.max_length = max_length
         self.pad_id = pad_id
+        self.collate = collate_fn
+        self.batching = batching or train.batching
         self._plans: dict[int, list[Plan]] = {}
         self.lengths = [len(e) for e in examples]
 
     def plans(self, epoch: int) -> list[Plan]:
         if epoch not in self._plans:
-            self._plans = {epoch: plan_epoch(self.lengths, self.train.batching, self.train.batch_size,
+            self._plans = {epoch: plan_epoch(self.lengths, self.batching, self.train.batch_size,
                                              self.max_length, self.train.seed, epoch)}
         return self._plans[epoch]
 
@@ -63,7 +65,7 @@ class BatchStream:
             plans = self.plans(state.epoch)
         window = plans[state.micro_index:state.micro_index + self.train.gradient_accumulation]
         state.micro_index += len(window)
-        return [collate(self.examples, plan, self.pad_id) for plan in window]
+        return [self.collate(self.examples, plan, self.pad_id) for plan in window]
 
 
 def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:

@@ -1,242 +1,39 @@
-"""Supervised fine-tuning (instruction tuning): learn the assistant's replies of the examples.
-
-The order of work is the order of trust: settings, then the data (with the tokenizer only), and
-only when every row is usable, the model.
-"""
+"""Supervised fine-tuning (instruction tuning): learn the assistant's replies of the examples."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import re
-import resource
-import sys
-import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunesmith.config import RunConfig, config_to_dict, describe_config
-from tunesmith.data.batches import collate, plan_epoch
+from tunesmith.config import RunConfig
+from tunesmith.data.batches import collate
 from tunesmith.data.pipeline import PreparedData, prepare_data
-from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
-from tunesmith.data.tokenize import TokenizedExample
-from tunesmith.errors import ConfigError
-from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
-from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
-from tunesmith.models.load import (
-    ModelSource,
-    generation_eos,
-    load_causal_lm,
-    load_tokenizer,
-    resolve_model,
-)
-from tunesmith.models.save import attach_adapter, save_adapter, save_model
-from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
-from tunesmith.training.loop import BatchStream, LoopPlan, fit, total_steps
+from tunesmith.data.template import TemplateInfo
+from tunesmith.models.load import ModelSource, load_causal_lm
+from tunesmith.training.loop import LossFn
 from tunesmith.training.loss import causal_lm_loss_sum
-from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses
-from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
+from tunesmith.training.session import Method, register_method
 
 
-@dataclass
-class RunResult:
-    run_dir: Path
-    steps: int
-    train_loss: float | None
-    val_loss: float | None
-    baseline_val_loss: float | None
-    best_step: int | None
-    stopped_early: bool
-    tokens_per_s: float
-    peak_memory_mb: float
-    outputs: dict[str, str] = field(default_factory=dict)
-    comparison: Any = None  # eval.compare.Comparison, when the run was evaluated after training
-
-    @property
-    def model_dir(self) -> Path:
-        return Path(self.outputs["model"]) if "model" in self.outputs else self.run_dir / "model"
+def prepare_chat_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
+    return prepare_data(config.data, tokenizer, info, config.train.seed, config.task)
 
 
-def say(message: str) -> None:
-    print(f"tunesmith: {message}", file=sys.stderr, flush=True)
+def load_causal(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
+    return load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
+                          attn_implementation=config.model.attn_implementation, dtype=dtype)
 
 
-def run(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
-    """Fine-tune `config.model.name` on `config.data.train`; everything lands in the run folder."""
-    started = time.time()
-    run_folder, checkpoint = check_run_folder(config, resume=resume)
-
-    source = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    template_source = ensure_chat_template(tokenizer, config.model.chat_template)
-    info = analyze_template(tokenizer, generation_eos(source))
-    data = prepare_data(config.data, tokenizer, info, config.train.seed, config.task)
-    say("settings: " + describe_config(config))
-    _report_data(data)
-    start_run_folder(run_folder, config, resume=resume)
-    if data.task is not None:
-        data.task.save(run_folder.task)
-    say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
-
-    device = resolve_device(config.train.device)
-    precision = resolve_precision(config.train.precision, device)
-    torch.manual_seed(config.train.seed)
-    model = load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
-                           attn_implementation=config.model.attn_implementation,
-                           dtype=weights_dtype(precision, frozen_base=config.lora.enabled))
-    if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = make_trainable(model, config.lora).to(device)
-    trainable, total = count_parameters(model)
-    say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
-        f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}")
-
-    # fused: one kernel over all parameters instead of a loop over them (PyTorch has it on CPU and CUDA)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
-                                  weight_decay=config.train.weight_decay, fused=True)
-    fingerprint = data_fingerprint(data.train)
-    state = TrainState(data_fingerprint=fingerprint)
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer)
-        if state.data_fingerprint != fingerprint:
-            raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
-                              "resume with the original data or start a new run")
-    stream = BatchStream(data.train, config.train, config.data.max_length, tokenizer.pad_token_id)
-    validation = validation_batches(data.validation, config, tokenizer.pad_token_id)
-    plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                    precision, run_folder.checkpoints,
-                    MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None),
-                    causal_lm_loss_sum, show_progress)
-    say(f"{plan.total_steps} optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} "
-        f"examples, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
-    with adapter_input_casting(model, enabled=precision != "bf16"):
-        state = fit(model, optimizer, stream, validation, plan, state)
-
-    final_val = _final_weights(model, run_folder, state)
-    plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
-    outputs = _save_outputs(model, tokenizer, run_folder, config, info, source)
-    result = RunResult(run_folder.path, state.step, _last_train_loss(run_folder), final_val, state.baseline_val_loss,
-                       state.best_step,
-                       state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9), peak_memory_mb(),
-                       outputs)
-    write_manifest(run_folder, config, source, data, info, template_source, result, started)
-    say(f"done in {time.time() - started:.0f} s: {state.step} steps, {result.tokens_per_s:.0f} tokens/s, "
-        f"peak memory {result.peak_memory_mb:.0f} MB" + (f", validation loss {final_val:.4f}" if final_val is not None else ""))
-    return result
+def causal_loss(config: RunConfig, data: PreparedData) -> LossFn:
+    return causal_lm_loss_sum
 
 
-def validation_batches(examples: list[TokenizedExample], config: RunConfig, pad_id: int) -> list:
-    plans = plan_epoch([len(e) for e in examples], "group_by_length", config.train.batch_size,
-                       config.data.max_length, seed=0, epoch=0)
-    return [collate(examples, plan, pad_id) for plan in plans]
-
-
-def data_fingerprint(examples: list[TokenizedExample]) -> str:
-    digest = hashlib.sha256()
-    for example in examples:
-        digest.update(example.input_ids.tobytes())
-        digest.update(example.loss_mask.tobytes())
-    return digest.hexdigest()
-
-
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available() and torch.cuda.max_memory_allocated():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _final_weights(model: Any, run_folder: RunFolder, state: TrainState) -> float | None:
-    """Put the best weights (lowest validation loss) in place; returns their validation loss, which
-    was measured when they were current (the last step is always evaluated)."""
-    if state.best_val_loss is None:
-        return None
-    best = recover_best(run_folder.checkpoints)
-    if best is not None and state.best_step != state.step:
-        load_checkpoint(best, model, None)
-        say(f"final weights: step {state.best_step} (lowest validation loss), not the last step {state.step}")
-    return state.best_val_loss
-
-
-def _save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo,
-                  source: ModelSource) -> dict[str, str]:
-    model = model.to("cpu")
-    outputs = {}
-    if config.lora.enabled:
-        outputs["adapter"] = str(save_adapter(model, tokenizer, run_folder.adapter))
-        if config.output.save_merged:
-            # Merge into the full-precision base weights (training may have held them in bf16).
-            base = load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-            outputs["model"] = str(save_model(attach_adapter(base, run_folder.adapter), tokenizer, run_folder.model,
-                                              info.stop_token_ids))
-    else:
-        outputs["model"] = str(save_model(model, tokenizer, run_folder.model, info.stop_token_ids))
-    return outputs
-
-
-def _last_train_loss(run_folder: RunFolder) -> float | None:
-    from tunesmith.training.metrics import read_metrics
-
-    losses = [r["loss"] for r in read_metrics(run_folder.metrics) if "loss" in r]
-    if not losses:
-        return None
-    tail = losses[-max(1, len(losses) // 10):]
-    return sum(tail) / len(tail)
-
-
-def _report_data(data: PreparedData) -> None:
-    for source in data.sources:
-        cached = " (tokens from cache)" if source.from_cache else ""
-        say(f"data {source.path}: {source.rows} rows, format {source.format}{cached}"
-            + (f", {source.truncated} truncated" if source.truncated else ""))
-    if data.skipped:
-        reasons: dict[str, int] = {}
-        for problem in data.skipped:
-            reason = re.sub(r"\d+", "N", problem.what.split(":")[0].split(" (")[0])
-            reasons[reason] = reasons.get(reason, 0) + 1
-        listed = "; ".join(f"{count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
-        say(f"skipped {len({p.where for p in data.skipped})} invalid rows (data.skip_invalid): {listed}; "
-            "`tunesmith data validate FILE` lists each")
-    summary = data.summary()
-    say(f"{summary['train']['examples']} training examples ({summary['train']['loss_tokens']} of "
-        f"{summary['train']['tokens']} tokens in the loss), {summary['validation']['examples']} validation examples")
-
-
-def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource, data: PreparedData,
-                   info: TemplateInfo, template_source: str, result: RunResult, started: float) -> None:
-    import peft
-    import transformers
-
-    import tunesmith
-
-    manifest = {
-        "tunesmith": tunesmith.__version__,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "peft": peft.__version__},
-        "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location},
-        "chat_template": template_source,
-        "stop_token_ids": list(info.stop_token_ids),
-        "task": {"type": "label", "labels": list(data.task.labels), "prompt_template": data.task.prompt_template}
-        if data.task else {"type": "generation"},
-        "data": data.summary(),
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": round(time.time() - started, 1),
-        "results": {
-            "steps": result.steps, "train_loss": result.train_loss,
-            "baseline_val_loss": result.baseline_val_loss, "val_loss": result.val_loss,
-            "val_ppl": perplexity(result.val_loss) if result.val_loss is not None else None,
-            "best_step": result.best_step, "stopped_early": result.stopped_early,
-            "train_tokens_per_s": round(result.tokens_per_s, 1), "peak_memory_mb": round(result.peak_memory_mb, 1),
-        },
-        "outputs": result.outputs,
-        "config": config_to_dict(config),
-    }
-    run_folder.manifest.write_text(json.dumps(manifest, indent=2))
+SFT = register_method(Method(
+    name="sft",
+    description="supervised fine-tuning: learn the assistant's replies (chat, instruction or labelled rows)",
+    prepare_data=prepare_chat_data,
+    load_model=load_causal,
+    collate=collate,
+    make_loss=causal_loss,
+))
