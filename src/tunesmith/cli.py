@@ -175,7 +175,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     for name, path in result.outputs.items():
         print(f"  {name}: {path}")
-    print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
+    if result.method == "classify":
+        print(f"try it: tunesmith predict {result.run_dir} --data rows.csv")
+    else:
+        print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
     return 0
 
 

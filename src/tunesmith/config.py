@@ -189,6 +189,11 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(
         False, "Recompute activations in the backward pass: less memory, about 30% slower."
     )
+    compile: bool = setting(
+        False,
+        "Compile the model with torch.compile (fuses small operations; pays a compile time of minutes "
+        "first, and again for each new batch shape: worth it for long runs, on GPUs above all).",
+    )
     log_every: int = setting(1, "Write training metrics every N optimizer steps.")
 
 

@@ -37,3 +37,18 @@ def test_any_gguf_file_is_converted_once_and_loads(tmp_path: Path):
     assert source.kind == "gguf" and (Path(source.location) / "model.safetensors").is_file()
     assert resolve_model(str(gguf)).location == source.location  # second time: from the cache
     assert load_tokenizer(source).eos_token == "<|im_end|>"
+
+
+def test_compiled_layers_train_to_the_same_loss_as_eager(tmp_path: Path, tiny_model_dir: Path):
+    from tests.conftest import chat_rows, write_jsonl
+    from tests.integration.helpers import tiny_config
+
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(24))
+    losses = {}
+    for compiled in (False, True):
+        config = tiny_config(tmp_path, tiny_model_dir, data, f"train.compile={str(compiled).lower()}", "train.max_steps=3",
+                             "train.precision=fp32", "train.batching=pad", name=f"compile-{compiled}")
+        result = tunesmith.train(config, show_progress=False)
+        losses[compiled] = [json.loads(line)["loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+                            if "loss" in json.loads(line)]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)

@@ -124,6 +124,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
+    if config.train.compile:
+        compile_layers(model)
     trainable, total = count_parameters(model)
     say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
         f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}")
@@ -162,6 +164,19 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     say(f"done in {time.time() - started:.0f} s: {state.step} steps, {result.tokens_per_s:.0f} tokens/s, "
         f"peak memory {result.peak_memory_mb:.0f} MB" + (f", validation loss {final_val:.4f}" if final_val is not None else ""))
     return result
+
+
+def compile_layers(model: Any) -> None:
+    """torch.compile each transformer layer in place (dynamic shapes: batch widths vary). Compiling
+    layers rather than the whole model keeps compile time to one layer's worth, reused 30 times."""
+    from transformers.modeling_layers import (
+        GradientCheckpointingLayer,  # the base of every transformer block
+    )
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    say(f"torch.compile: {len(layers)} layers")
 
 
 def validation_batches(examples: list, config: RunConfig, pad_id: int, collate: Callable) -> list:
