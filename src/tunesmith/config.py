@@ -218,6 +218,12 @@ class EvalConfig:
         256, "Longest generated answer for free-text tasks; label tasks use the longest label + 2."
     )
     batch_size: int = setting(16, "Prompts decoded together (left-padded).")
+    precision: Literal["fp32", "auto", "bf16"] = setting(
+        "fp32",
+        "Precision of evaluation decoding. fp32: an answer never depends on which prompts share its batch. "
+        "bf16 (auto, where native) decodes about 1.8x faster, but greedy answers can change with the batch "
+        "(14 of 32 Alpaca answers did on SmolLM2-135M).",
+    )
     general_text: str | None = setting(
         "c4-demo",
         "General text whose perplexity before and after shows what the model forgot (unset: skip).",

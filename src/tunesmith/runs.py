@@ -178,7 +178,7 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     if settings.compare:
         comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, say=say)
     else:
-        loaded = load_for_generation(str(run_dir))
+        loaded = load_for_generation(str(run_dir), precision=settings.precision)
         comparison = Comparison("label" if labels else "generation", items,
                                 [evaluate_system(loaded, "fine-tuned", [i.prompt for i in items], items, labels, settings)], labels)
     comparison.notes.extend(leakage_notes(items, pool))
@@ -198,7 +198,7 @@ def evaluate_model(target: str, test: str, settings: EvalConfig, *, columns: dic
     data = replace(config.data, columns={**config.data.columns, **(columns or {})})
     task = LabelTask.load(path / "task.json") if path.is_dir() else None
     items, task = load_items(test, data, task, config.task, max_rows=settings.max_rows)
-    loaded = load_for_generation(target)
+    loaded = load_for_generation(target, precision=settings.precision)
     result = evaluate_system(loaded, Path(target).name, [i.prompt for i in items], items,
                              list(task.labels) if task else None, settings)
     return result
@@ -263,7 +263,7 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
                 prompts.append(messages[:-1] if messages[-1].role == "assistant" else messages)
             else:
                 prompts.append([Message("user", example.prompt or example.text)])
-        answers = generate(load_for_generation(target), prompts, batch_size=batch_size,
+        answers = generate(load_for_generation(target, precision="fp32"), prompts, batch_size=batch_size,
                            max_new_tokens=8 if task else 256).texts
         for example, answer in zip(raw.examples, answers):
             row = {"where": example.where, "answer": answer}

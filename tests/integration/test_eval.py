@@ -30,7 +30,7 @@ def write_reviews_csv(path: Path, count: int, seed: int) -> Path:
 
 
 def test_batched_decoding_gives_the_same_answers_as_one_at_a_time(tiny_model_dir: Path):
-    loaded = load_for_generation(str(tiny_model_dir))
+    loaded = load_for_generation(str(tiny_model_dir), precision="fp32")  # evaluation's precision
     prompts = [r["messages"][0]["content"] * (1 + n % 3) for n, r in enumerate(chat_rows(9, seed=2))]
     prompts.append([Message("user", "Hi"), Message("assistant", "Hello"), Message("user", "Repeat red")])
     one_by_one = generate(loaded, prompts, max_new_tokens=12, batch_size=1)

@@ -98,7 +98,7 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
     general = _general_texts(settings)
     zero_shot = [item.prompt for item in items]
 
-    tuned = load_for_generation(str(run_dir))
+    tuned = load_for_generation(str(run_dir), precision=settings.precision)
     template = tuned.tokenizer.chat_template
     say(f"evaluating the fine-tuned model on {len(items)} rows")
     tuned_result = evaluate_system(tuned, "fine-tuned", zero_shot, items, labels, settings)
@@ -106,7 +106,7 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
     del tuned
     gc.collect()
 
-    base = load_for_generation(manifest["base_model"]["spec"], chat_template=template)
+    base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=settings.precision)
     say(f"evaluating the base model zero-shot on {len(items)} rows")
     comparison.systems.append(evaluate_system(base, "base zero-shot", zero_shot, items, labels, settings))
     if settings.few_shot and pool:
@@ -125,11 +125,11 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
 def general_text_forgetting(run_dir: Path, settings: EvalConfig) -> dict[str, Any]:
     """Perplexity of general text under the base model and under the run's model."""
     general = _general_texts(settings)
-    tuned = load_for_generation(str(run_dir))
+    tuned = load_for_generation(str(run_dir), precision=settings.precision)
     after = text_loss(tuned, general)
     del tuned
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    before = text_loss(load_for_generation(manifest["base_model"]["spec"]), general)
+    before = text_loss(load_for_generation(manifest["base_model"]["spec"], precision=settings.precision), general)
     return _forgetting(settings, len(general), before, after)
 
 
