@@ -26,8 +26,8 @@ def main() -> None:
     import torch
 
     from tunesmith.config import build_config
-    from tunesmith.eval.generate import generate, load_for_generation
     from tunesmith.eval.items import load_items
+    from tunesmith.models.generate import generate, load_for_generation
 
     items, _ = load_items("alpaca-demo", build_config({}).data, None, max_rows=args.prompts)
     prompts = [item.prompt for item in items]

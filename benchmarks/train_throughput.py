@@ -164,9 +164,9 @@ def held_out_loss(adapter: str, test_file: Path) -> float:
     """Loss of base + adapter on the held-out replies, computed the same way for every system (fp32)."""
     from tunesmith.config import build_config
     from tunesmith.data.catalog import resolve_data_path
-    from tunesmith.eval.generate import load_for_generation
     from tunesmith.eval.items import load_items
     from tunesmith.eval.perplexity import reference_loss
+    from tunesmith.models.generate import load_for_generation
 
     loaded = load_for_generation(adapter, precision="fp32")
     items, _ = load_items(str(resolve_data_path(str(test_file))), build_config({}).data, None)

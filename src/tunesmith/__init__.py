@@ -31,7 +31,7 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
 
 def generate(model: str, prompt: str, **kwargs: Any) -> str:
     """The reply of a run folder's model (or any model name) to one user prompt."""
-    from tunesmith.eval.generate import generate_replies, load_for_generation
+    from tunesmith.models.generate import generate_replies, load_for_generation
 
     loaded = load_for_generation(model)
     return generate_replies(loaded, [prompt], **kwargs)[0]

@@ -264,7 +264,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from tunesmith.eval.generate import generate_replies, load_for_generation
+    from tunesmith.models.generate import generate_replies, load_for_generation
 
     loaded = load_for_generation(args.target)
     replies = generate_replies(loaded, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -278,7 +278,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from tunesmith.data.examples import Message
-    from tunesmith.eval.generate import generate_replies, load_for_generation
+    from tunesmith.models.generate import generate_replies, load_for_generation
 
     loaded = load_for_generation(args.target)
     history: list[Message] = [Message("system", args.system)] if args.system else []

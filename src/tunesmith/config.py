@@ -141,7 +141,8 @@ class TrainConfig:
     method: str = setting(
         "sft",
         "Training method: sft (learn the assistant's replies), pretrain (continued pretraining on domain "
-        "text, loss on every token), classify (a classification head on labelled rows).",
+        "text, loss on every token), classify (a classification head on labelled rows), dpo (preference "
+        "pairs), online-dpo (pairs from the model's own samples, scored by preference.reward).",
     )
     epochs: float = setting(1.0, "Passes over the training rows (fractions allowed).")
     max_steps: int | None = setting(
@@ -232,6 +233,32 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class PreferenceConfig:
+    """Preference tuning: train.method dpo (given pairs) or online-dpo (pairs from the model's own samples)."""
+
+    loss: Literal["dpo", "simpo"] = setting(
+        "dpo",
+        "dpo: sigmoid DPO against a reference (the same weights with the adapter off, or the starting "
+        "weights). simpo: reference-free, length-normalised log-probabilities with a target margin.",
+    )
+    beta: float = setting(
+        0.1, "DPO: how far the model may move from the reference (smaller lets it move further). SimPO: reward scale (try 2.0)."
+    )
+    simpo_gamma: float = setting(0.5, "SimPO: target margin between chosen and rejected rewards.")
+    reward: str | None = setting(
+        None,
+        "online-dpo's reward: a built-in (`concise`), a Python function `file.py:name` or `module:name` called as "
+        "name(prompt, completion) -> float, `classifier:RUN:LABEL` (probability of LABEL under a classify "
+        "run), or `reference:exact` / `reference:rouge` against each row's reference answer.",
+    )
+    samples: int = setting(4, "online-dpo: completions sampled per prompt; the best and the worst make a pair.")
+    prompts_per_round: int = setting(8, "online-dpo: prompts sampled per round (one optimizer step per round).")
+    temperature: float = setting(1.0, "online-dpo: sampling temperature.")
+    top_p: float = setting(1.0, "online-dpo: nucleus sampling threshold.")
+    max_new_tokens: int = setting(64, "online-dpo: longest sampled completion.")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     """Where results go and which of them are written."""
 
@@ -257,6 +284,7 @@ class RunConfig:
     lora: LoraConfig = setting(LoraConfig(), "LoRA adapters.")
     train: TrainConfig = setting(TrainConfig(), "Optimisation.")
     eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
+    preference: PreferenceConfig = setting(PreferenceConfig(), "Preference tuning.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
     stages: list[dict[str, Any]] = setting(
         [],
@@ -410,6 +438,10 @@ def check_config(config: RunConfig) -> None:
         problems.append(f"train.learning_rate={train.learning_rate} must be positive")
     if config.eval.few_shot < 0 or config.eval.batch_size < 1 or config.eval.max_new_tokens < 1:
         problems.append("eval.few_shot must be 0 or more, eval.batch_size and eval.max_new_tokens at least 1")
+    preference = config.preference
+    if preference.beta <= 0 or preference.samples < 2 or preference.prompts_per_round < 1 or preference.max_new_tokens < 1:
+        problems.append("preference.beta must be positive, preference.samples at least 2, "
+                        "preference.prompts_per_round and preference.max_new_tokens at least 1")
     if lora.rank < 1:
         problems.append(f"lora.rank={lora.rank} must be at least 1")
     if not 0.0 <= lora.dropout < 1.0:

@@ -29,10 +29,11 @@ from tunesmith.eval.compare import (
     run_comparison,
     save_comparison,
 )
-from tunesmith.eval.generate import load_for_generation
 from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
+from tunesmith.eval.preference import pair_accuracy_summary, win_rate
 from tunesmith.eval.report import write_report
+from tunesmith.models.generate import load_for_generation
 from tunesmith.training.metrics import perplexity
 from tunesmith.training.run_folder import RunFolder, check_same_config, run_name
 from tunesmith.training.session import RunResult, run_method, say
@@ -129,6 +130,13 @@ def evaluate_after_training(result: RunResult, config: RunConfig) -> None:
     elif result.method == "pretrain":
         result.comparison = None
         write_report(result.run_dir, None, perplexity=pretrain_perplexity(result, config.eval))
+    elif result.method in ("dpo", "online-dpo"):
+        figures = pair_accuracy_summary(result.run_dir) if result.method == "dpo" else win_rate(result.run_dir, config, config.eval.test)
+        (result.run_dir / "eval").mkdir(exist_ok=True)
+        (result.run_dir / "eval" / "preference.json").write_text(json.dumps(figures, indent=1))
+        result.comparison = figures
+        say("preference results: " + json.dumps(figures))
+        write_report(result.run_dir, None, preference=figures)
     elif config.eval.test:
         result.comparison = evaluate_run(result.run_dir, config.eval.test, config.eval)
     else:
@@ -232,8 +240,8 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
     from tunesmith.data.examples import Message
     from tunesmith.data.pipeline import read_source
     from tunesmith.eval.classifier import predict_probabilities
-    from tunesmith.eval.generate import generate
     from tunesmith.eval.metrics import map_answer_to_label
+    from tunesmith.models.generate import generate
 
     path = Path(target)
     config = run_config(path) if (path / "config.yaml").is_file() else RunConfig()

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import chat_rows
 from tunesmith.cli import main
 from tunesmith.data.examples import Message
-from tunesmith.eval.generate import generate, load_for_generation
+from tunesmith.models.generate import generate, load_for_generation
 
 WORDS = {"positive": ["great", "superb", "lovely", "fine", "moving"], "negative": ["awful", "dull", "bad", "boring", "weak"]}
 

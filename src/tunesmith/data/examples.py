@@ -26,16 +26,21 @@ class Example:
     completion: raw `prompt` + `completion` text with no template; the loss covers the completion.
     text: raw `text`; the loss covers every token.
     label: a `text` and its `label`; the task prompt template turns it into a chat example.
+    preference: `messages` (the prompt, ending with a user turn) and two replies, `chosen` and
+    `rejected`, for preference tuning.
+    prompt: `messages` ending with a user turn and no reply: a prompt for on-policy tuning.
     """
 
     source: str
     line: int
-    kind: Literal["chat", "completion", "text", "label"]
+    kind: Literal["chat", "completion", "text", "label", "preference", "prompt"]
     messages: tuple[Message, ...] = ()
     prompt: str = ""
     completion: str = ""
     text: str = ""
     label: str = ""
+    chosen: str = ""
+    rejected: str = ""
 
     @property
     def where(self) -> str:

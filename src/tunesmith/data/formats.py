@@ -20,27 +20,28 @@ Converter = Callable[[dict[str, Any], RowProblems, Record], Example | None]
 @dataclass(frozen=True)
 class RowFormat:
     name: str
-    fields: tuple[str, ...]  # all present -> a row is of this format (checked in registration order)
+    fields: tuple[str, ...]  # all present -> a row is of this format (checked by priority, then registration order)
     optional: tuple[str, ...]
     convert: Converter
     example: str  # one row, shown in error messages
+    priority: int = 0  # lower is checked first: preference rows also have a prompt or conversations
 
 
 FORMATS: dict[str, RowFormat] = {}
 
 
 def register_format(
-    name: str, fields: tuple[str, ...], optional: tuple[str, ...], example: str
+    name: str, fields: tuple[str, ...], optional: tuple[str, ...], example: str, priority: int = 0
 ) -> Callable[[Converter], Converter]:
     def decorate(convert: Converter) -> Converter:
-        FORMATS[name] = RowFormat(name, fields, optional, convert, example)
+        FORMATS[name] = RowFormat(name, fields, optional, convert, example, priority)
         return convert
 
     return decorate
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
-    for row_format in FORMATS.values():
+    for row_format in sorted(FORMATS.values(), key=lambda f: f.priority):
         if all(key in record for key in row_format.fields):
             return row_format.name
     return None
@@ -168,12 +169,20 @@ def convert_sharegpt(data: dict[str, Any], problems: RowProblems, record: Record
     if not isinstance(raw, list) or not raw:
         problems.add("'conversations' must be a non-empty list of {from, value} objects", "fix the row")
         return None
+    messages = sharegpt_messages(raw, data.get("system"), problems)
+    if problems:
+        return None
+    check_conversation(messages, problems)
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+
+
+def sharegpt_messages(raw: list, system: Any, problems: RowProblems) -> list[Message]:
+    """ShareGPT turns ({from, value}) as messages, with an optional top-level system prompt."""
     messages = []
-    system = data.get("system")
     if system:
         if not isinstance(system, str):
             problems.add("'system' must be text", "fix the row")
-            return None
+            return []
         messages.append(Message("system", system))
     for number, item in enumerate(raw, start=1):
         if not isinstance(item, dict):
@@ -192,10 +201,7 @@ def convert_sharegpt(data: dict[str, Any], problems: RowProblems, record: Record
         text = _content_text(value, number, problems)
         if text is not None:
             messages.append(Message(role, text))
-    if problems:
-        return None
-    check_conversation(messages, problems)
-    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+    return messages
 
 
 @register_format(
@@ -249,6 +255,22 @@ def convert_prompt_completion(data: dict[str, Any], problems: RowProblems, recor
     return Example(record.source, record.line, "completion", prompt=prompt, completion=completion)
 
 
+@register_format("prompt", ("prompt",), ("system",), '{"prompt": "Explain photosynthesis."}', priority=1)
+def convert_prompt(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    """A prompt with no reply, for on-policy preference tuning (the model writes the replies)."""
+    prompt = data["prompt"]
+    messages = [Message("user", prompt)] if isinstance(prompt, str) else _prompt_messages(prompt, problems) \
+        if isinstance(prompt, list) else None
+    if messages is None:
+        problems.add("'prompt' must be text or a list of messages", "fix the row")
+    if problems:
+        return None
+    if data.get("system"):
+        messages.insert(0, Message("system", str(data["system"])))
+    check_conversation([*messages, Message("assistant", "(reply)")], problems)
+    return None if problems else Example(record.source, record.line, "prompt", messages=tuple(messages))
+
+
 @register_format("label", ("text", "label"), (), '{"text": "a gripping film", "label": "positive"}')
 def convert_label(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
     text, label = data["text"], data["label"]
@@ -272,6 +294,91 @@ def convert_text(data: dict[str, Any], problems: RowProblems, record: Record) ->
         problems.add("'text' is empty", "remove the row")
         return None
     return Example(record.source, record.line, "text", text=text)
+
+
+@register_format(
+    "preference", ("chosen", "rejected"), ("prompt", "conversations", "messages", "system"),
+    '{"prompt": "Write a haiku", "chosen": "a good haiku", "rejected": "a worse one"}', priority=-1,
+)
+def convert_preference(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    """prompt (text or messages) / conversations (ShareGPT) / messages, plus chosen and rejected."""
+    prompt = data.get("prompt", data.get("conversations", data.get("messages")))
+    if prompt is None:
+        problems.add("no prompt: a preference row needs 'prompt' (or 'conversations' / 'messages') besides "
+                     "'chosen' and 'rejected'", "add the prompt the two replies answer")
+        return None
+    if isinstance(prompt, str):
+        messages = [Message("user", prompt)]
+    elif isinstance(prompt, list) and prompt:
+        sharegpt = isinstance(prompt[0], dict) and "from" in prompt[0]
+        messages = sharegpt_messages(prompt, data.get("system"), problems) if sharegpt else _prompt_messages(prompt, problems)
+        if problems:
+            return None
+    else:
+        problems.add("the prompt must be text or a list of messages", "fix the row")
+        return None
+    return _preference_example(messages, data["chosen"], data["rejected"], problems, record)
+
+
+@register_format(
+    "openai_preference", ("preferred_output", "non_preferred_output"), ("input",),
+    '{"input": {"messages": [{"role": "user", "content": "Hi"}]}, "preferred_output": '
+    '[{"role": "assistant", "content": "Hello!"}], "non_preferred_output": [{"role": "assistant", "content": "Go away."}]}',
+    priority=-1,
+)
+def convert_openai_preference(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    """OpenAI's preference fine-tuning rows."""
+    source = data.get("input")
+    if not isinstance(source, dict) or not isinstance(source.get("messages"), list):
+        problems.add("'input' must be an object with a 'messages' list", 'write {"input": {"messages": [...]}, ...}')
+        return None
+    messages = _prompt_messages(source["messages"], problems)
+    if problems:
+        return None
+    return _preference_example(messages, data["preferred_output"], data["non_preferred_output"], problems, record)
+
+
+def _prompt_messages(raw: list, problems: RowProblems) -> list[Message]:
+    messages = []
+    for number, item in enumerate(raw, start=1):
+        if not isinstance(item, dict) or "role" not in item or "content" not in item:
+            problems.add(f"prompt message {number} needs 'role' and 'content'", "fix the prompt")
+            return []
+        text = _content_text(item["content"], number, problems)
+        if text is None:
+            return []
+        messages.append(Message(str(item["role"]), text))
+    return messages
+
+
+def _reply_text(value: Any, name: str, problems: RowProblems) -> str | None:
+    """A reply given as text, {from/role, value/content}, or a list holding one assistant message."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, dict):
+        value = value.get("value", value.get("content"))
+    if not isinstance(value, str):
+        problems.add(f"'{name}' must be text or one assistant message", "fix the row")
+        return None
+    if not value.strip():
+        problems.add(f"'{name}' is empty", "write the reply or remove the row")
+        return None
+    return value
+
+
+def _preference_example(messages: list[Message], chosen: Any, rejected: Any, problems: RowProblems,
+                        record: Record) -> Example | None:
+    chosen_text, rejected_text = _reply_text(chosen, "chosen", problems), _reply_text(rejected, "rejected", problems)
+    if problems:
+        return None
+    if chosen_text.strip() == rejected_text.strip():
+        problems.add("'chosen' and 'rejected' are the same reply, so the pair teaches nothing", "fix or remove the row")
+        return None
+    check_conversation([*messages, Message("assistant", chosen_text)], problems)
+    if problems:
+        return None
+    return Example(record.source, record.line, "preference", messages=tuple(messages), chosen=chosen_text,
+                   rejected=rejected_text)
 
 
 # ---------------------------------------------------------------------------------------- checks

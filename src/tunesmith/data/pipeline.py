@@ -44,6 +44,7 @@ class PreparedData:
     sources: list[SourceData]
     skipped: list[Problem] = field(default_factory=list)
     task: LabelTask | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # what a method computes from the data (reference log-probs)
 
     def summary(self) -> dict[str, Any]:
         def tokens(rows: list[TokenizedExample]) -> dict[str, int]:
@@ -83,8 +84,14 @@ def read_source(path: Path, data: DataConfig) -> RawSource:
 def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None) -> RawSource:
     """Label rows through the task template, then the default system prompt."""
     examples, problems = apply_label_task(raw.examples, task)
-    examples = [with_system_prompt(e, data.system_prompt) for e in examples]
-    return RawSource(raw.path, raw.format, raw.rows, examples, raw.problems + problems)
+    learnable = []
+    for example in examples:
+        if example.kind in ("preference", "prompt"):
+            problems.append(Problem(example.where, f"a {example.kind} row has no single reply to learn",
+                                    "use train.method=dpo for preference pairs, online-dpo for prompts"))
+        else:
+            learnable.append(with_system_prompt(example, data.system_prompt))
+    return RawSource(raw.path, raw.format, raw.rows, learnable, raw.problems + problems)
 
 
 def tokenize_source(raw: RawSource, data: DataConfig, tokenizer: Any, info: TemplateInfo) -> SourceData:

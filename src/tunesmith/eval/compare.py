@@ -16,10 +16,10 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.read import read_records
 from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
-from tunesmith.eval.generate import LoadedModel, generate, load_for_generation
 from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
+from tunesmith.models.generate import LoadedModel, generate, load_for_generation
 from tunesmith.training.metrics import perplexity
 
 

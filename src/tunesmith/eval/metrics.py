@@ -12,26 +12,12 @@ An answer no rule maps is "unparsed": it counts as wrong for every metric and is
 
 from __future__ import annotations
 
-import re
-import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tunesmith.data.text import normalize, normalize_for_match
+
 UNPARSED = "(unparsed)"
-_PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize(text: str) -> str:
-    """Lower case, punctuation removed, whitespace collapsed."""
-    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
-
-
-def normalize_for_match(text: str) -> str:
-    """SQuAD-style normalization for free-text exact match: `normalize` plus articles removed."""
-    return " ".join(_ARTICLES.sub(" ", normalize(text)).split())
-
-
 def map_answer_to_label(answer: str, labels: Sequence[str]) -> tuple[str | None, str]:
     """(label, rule that matched) for a generated answer; (None, "unparsed") when no rule matches."""
     stripped = answer.strip()

@@ -7,8 +7,8 @@ from dataclasses import replace
 from tunesmith.data.batches import collate, plan_epoch
 from tunesmith.data.examples import Example, Message
 from tunesmith.data.tokenize import TokenizedExample, tokenize_examples
-from tunesmith.eval.generate import LoadedModel
 from tunesmith.eval.items import EvalItem
+from tunesmith.models.generate import LoadedModel
 from tunesmith.training.loop import evaluate_loss
 from tunesmith.training.loss import causal_lm_loss_sum
 

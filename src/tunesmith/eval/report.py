@@ -18,7 +18,8 @@ from tunesmith.eval.metrics import UNPARSED
 from tunesmith.training.metrics import read_metrics
 
 
-def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None) -> tuple[Path, Path]:
+def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None,
+                 preference: dict | None = None) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     images: dict[str, Path] = {}
@@ -29,6 +30,8 @@ def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: di
         if comparison.kind == "label":
             images["confusion"] = plot_confusion(comparison, run_dir / "eval" / "confusion.png")
     blocks = _blocks(run_dir, manifest, comparison, images, perplexity)
+    if preference:
+        blocks[-2:-2] = _preference_blocks(preference)
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
     markdown_path.write_text(_markdown(blocks, run_dir), encoding="utf-8")
     html_path.write_text(_html(blocks, run_dir.name), encoding="utf-8")
@@ -112,6 +115,25 @@ def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[
         names = [s.name for s in comparison.systems]
         rows = [[e["where"].rsplit("/", 1)[-1], _short(e["input"]), e["reference"][:80], *(_short(e[n], 80) for n in names)] for e in examples]
         blocks.append(("table", (["row", "input", "reference", *names], rows)))
+    return blocks
+
+
+def _preference_blocks(figures: dict) -> list[Block]:
+    blocks: list[Block] = [("h", "Preferences")]
+    if "win_rate" in figures:
+        blocks.append(("p", f"On {figures['prompts']} held-out prompts, under the reward `{figures['reward']}`, the tuned "
+                            f"model's greedy answer beat the starting model's {figures['wins']} times, tied "
+                            f"{figures['ties']} times and lost {figures['losses']} times: win rate "
+                            f"{figures['win_rate']:.3f}. Mean reward {figures['base_mean_reward']:.3f} before, "
+                            f"{figures['tuned_mean_reward']:.3f} after. Every prompt and both answers: eval/win_rate.jsonl; "
+                            "every training round's samples and pairs: rounds/."))
+    else:
+        rows = [[name.replace("_", " "), f"{values['before']:.3f}", f"{values['after']:.3f}"]
+                for name, values in figures.items() if isinstance(values, dict) and values.get("before") is not None]
+        blocks.append(("table", (["held-out pairs", "before", "after"], rows)))
+        blocks.append(("p", "Reward accuracy: how often the implicit reward of the chosen reply exceeds the rejected "
+                            "one's (ties count half, so 0.5 before any training). Likelihood accuracy: how often the "
+                            "model gives the chosen reply the higher log-probability per token."))
     return blocks
 
 

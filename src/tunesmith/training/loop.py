@@ -31,7 +31,8 @@ from tunesmith.training.checkpoint import (
 from tunesmith.training.metrics import MetricsLog, perplexity
 from tunesmith.training.schedule import lr_factor, warmup_steps
 
-LossFn = Callable[[Any, Batch], torch.Tensor]  # (model, batch) -> summed loss over its loss tokens
+# (model, batch) -> summed loss over its loss tokens, or (that, {metric name: sum over its loss tokens})
+LossFn = Callable[[Any, Batch], Any]
 
 
 class BatchStream:
@@ -80,30 +81,51 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> tuple[float, int, int]:
-    """Forward and backward over one optimizer step's micro-batches; returns (loss sum, loss tokens, tokens)."""
+def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.device,
+               precision: str) -> tuple[float, int, int, dict[str, float]]:
+    """Forward and backward over one optimizer step's micro-batches; returns (loss sum, loss tokens,
+    tokens, per-loss-token means of the metrics the loss function reports)."""
     loss_tokens = sum(batch.n_loss_tokens for batch in window)
     loss_sum = 0.0
+    metric_sums: dict[str, float] = {}
     for batch in window:
         with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
-            summed = loss_fn(model, batch.to(device))
+            summed, metrics = split_loss(loss_fn(model, batch.to(device)))
         (summed / max(loss_tokens, 1)).backward()
         loss_sum += summed.item()
-    return loss_sum, loss_tokens, sum(batch.n_tokens for batch in window)
+        for name, value in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + value
+    means = {name: value / max(loss_tokens, 1) for name, value in metric_sums.items()}
+    return loss_sum, loss_tokens, sum(batch.n_tokens for batch in window), means
+
+
+def split_loss(output: torch.Tensor | tuple[torch.Tensor, dict[str, float]]) -> tuple[torch.Tensor, dict[str, float]]:
+    """A loss function returns its summed loss, or (summed loss, sums of metrics to log with it)."""
+    return output if isinstance(output, tuple) else (output, {})
 
 
 @torch.no_grad()
-def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
-    """Mean loss per loss token over `batches`."""
+def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device,
+             precision: str) -> tuple[float, dict[str, float]]:
+    """Mean loss per loss token over `batches`, and the means of the loss function's metrics."""
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
+    metric_sums: dict[str, float] = {}
     for batch in batches:
         with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
-            total += loss_fn(model, batch.to(device)).item()
+            summed, metrics = split_loss(loss_fn(model, batch.to(device)))
+        total += summed.item()
         tokens += batch.n_loss_tokens
+        for name, value in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + value
     model.train(was_training)
-    return total / max(tokens, 1)
+    return total / max(tokens, 1), {name: value / max(tokens, 1) for name, value in metric_sums.items()}
+
+
+def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
+    """Mean loss per loss token over `batches`."""
+    return evaluate(model, batches, loss_fn, device, precision)[0]
 
 
 @dataclass
@@ -128,9 +150,10 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
     warmup = warmup_steps(plan.total_steps, train.warmup_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if validation and state.step == 0 and train.eval_before:
-        baseline = evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
+        baseline, metrics = evaluate(model, validation, plan.loss_fn, plan.device, plan.precision)
         state.baseline_val_loss = baseline
-        plan.metrics.write({"step": 0, "val_loss": baseline, "val_ppl": perplexity(baseline)})
+        plan.metrics.write({"step": 0, "val_loss": baseline, "val_ppl": perplexity(baseline),
+                            **{f"val_{name}": value for name, value in metrics.items()}})
     progress = _progress_bar(plan, state)
     recent_losses: list[float] = []  # training losses since the last evaluation
     model.train()
@@ -139,7 +162,8 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         for group in optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
-        loss_sum, loss_tokens, tokens = train_step(model, stream.next_window(state), plan.loss_fn, plan.device, plan.precision)
+        loss_sum, loss_tokens, tokens, metrics = train_step(model, stream.next_window(state), plan.loss_fn, plan.device,
+                                                           plan.precision)
         grad_norm = _clip(trainable, train.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -150,7 +174,7 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         state.train_seconds += elapsed
         record = {"step": state.step, "epoch": round(state.epoch + state.micro_index / max(1, len(stream.plans(state.epoch))), 4),
                   "loss": loss_sum / max(loss_tokens, 1), "lr": lr, "grad_norm": grad_norm,
-                  "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed}
+                  "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed, **metrics}
         recent_losses.append(record["loss"])
         if validation and _due(state.step, train.eval_every, plan.total_steps):
             record.update(_evaluate(model, validation, plan, state, sum(recent_losses) / len(recent_losses)))
@@ -172,8 +196,9 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
 def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainState, train_loss: float) -> dict[str, float]:
     """Validation loss; keeps the best weights, counts evaluations without improvement, and flags
     validation loss rising while training loss falls."""
-    val_loss = evaluate_loss(model, validation, plan.loss_fn, plan.device, plan.precision)
-    record: dict[str, Any] = {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "train_val_gap": val_loss - train_loss}
+    val_loss, metrics = evaluate(model, validation, plan.loss_fn, plan.device, plan.precision)
+    record: dict[str, Any] = {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "train_val_gap": val_loss - train_loss,
+                              **{f"val_{name}": value for name, value in metrics.items()}}
     previous = state.last_eval
     if previous and val_loss > previous[0] and train_loss < previous[1]:
         record["overfitting"] = True

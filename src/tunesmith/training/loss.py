@@ -111,6 +111,80 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None, None, None, None)
 
 
+def sequence_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum of log-probabilities of each row's loss tokens, number of those tokens), per row."""
+    targets = batch.labels[:, 1:]
+    selected = targets != IGNORE_INDEX
+    rows = torch.nonzero(selected)[:, 0]
+    base = _base_model(model)
+    head = base.get_output_embeddings()
+    if any(getattr(base.config, name, None) for name in _LOGIT_TRANSFORMS) or type(head) is not torch.nn.Linear:
+        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits[:, :-1][selected]
+        token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[selected][:, None]).squeeze(1)
+    else:
+        hidden = base.get_decoder()(
+            input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
+        ).last_hidden_state[:, :-1][selected]
+        token_log_probs = -linear_cross_entropy_tokens(hidden, head.weight, head.bias, targets[selected])
+    sums = torch.zeros(batch.input_ids.shape[0], dtype=torch.float32, device=token_log_probs.device)
+    return sums.index_add(0, rows, token_log_probs), selected.sum(dim=1)
+
+
+def linear_cross_entropy_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                                targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """cross_entropy(hidden @ weight.T + bias, targets) per token, in chunks; the weight must be frozen
+    (a trained head goes through plain autograd, since its gradient needs every token's weight)."""
+    compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    chunk = chunk or max(16, _CHUNK_ELEMENTS // weight.shape[0])
+    if weight.requires_grad or (bias is not None and bias.requires_grad):
+        logits = (hidden.to(compute_dtype) @ weight.to(compute_dtype).T).float()
+        if bias is not None:
+            logits = logits + bias.float()
+        return F.cross_entropy(logits, targets, reduction="none")
+    if torch.is_grad_enabled() and hidden.requires_grad:
+        return _TokenLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, compute_dtype)
+    with torch.no_grad():
+        return _TokenLinearCrossEntropy.forward(_NoContext(), hidden, weight, bias, targets, chunk, compute_dtype)
+
+
+class _NoContext:
+    needs_input_grad = (False, False)
+
+    def save_for_backward(self, *tensors: Any) -> None:
+        pass
+
+
+class _TokenLinearCrossEntropy(torch.autograd.Function):
+    """Per-token losses; each token's gradient is computed in the forward pass and scaled in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+                chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+        want_hidden = ctx.needs_input_grad[0]
+        weight_c = weight.to(compute_dtype)
+        losses = torch.empty(len(targets), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        rows = torch.arange(min(chunk, max(len(targets), 1)), device=hidden.device)
+        for start in range(0, len(targets), chunk):
+            t = targets[start:start + chunk]
+            logits = (hidden[start:start + chunk].to(compute_dtype) @ weight_c.T).float()
+            if bias is not None:
+                logits += bias.float()
+            lse = torch.logsumexp(logits, dim=-1)
+            losses[start:start + chunk] = lse - logits.gather(1, t[:, None]).squeeze(1)
+            if grad_hidden is not None:
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[rows[: len(t)], t] -= 1.0
+                grad_hidden[start:start + chunk] = (probs.to(compute_dtype) @ weight_c).to(hidden.dtype)
+        ctx.save_for_backward(grad_hidden)
+        return losses
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        (grad_hidden,) = ctx.saved_tensors
+        return (grad_hidden * grad_output[:, None].to(grad_hidden.dtype), None, None, None, None, None)
+
+
 def _base_model(model: Any) -> Any:
     """The transformers model under a peft wrapper (LoRA layers are injected into it in place)."""
     get_base = getattr(model, "get_base_model", None)

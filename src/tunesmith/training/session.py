@@ -52,6 +52,11 @@ class Method:
     peft_task_type: str = "CAUSAL_LM"
     uses_chat_template: bool = True  # generative methods; a classifier has no template
     batching: str | None = None  # a batching strategy the method needs, else train.batching
+    # (model, data, config, run folder, device, precision, pad id): work between loading and training
+    before_fit: Callable[..., None] | None = None
+    # replaces the standard loop (online methods that make their data as they train), with its steps per epoch
+    fit: Callable[..., TrainState] | None = None
+    steps_per_epoch: Callable[[RunConfig, PreparedData], int] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -142,17 +147,27 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
             raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
                               "resume with the original data or start a new run")
     pad_id = tokenizer.pad_token_id
-    stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching)
-    validation = validation_batches(data.validation, config, pad_id, method.collate)
-    plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
+    if method.before_fit is not None:
+        method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
+    if method.fit is None:
+        stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching)
+        validation = validation_batches(data.validation, config, pad_id, method.collate)
+        steps_per_epoch = stream.steps_per_epoch()
+    else:
+        stream, validation, steps_per_epoch = None, [], method.steps_per_epoch(config, data)
+    plan = LoopPlan(config.train, total_steps(config.train, steps_per_epoch), config.learning_rate, device,
                     precision, run_folder.checkpoints,
                     MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None),
                     method.make_loss(config, data), show_progress)
-    say(f"{method.name}: {plan.total_steps} optimizer steps of {config.train.batch_size} x "
-        f"{config.train.gradient_accumulation} {'rows' if stream.batching == 'pack' else 'examples'}, "
-        f"peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
+    unit = "rounds" if stream is None else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
+        + ("rows" if stream.batching == "pack" else "examples")
+    say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
     with adapter_input_casting(model, enabled=precision != "bf16"):
-        state = fit(model, optimizer, stream, validation, plan, state)
+        if method.fit is not None:
+            state = method.fit(model, optimizer, data, plan, state, config=config, tokenizer=tokenizer, info=info,
+                               run_folder=run_folder)
+        else:
+            state = fit(model, optimizer, stream, validation, plan, state)
 
     final_val = final_weights(model, run_folder, state)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)

@@ -1,0 +1,58 @@
+"""Inference with a trained classification head: label probabilities for texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunesmith.errors import ModelError
+from tunesmith.models.device import attention_kernel, resolve_device
+from tunesmith.models.load import ModelSource, load_tokenizer
+
+
+@dataclass
+class Classifier:
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    name: str
+
+
+def load_classifier(target: str) -> Classifier:
+    """A run folder's (or model folder's) sequence classifier, in fp32 for stable probabilities."""
+    from transformers import AutoModelForSequenceClassification
+
+    path = Path(target)
+    folder = path / "model" if (path / "model" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{target}: no model folder with config.json; give a run folder of train.method=classify")
+    model = AutoModelForSequenceClassification.from_pretrained(folder).to(resolve_device("auto")).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    tokenizer = load_tokenizer(ModelSource(target, "folder", str(folder)))
+    return Classifier(model, tokenizer, labels, str(target))
+
+
+@torch.no_grad()
+def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_size: int = 32, max_length: int = 512) -> np.ndarray:
+    """[rows, labels] probabilities; rows are batched by length, right-padded with an attention mask."""
+    encoded = classifier.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    probabilities = np.zeros((len(texts), len(classifier.labels)), dtype=np.float32)
+    device = next(classifier.model.parameters()).device
+    pad_id = classifier.tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, index in enumerate(chunk):
+            input_ids[row, :len(encoded[index])] = torch.tensor(encoded[index])
+            attention[row, :len(encoded[index])] = 1
+        with attention_kernel(device, width):
+            logits = classifier.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return probabilities
