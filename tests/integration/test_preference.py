@@ -67,8 +67,16 @@ def test_offline_dpo_learns_the_preference_and_reports_held_out_accuracy(tmp_pat
     summary = json.loads((result.run_dir / "eval" / "preference.json").read_text())
     assert summary["reward_accuracy"]["before"] == 0.5  # every margin is zero before training
     assert summary["reward_accuracy"]["after"] > 0.8
-    assert (result.run_dir / "reference_logps.safetensors").is_file()
     assert "## Preferences" in (result.run_dir / "report.md").read_text()
+
+
+def test_full_fine_tuning_dpo_keeps_the_starting_weights_reference_in_the_run_folder(tmp_path: Path, tiny_model_dir: Path):
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(24))
+    result = tunesmith.train(tiny_config(tmp_path, tiny_model_dir, data, "train.method=dpo", "lora.enabled=false",
+                                         "train.max_steps=3", "train.learning_rate=1e-4", name="dpo-full"), show_progress=False)
+    assert (result.run_dir / "reference_logps.safetensors").is_file()
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert records[0]["drift"] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_simpo_needs_no_reference(tmp_path: Path, tiny_model_dir: Path):

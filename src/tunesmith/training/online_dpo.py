@@ -41,7 +41,6 @@ from tunesmith.training.loop import LoopPlan, _clip, autocast, train_step
 from tunesmith.training.preference import (
     collate_pairs,
     preference_loss,
-    reference_table,
     tokenize_pairs,
 )
 from tunesmith.training.rewards import load_reward
@@ -176,7 +175,7 @@ def online_fit(model: Any, optimizer: torch.optim.Optimizer, data: PreparedData,
         record["pairs"] = len(pair_rows)
         if pair_rows:
             pairs, _ = tokenize_pairs(pair_rows, tokenizer, info, config.data.max_length, True, first_key=0)
-            data.extras["reference"] = reference_table(model, pairs, config, plan.device, plan.precision, tokenizer.pad_token_id)
+            data.extras["reference"] = torch.full((len(pairs), 2), float("nan"))  # filled batch by batch, adapter off
             plans = plan_epoch([len(p) for p in pairs], "group_by_length", config.train.batch_size, config.data.max_length, 0, 0)
             loss_sum, loss_tokens, tokens, metrics = train_step(
                 model, [collate_pairs(pairs, p, tokenizer.pad_token_id) for p in plans], loss_fn, plan.device, plan.precision)

@@ -194,7 +194,7 @@ def preference_loss(config: RunConfig, data: PreparedData) -> LossFn:
             losses, chosen_reward, rejected_reward = simpo_losses(chosen, rejected, counts[:size], counts[size:],
                                                                   settings.beta, settings.simpo_gamma)
         else:
-            reference = data.extras["reference"].to(log_probs.device)[batch.keys]
+            reference = reference_for(model, batch, data.extras["reference"]).to(log_probs.device)
             losses, chosen_reward, rejected_reward = dpo_losses(chosen, rejected, reference[:, 0], reference[:, 1], settings.beta)
             drift = (chosen.detach() - reference[:, 0]) + (rejected.detach() - reference[:, 1])
             metrics["drift"] = float(drift.sum() / 2)  # mean log-ratio to the reference, per reply
@@ -212,17 +212,36 @@ def preference_loss(config: RunConfig, data: PreparedData) -> LossFn:
 
 def prepare_reference(model: Any, data: PreparedData, config: RunConfig, folder: Path, device: torch.device,
                       precision: str, pad_id: int) -> None:
-    """Reference log-probabilities of every pair's replies, computed once and kept in the run folder."""
+    """The reference table. With LoRA the reference is the model with its adapter off, the same at
+    any time, so each pair's row is filled the first time the pair is seen (NaN until then). With
+    full fine-tuning it is the starting weights: every pair is computed before the first step and
+    kept in the run folder, so that a resumed run uses the very same numbers."""
     if config.preference.loss != "dpo":
+        return
+    pairs = [*data.train, *data.validation]
+    if hasattr(model, "disable_adapter"):
+        data.extras["reference"] = torch.full((max(p.key for p in pairs) + 1, 2), float("nan"))
         return
     path = folder / "reference_logps.safetensors"
     if path.is_file():
         data.extras["reference"] = load_file(path)["reference"]
         return
-    table = reference_table(model, [*data.train, *data.validation], config, device, precision, pad_id)
+    table = reference_table(model, pairs, config, device, precision, pad_id)
     folder.mkdir(parents=True, exist_ok=True)
     save_file({"reference": table}, path)
     data.extras["reference"] = table
+
+
+def reference_for(model: Any, batch: PairBatch, table: torch.Tensor) -> torch.Tensor:
+    """The batch's rows of the reference table, computing the missing ones (adapter off, no gradient)."""
+    keys = batch.keys.cpu()
+    if torch.isnan(table[keys]).any():
+        with torch.no_grad(), model.disable_adapter():
+            log_probs, _ = sequence_log_probs(model, batch.sequences)
+        size = len(keys)
+        table[keys, 0] = log_probs[:size].float().cpu()
+        table[keys, 1] = log_probs[size:].float().cpu()
+    return table[keys]
 
 
 def reference_table(model: Any, pairs: list[PairExample], config: RunConfig, device: torch.device, precision: str,
