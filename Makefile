@@ -16,8 +16,13 @@ test: setup
 test-slow: setup
 	@$(PYTHON_VENV) -m pytest -m slow
 
+# Every benchmark in turn (about 90 minutes on 2 cores); each prints its own table.
 bench: setup
+	@$(PYTHON_VENV) -m pip install --quiet -e .[bench]
 	@$(PYTHON_VENV) benchmarks/train_throughput.py
+	@$(PYTHON_VENV) benchmarks/generation_throughput.py
+	@$(PYTHON_VENV) benchmarks/data_prep.py
+	@$(PYTHON_VENV) benchmarks/preference_memory.py
 
 lint: setup
 	@$(PYTHON_VENV) -m ruff check src tests benchmarks

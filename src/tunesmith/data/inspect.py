@@ -29,12 +29,43 @@ def _load(path: str, config: RunConfig) -> tuple[Any, TemplateInfo, str, SourceD
 
 
 def validate_data(path: str, config: RunConfig) -> str:
-    """A one-paragraph all-clear, or a DataError listing every problem."""
+    """A one-paragraph all-clear, or a DataError listing every problem, by the rules of the training
+    method the data is for (`train.method`; preference and prompt files are recognised by their rows)."""
+    from dataclasses import replace
+
+    from tunesmith.data.formats import choose_format
+    from tunesmith.data.read import read_records
+
+    method = config.train.method
+    if method == "sft":
+        detected = choose_format(read_records(resolve_data_path(path)), config.data.format, config.data.columns)
+        method = {"preference": "dpo", "openai_preference": "dpo", "prompt": "online-dpo"}.get(detected, method)
+    if method != "sft":
+        return _validate_for_method(path, replace(config, train=replace(config.train, method=method)))
     _, _, _, data = _load(path, config)
     if data.problems:
         rows = len({p.where for p in data.problems})
         raise DataError(f"{data.path}: {len(data.problems)} problem{'s' * (len(data.problems) > 1)} in {rows} of {data.rows} rows:", data.problems)
     return f"{data.path}: all {data.rows} rows are valid ({data.format} format)\n" + _length_stats(data.examples, config)
+
+
+def _validate_for_method(path: str, config: RunConfig) -> str:
+    from dataclasses import replace
+
+    from tunesmith.training.session import get_method
+
+    method = get_method(config.train.method)
+    config = replace(config, data=replace(config.data, train=path, validation=None, validation_split=0.0, skip_invalid=False))
+    source = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+    info = None
+    if method.uses_chat_template:
+        ensure_chat_template(tokenizer, config.model.chat_template)
+        info = analyze_template(tokenizer, generation_eos(source))
+    data = method.prepare_data(config, tokenizer, info)  # raises a DataError listing every problem
+    lengths = np.array([len(e) for e in data.train])
+    return (f"{data.sources[0].path}: all {data.sources[0].rows} rows are valid for train.method={method.name} "
+            f"({data.sources[0].format} format); longest {lengths.max()} tokens (data.max_length={config.data.max_length})")
 
 
 def inspect_data(path: str, config: RunConfig, *, rows: int = 2, table: bool = False, color: bool = False) -> str:

@@ -147,7 +147,7 @@ def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int
         total = sum(s.rows for s in sources)
         raise DataError(
             f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problem{'s' * (len(problems) > 1)} in "
-            f"{bad_rows} of {total} rows; nothing was trained. Fix them, or set data.skip_invalid=true "
+            f"{bad_rows} of {total} rows. Fix them, or set data.skip_invalid=true "
             "to leave those rows out:",
             problems,
         )

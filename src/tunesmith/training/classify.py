@@ -88,7 +88,7 @@ def prepare_labelled_data(config: RunConfig, tokenizer: Any, info: TemplateInfo 
         train, validation = split_validation(train, data.validation_split, config.train.seed)
     if problems and not data.skip_invalid:
         raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems in "
-                        f"{len({p.where for p in problems})} rows; nothing was trained. Fix them, or set "
+                        f"{len({p.where for p in problems})} rows. Fix them, or set "
                         "data.skip_invalid=true to leave those rows out:", problems)
     return PreparedData(train, validation, sources, problems, task)
 

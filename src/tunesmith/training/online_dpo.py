@@ -91,7 +91,7 @@ def prepare_prompts(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
     else:
         items, validation = split_validation(items, data.validation_split, config.train.seed)
     if problems and not data.skip_invalid:
-        raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems; nothing was trained. Fix "
+        raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems. Fix "
                         "them, or set data.skip_invalid=true to leave those rows out:", problems)
     if not items:
         raise DataError(f"{raws[0].path}: no prompts to sample from")

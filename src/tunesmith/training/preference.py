@@ -99,7 +99,7 @@ def prepare_pairs(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) 
     problems = problems + more + even_more
     if problems and not data.skip_invalid:
         raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems in "
-                        f"{len({p.where for p in problems})} rows; nothing was trained. Fix them, or set "
+                        f"{len({p.where for p in problems})} rows. Fix them, or set "
                         "data.skip_invalid=true to leave those rows out:", problems)
     if not train:
         raise DataError(f"{train_raw.path}: no usable preference pairs")
