@@ -44,6 +44,7 @@ class PreparedData:
     sources: list[SourceData]
     skipped: list[Problem] = field(default_factory=list)
     task: LabelTask | None = None
+    unit: str = "examples"  # what one item is, for messages: examples, pairs, prompts, blocks
     extras: dict[str, Any] = field(default_factory=dict)  # what a method computes from the data (reference log-probs)
 
     def summary(self) -> dict[str, Any]:

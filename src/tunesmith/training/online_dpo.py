@@ -97,7 +97,7 @@ def prepare_prompts(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
         raise DataError(f"{raws[0].path}: no prompts to sample from")
     sources = [SourceData(raw.path, raw.format, raw.rows, items if n == 0 else validation,
                           [p for p in problems if p.where.startswith(str(raw.path))]) for n, raw in enumerate(raws)]
-    return PreparedData(items, validation, sources, problems, task)
+    return PreparedData(items, validation, sources, problems, task, unit="prompts")
 
 
 def prompt_items(examples: list[Example], task: Any, tokenizer: Any, info: TemplateInfo) -> tuple[list[PromptItem], list[Problem]]:

@@ -105,7 +105,7 @@ def prepare_pairs(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) 
         raise DataError(f"{train_raw.path}: no usable preference pairs")
     sources = [SourceData(raw.path, raw.format, raw.rows, train if n == 0 else validation,
                           [p for p in problems if p.where.startswith(str(raw.path))]) for n, raw in enumerate(raws)]
-    return PreparedData(train, validation, sources, problems)
+    return PreparedData(train, validation, sources, problems, unit="pairs")
 
 
 def preference_rows(raw: RawSource, system_prompt: str | None) -> tuple[list[Example], list[Problem]]:

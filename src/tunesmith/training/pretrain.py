@@ -57,7 +57,7 @@ def prepare_corpus(config: RunConfig, tokenizer: Any, info: TemplateInfo | None)
     sources = [SourceData(raw.path, raw.format, raw.rows, train_blocks if n == 0 else validation_blocks,
                           [p for p in problems if p.where.startswith(str(raw.path))], 0, cached)
                for n, raw in enumerate(raws)]
-    return PreparedData(train_blocks, validation_blocks, sources, problems)
+    return PreparedData(train_blocks, validation_blocks, sources, problems, unit="blocks")
 
 
 def text_documents(raw: RawSource) -> tuple[list[Example], list[Problem]]:

@@ -263,8 +263,12 @@ def report_data(data: PreparedData) -> None:
         say(f"skipped {len({p.where for p in data.skipped})} invalid rows (data.skip_invalid): {listed}; "
             "`tunesmith data validate FILE` lists each")
     summary = data.summary()
-    say(f"{summary['train']['examples']} training examples ({summary['train']['loss_tokens']} of "
-        f"{summary['train']['tokens']} tokens in the loss), {summary['validation']['examples']} validation examples")
+    train, validation, unit = summary["train"], summary["validation"], data.unit
+    if unit == "examples":
+        say(f"{train['examples']} training examples ({train['loss_tokens']} of {train['tokens']} tokens in the loss), "
+            f"{validation['examples']} validation examples")
+    else:  # pairs, prompts or packed blocks: a count of loss tokens would mislead
+        say(f"{train['examples']} training {unit} ({train['tokens']} tokens), {validation['examples']} validation {unit}")
 
 
 def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource, data: PreparedData,
