@@ -49,6 +49,7 @@ class System:
     bf16: bool = False
     checkpointing: bool = False
     packing: bool = False
+    batching: str = "group_by_length"  # tunesmith only
 
 
 SYSTEMS = [
@@ -58,6 +59,9 @@ SYSTEMS = [
     System("TRL bf16, packing", "trl", bf16=True, packing=True),
     System("TRL bf16", "trl", bf16=True),
 ]
+# In the held-out loss comparison only: tunesmith with batches drawn in random order, as TRL draws them
+# (length-grouped batches weight examples differently under a per-batch token mean).
+RANDOM_ORDER = System("tunesmith, random batches", "tunesmith", batching="pad")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -92,7 +96,7 @@ def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tu
 # --------------------------------------------------------------------------------------- workers
 
 
-def worker_tunesmith(train_file: Path, out: Path, seed: int) -> dict:
+def worker_tunesmith(system: System, train_file: Path, out: Path, seed: int) -> dict:
     import tunesmith
 
     config = tunesmith.build_config({
@@ -101,7 +105,7 @@ def worker_tunesmith(train_file: Path, out: Path, seed: int) -> dict:
         "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
         "train": {"epochs": 1, "batch_size": BATCH, "gradient_accumulation": 1, "learning_rate": LEARNING_RATE,
                   "warmup_ratio": 0.05, "scheduler": "cosine", "eval_every": 0, "eval_before": False, "save_every": 0,
-                  "seed": seed},
+                  "seed": seed, "batching": system.batching},
         "output": {"dir": str(out), "name": "run", "save_merged": False, "overwrite": True},
     })
     result = tunesmith.train(config, show_progress=False)
@@ -174,10 +178,10 @@ def held_out_loss(adapter: str, test_file: Path) -> float:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    system = next(s for s in SYSTEMS if s.name == args.system)
+    system = next(s for s in [*SYSTEMS, RANDOM_ORDER] if s.name == args.system)
     out = Path(args.out)
     if system.tool == "tunesmith":
-        figures = worker_tunesmith(Path(args.train_file), out, args.seed)
+        figures = worker_tunesmith(system, Path(args.train_file), out, args.seed)
     else:
         figures = worker_trl(system, Path(args.train_file), out, args.seed)
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -222,7 +226,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds over all systems")
     parser.add_argument("--systems", nargs="+", help="only these systems (names as printed)")
     parser.add_argument("--loss-seeds", type=int, default=3,
-                        help="seeds over which tunesmith and TRL (same batches per step) are trained to compare held-out loss")
+                        help="seeds over which tunesmith (length-grouped and random-order batches) and TRL bf16 are trained to compare held-out loss")
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--system", help=argparse.SUPPRESS)
@@ -256,8 +260,8 @@ def main() -> None:
                         results[system.name].append(figures)
             print_table(key, results, peaks, flops_per_token)
             if args.loss_seeds:
-                compare_losses(key, [s for s in SYSTEMS if s.name in ("tunesmith", "TRL bf16")], train_file, test_file,
-                               folder, args.loss_seeds)
+                compare_losses(key, [s for s in SYSTEMS if s.name in ("tunesmith", "TRL bf16")] + [RANDOM_ORDER],
+                               train_file, test_file, folder, args.loss_seeds)
 
 
 def run_system(system: System, train_file: Path, test_file: Path, out: Path, seed: int) -> dict | None:
@@ -277,7 +281,7 @@ def compare_losses(dataset: str, systems: list[System], train_file: Path, test_f
     """Held-out loss over several seeds: is the difference between the tools larger than seed noise?"""
     import statistics
 
-    print(f"held-out loss over {seeds} seeds (same rows, same batches per step, same schedule):")
+    print(f"held-out loss over {seeds} seeds (same rows, same examples per step, same schedule):")
     for system in systems:
         losses = [run_system(system, train_file, test_file, folder / f"seed-{system.tool}-{seed}", seed) for seed in range(1, seeds + 1)]
         values = [f["held_out_loss"] for f in losses if f]
