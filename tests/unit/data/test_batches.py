@@ -69,3 +69,22 @@ def test_packed_batch_gives_the_same_loss_as_separate_examples(tiny_model_dir):
         padded = causal_lm_loss_sum(model, collate(examples, [[0], [1], [2]], pad_id=2))
     assert torch.allclose(packed, separate, rtol=1e-5)
     assert torch.allclose(padded, separate, rtol=1e-5)
+
+
+def test_length_grouped_steps_weigh_every_loss_token_the_same():
+    """Each step's loss sum is divided by the epoch's mean loss tokens per step (not its own count),
+    so a token in a batch of short examples does not count more than one in a batch of long ones."""
+    from tunesmith.config import build_config
+    from tunesmith.training.loop import BatchStream
+
+    examples = [example(n, loss_from=n // 2) for n in LENGTHS * 4]
+    train = build_config({"train": {"batch_size": 3, "gradient_accumulation": 1}}).train
+    grouped = BatchStream(examples, train, max_length=64, pad_id=0, batching="group_by_length")
+    steps = grouped.steps_per_epoch()
+    total = sum(e.n_loss_tokens for e in examples)
+    assert grouped.normalizer(0) == pytest.approx(total / steps)
+    per_step = []
+    for plan in grouped.plans(0):
+        per_step.append(sum(examples[i].n_loss_tokens for row in plan for i in row))
+    assert max(per_step) > 2 * min(per_step)  # grouping by length makes the steps' own counts differ widely
+    assert BatchStream(examples, train, max_length=64, pad_id=0, batching="pad").normalizer(0) is None
