@@ -11,6 +11,7 @@ import torch
 
 from tunesmith.errors import ModelError
 from tunesmith.models.device import attention_kernel, resolve_device
+from tunesmith.models.generate import pad_rows
 from tunesmith.models.load import ModelSource, load_tokenizer
 
 
@@ -46,13 +47,8 @@ def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_siz
     pad_id = classifier.tokenizer.pad_token_id
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, index in enumerate(chunk):
-            input_ids[row, :len(encoded[index])] = torch.tensor(encoded[index])
-            attention[row, :len(encoded[index])] = 1
-        with attention_kernel(device, width):
+        input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=False)
+        with attention_kernel(device, input_ids.shape[1]):
             logits = classifier.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
         probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probabilities

@@ -22,6 +22,19 @@ from tunesmith.models.device import resolve_device, resolve_precision, weights_d
 from tunesmith.models.load import ModelSource, load_causal_lm, load_tokenizer, resolve_model
 
 
+def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as one [rows, longest] batch and its attention mask; `left` pads before the tokens
+    (generation continues every row from its last column), otherwise after them."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        columns = slice(width - len(ids), width) if left else slice(0, len(ids))
+        input_ids[row, columns] = torch.tensor(ids)
+        attention[row, columns] = 1
+    return input_ids, attention
+
+
 @dataclass
 class LoadedModel:
     model: Any
@@ -102,13 +115,8 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
     torch.manual_seed(seed)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, index in enumerate(chunk):
-            ids = encoded[index]
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
+        input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=True)
+        width = input_ids.shape[1]
         output = loaded.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
