@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -164,7 +166,9 @@ class TrainConfig:
         "cosine", "Learning-rate decay after warmup."
     )
     warmup_ratio: float = setting(0.05, "Fraction of the steps spent warming up linearly from 0.")
-    max_grad_norm: float | None = setting(1.0, "Clip the gradient norm to this (unset: no clip).")
+    max_grad_norm: float | None = setting(
+        1.0, "Clip the gradient norm to this. 0 or unset: no clipping (as in the Hugging Face Trainer)."
+    )
     batching: Literal["group_by_length", "pack", "pad"] = setting(
         "group_by_length",
         "How examples share a batch: group_by_length (similar lengths together, little padding), "
@@ -264,13 +268,16 @@ class OutputConfig:
 
     dir: str = setting("runs", "Folder that holds run folders.")
     name: str | None = setting(
-        None, "Run folder name. Unset: `<data name>-<model name>-<lora|full>`."
+        None,
+        "Run folder name inside `dir`: one folder name, no path. Unset: `<data name>-<model name>-<method>-<lora|full>`.",
     )
     save_merged: bool = setting(
         True, "Also write the model with the adapter merged in (loads with plain transformers)."
     )
     overwrite: bool = setting(
-        False, "Replace an existing run folder instead of stopping (use --resume to continue it)."
+        False,
+        "Replace an earlier run of the same name instead of stopping (use --resume to continue it). The old run "
+        "is removed only once the new run's data and model have loaded, and only if tunesmith created it.",
     )
 
 
@@ -413,41 +420,83 @@ def describe_settings(cls: type = RunConfig, prefix: str = "") -> list[tuple[str
 
 
 def check_config(config: RunConfig) -> None:
-    """Reject values that are out of range; never rewrite them."""
-    problems = []
-    data, train, lora = config.data, config.train, config.lora
-    if not 0.0 <= data.validation_split < 1.0:
-        problems.append(f"data.validation_split={data.validation_split} must be in [0, 1)")
-    if data.max_length < 8:
-        problems.append(f"data.max_length={data.max_length} is too small; use at least 8 tokens")
-    for name in ("batch_size", "gradient_accumulation", "log_every", "keep_checkpoints"):
-        if getattr(train, name) < 1:
-            problems.append(f"train.{name}={getattr(train, name)} must be at least 1")
-    for name in ("eval_every", "save_every"):
-        if getattr(train, name) < 0:
-            problems.append(f"train.{name}={getattr(train, name)} must be 0 (off) or more")
-    if train.epochs <= 0 and train.max_steps is None:
-        problems.append(f"train.epochs={train.epochs} must be positive (or set train.max_steps)")
-    if train.max_steps is not None and train.max_steps < 1:
-        problems.append(f"train.max_steps={train.max_steps} must be at least 1")
-    if not 0.0 <= train.warmup_ratio < 1.0:
-        problems.append(f"train.warmup_ratio={train.warmup_ratio} must be in [0, 1)")
-    if len(train.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in train.adam_betas):
-        problems.append(f"train.adam_betas={train.adam_betas} must be two numbers in [0, 1)")
-    if train.learning_rate is not None and train.learning_rate <= 0:
-        problems.append(f"train.learning_rate={train.learning_rate} must be positive")
-    if config.eval.few_shot < 0 or config.eval.batch_size < 1 or config.eval.max_new_tokens < 1:
-        problems.append("eval.few_shot must be 0 or more, eval.batch_size and eval.max_new_tokens at least 1")
-    preference = config.preference
-    if preference.beta <= 0 or preference.samples < 2 or preference.prompts_per_round < 1 or preference.max_new_tokens < 1:
-        problems.append("preference.beta must be positive, preference.samples at least 2, "
-                        "preference.prompts_per_round and preference.max_new_tokens at least 1")
-    if lora.rank < 1:
-        problems.append(f"lora.rank={lora.rank} must be at least 1")
-    if not 0.0 <= lora.dropout < 1.0:
-        problems.append(f"lora.dropout={lora.dropout} must be in [0, 1)")
+    """Reject values that are out of range, every one at once; never rewrite them."""
+    data, train, lora, evaluation, preference = config.data, config.train, config.lora, config.eval, config.preference
+    problems: list[str] = []
+
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            problems.append(f"{key}={value!r} {rule}")
+
+    for key, value in _numbers(config):
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{key}={value!r} must be a finite number")
     if problems:
         raise ConfigError("; ".join(problems))
+    need(0.0 <= data.validation_split < 1.0, "data.validation_split", data.validation_split, "must be in [0, 1)")
+    need(data.max_length >= 8, "data.max_length", data.max_length, "is too small; use at least 8 tokens")
+    need(lora.rank >= 1, "lora.rank", lora.rank, "must be at least 1")
+    need(lora.alpha > 0, "lora.alpha", lora.alpha, "must be positive")
+    need(0.0 <= lora.dropout < 1.0, "lora.dropout", lora.dropout, "must be in [0, 1)")
+    for name in ("batch_size", "gradient_accumulation", "log_every", "keep_checkpoints"):
+        need(getattr(train, name) >= 1, f"train.{name}", getattr(train, name), "must be at least 1")
+    for name in ("eval_every", "save_every"):
+        need(getattr(train, name) >= 0, f"train.{name}", getattr(train, name), "must be 0 (off) or more")
+    need(train.epochs > 0 or train.max_steps is not None, "train.epochs", train.epochs,
+         "must be positive (or set train.max_steps)")
+    need(train.max_steps is None or train.max_steps >= 1, "train.max_steps", train.max_steps, "must be at least 1")
+    need(train.learning_rate is None or train.learning_rate > 0, "train.learning_rate", train.learning_rate, "must be positive")
+    need(train.weight_decay >= 0, "train.weight_decay", train.weight_decay, "must be 0 or more")
+    need(len(train.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in train.adam_betas), "train.adam_betas",
+         train.adam_betas, "must be two numbers in [0, 1)")
+    need(train.adam_eps > 0, "train.adam_eps", train.adam_eps, "must be positive")
+    need(0.0 <= train.warmup_ratio < 1.0, "train.warmup_ratio", train.warmup_ratio, "must be in [0, 1)")
+    need(train.max_grad_norm is None or train.max_grad_norm >= 0, "train.max_grad_norm", train.max_grad_norm,
+         "must be positive (clip to that norm), or 0 / unset for no clipping")
+    need(train.early_stopping_patience is None or train.early_stopping_patience >= 1, "train.early_stopping_patience",
+         train.early_stopping_patience, "must be at least 1 evaluation (unset: no early stopping)")
+    need(train.early_stopping_min_delta >= 0, "train.early_stopping_min_delta", train.early_stopping_min_delta, "must be 0 or more")
+    need(train.seed >= 0, "train.seed", train.seed, "must be 0 or more")
+    need(_DEVICE.match(train.device) is not None, "train.device", train.device, "is not a device; use auto, cpu, cuda or cuda:N")
+    need(evaluation.few_shot >= 0, "eval.few_shot", evaluation.few_shot, "must be 0 (no few-shot baseline) or more")
+    need(evaluation.max_rows is None or evaluation.max_rows >= 1, "eval.max_rows", evaluation.max_rows, "must be at least 1 (unset: all)")
+    for name in ("max_new_tokens", "batch_size", "general_rows"):
+        need(getattr(evaluation, name) >= 1, f"eval.{name}", getattr(evaluation, name), "must be at least 1")
+    need(preference.beta > 0, "preference.beta", preference.beta, "must be positive")
+    need(preference.simpo_gamma >= 0, "preference.simpo_gamma", preference.simpo_gamma, "must be 0 or more")
+    need(preference.samples >= 2, "preference.samples", preference.samples, "must be at least 2 (a pair needs two samples)")
+    need(preference.prompts_per_round >= 1, "preference.prompts_per_round", preference.prompts_per_round, "must be at least 1")
+    need(preference.temperature > 0, "preference.temperature", preference.temperature,
+         "must be positive (online-dpo needs different samples to pair)")
+    need(0.0 < preference.top_p <= 1.0, "preference.top_p", preference.top_p, "must be in (0, 1]")
+    need(preference.max_new_tokens >= 1, "preference.max_new_tokens", preference.max_new_tokens, "must be at least 1")
+    if config.output.name is not None:
+        need(_is_folder_name(config.output.name), "output.name", config.output.name,
+             "must be one folder name (no '/', '..' or absolute path); put runs elsewhere with output.dir")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$")
+
+
+def _is_folder_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+
+
+def _numbers(config: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(key, value) of every number in the settings, lists included."""
+    found = []
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        key = f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            found.extend(_numbers(value, key + "."))
+        elif isinstance(value, list):
+            found.extend((f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, (int, float)))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((key, value))
+    return found
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -472,27 +521,40 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    """`cls` built from nested dicts; every unknown key and every bad value is reported at once."""
+    problems: list[str] = []
+    built = _build(cls, raw, prefix, problems)
+    if problems:
+        raise ConfigError("; ".join(problems) if len(problems) == 1 else
+                          f"{len(problems)} problems in the settings: " + "; ".join(problems))
+    return built
+
+
+def _build(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     where = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping of settings, got {raw!r}")
+        problems.append(f"{where}: expected a mapping of settings, got {raw!r}")
+        return None
     hints = typing.get_type_hints(cls)
     names = [item.name for item in dataclasses.fields(cls)]
-    unknown = [key for key in raw if key not in names]
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-        hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
-        raise ConfigError(f"unknown setting '{prefix}{key}'{hint}")
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            problems.append(f"unknown setting '{prefix}{key}'{hint}")
     values = {}
     for name in names:
         if name not in raw:
             continue
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            values[name] = _from_dict(kind, raw[name] if raw[name] is not None else {}, f"{prefix}{name}.")
-        else:
-            values[name] = _coerce(raw[name], kind, f"{prefix}{name}")
-    return cls(**values)
+        try:
+            if dataclasses.is_dataclass(kind):
+                values[name] = _build(kind, raw[name] if raw[name] is not None else {}, f"{prefix}{name}.", problems)
+            else:
+                values[name] = _coerce(raw[name], kind, f"{prefix}{name}")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return None if problems else cls(**values)
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

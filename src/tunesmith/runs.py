@@ -6,7 +6,6 @@ The CLI and the Python API call these; the stages themselves never call each oth
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +34,15 @@ from tunesmith.eval.preference import pair_accuracy_summary, win_rate
 from tunesmith.eval.report import write_report
 from tunesmith.models.generate import load_for_generation
 from tunesmith.training.metrics import perplexity
-from tunesmith.training.run_folder import RunFolder, check_same_config, run_name
+from tunesmith.files import write_atomic
+from tunesmith.training.run_folder import (
+    RunFolder,
+    check_replaceable,
+    check_same_config,
+    make_run_folder,
+    remove_run_folder,
+    run_name,
+)
 from tunesmith.training.session import RunResult, run_method, say
 
 
@@ -57,18 +64,22 @@ def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool
     """
     root = Path(config.output.dir) / run_name(config)
     lineage_path = root / "lineage.json"
-    if root.exists() and not resume:
-        if not config.output.overwrite:
-            raise RunError(f"{root}: already holds a run; pass --resume to continue it, "
-                           "--set output.overwrite=true to replace it, or --set output.name=NEW for a new one")
-        shutil.rmtree(root)
     if resume and not lineage_path.exists():
         raise RunError(f"{root}: no chained run to resume; run without --resume to start it")
-    root.mkdir(parents=True, exist_ok=True)
-    if not lineage_path.exists():
-        (root / "config.yaml").write_text(dump_config(config))
-        _write_lineage(root, config, [])
-    elif resume:
+    if not resume:
+        check_replaceable(root, config.output.overwrite)
+
+    def start_chain() -> None:
+        """Replace an earlier chain (only now that the first stage's data and model have loaded)."""
+        if root.exists() and not resume:
+            remove_run_folder(root)
+        if not root.exists():
+            make_run_folder(root)
+        if not lineage_path.exists():
+            write_atomic(root / "config.yaml", dump_config(config))
+            _write_lineage(root, config, [])
+
+    if resume:
         check_same_config(RunFolder(root), config)
     model, stages, result = config.model.name, [], None
     for number in range(len(config.stages)):
@@ -84,10 +95,12 @@ def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool
             result_model = json.loads((folder / "manifest.json").read_text())["outputs"]["model"]
         else:
             stage_resume = resume and (folder / "checkpoints").is_dir()
-            if folder.exists() and not stage_resume:
-                shutil.rmtree(folder)  # a stage killed before its first checkpoint starts over
             say(f"stage {name} ({stage.train.method}) from {model}")
-            result = run_method(stage, resume=stage_resume, show_progress=show_progress)
+            # A stage killed before its first checkpoint starts over: its folder is replaced once the
+            # stage's data and model have loaded (a tunesmith run folder; anything else is refused).
+            stage = replace(stage, output=replace(stage.output, overwrite=True)) if not stage_resume else stage
+            result = run_method(stage, resume=stage_resume, show_progress=show_progress,
+                                before_start=start_chain if number == 0 else None)
             evaluate_after_training(result, stage)
             result_model = result.outputs["model"]
         stages.append(_stage_record(number, name, folder, model, result_model))
@@ -108,9 +121,7 @@ def _stage_record(number: int, name: str, folder: Path, started_from: str, model
 def _write_lineage(root: Path, config: RunConfig, stages: list[dict]) -> None:
     lineage = {"base_model": config.model.name, "stages_planned": [stage_name(config, n) for n in range(len(config.stages))],
                "stages": stages, "final_model": stages[-1]["model"] if len(stages) == len(config.stages) else None}
-    staging = root / "lineage.json.partial"
-    staging.write_text(json.dumps(lineage, indent=1))
-    staging.replace(root / "lineage.json")
+    write_atomic(root / "lineage.json", json.dumps(lineage, indent=1))
 
 
 def _result_from_manifest(folder: Path) -> RunResult:

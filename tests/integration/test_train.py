@@ -160,3 +160,30 @@ def test_an_existing_run_is_not_overwritten_without_asking(tmp_path: Path, tiny_
                         resume=True, show_progress=False)
     with pytest.raises(RunError, match="no checkpoint to resume from"):
         tunesmith.train(tiny_config(tmp_path, tiny_model_dir, chat_file, name="never-started"), resume=True, show_progress=False)
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_model_fails_to_load(tmp_path: Path, tiny_model_dir: Path, chat_file: Path):
+    import shutil
+
+    good = tunesmith.train(tiny_config(tmp_path, tiny_model_dir, chat_file, "train.max_steps=1"), show_progress=False)
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not weights")  # tokenizer and config load; the weights do not
+    with pytest.raises(tunesmith.TunesmithError):
+        tunesmith.train(tiny_config(tmp_path, broken, chat_file, "output.overwrite=true"), show_progress=False)
+    assert (good.run_dir / "model" / "model.safetensors").is_file()  # nothing already saved was lost
+    assert (good.run_dir / "manifest.json").is_file()
+
+
+def test_output_outside_the_runs_folder_is_refused_before_anything_is_touched(tmp_path: Path, tiny_model_dir: Path,
+                                                                             chat_file: Path):
+    from tunesmith.cli import main
+
+    precious = tmp_path / "Documents"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    for name in (str(precious), "../Documents"):
+        code = main(["train", "--model", str(tiny_model_dir), "--data", str(chat_file), "--output", name, "--no-progress",
+                     "--set", f"output.dir={tmp_path / 'runs'}", "--set", "output.overwrite=true"])
+        assert code == 2
+    assert (precious / "notes.txt").read_text() == "keep me"

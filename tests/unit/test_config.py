@@ -73,3 +73,38 @@ def test_every_setting_has_help_and_the_dump_round_trips(tmp_path: Path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_config(config))
     assert load_config(path) == config
+
+
+def test_every_unknown_key_and_bad_value_is_reported_at_once():
+    with pytest.raises(ConfigError) as error:
+        build_config({"trian": {}, "lora": {"rnak": 8, "alpha": "big"}}, ["train.batch_size=four"])
+    message = str(error.value)
+    assert message.startswith("4 problems")
+    for part in ("'trian'", "did you mean 'lora.rank'", "lora.alpha='big'", "train.batch_size='four'"):
+        assert part in message
+
+
+@pytest.mark.parametrize("override", [
+    "train.max_grad_norm=-1", "lora.alpha=0", "lora.alpha=-16", "preference.temperature=0", "preference.top_p=0",
+    "preference.top_p=1.5", "train.weight_decay=-0.1", "train.early_stopping_patience=0", "train.adam_eps=0",
+    "train.early_stopping_min_delta=-1", "eval.max_rows=0", "eval.general_rows=0", "preference.simpo_gamma=-1",
+    "train.seed=-1", "train.learning_rate=.inf", "train.learning_rate=.nan", "train.device=gpu", "train.device=cuda:x",
+])
+def test_out_of_range_numbers_are_rejected_with_their_key(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        build_config({}, [override])
+
+
+def test_max_grad_norm_zero_means_no_clipping():
+    import torch
+
+    from tunesmith.training.loop import _clip
+
+    parameter = torch.nn.Parameter(torch.ones(3))
+    parameter.grad = torch.tensor([3.0, 4.0, 0.0])
+    assert build_config({}, ["train.max_grad_norm=0"]).train.max_grad_norm == 0
+    assert _clip([parameter], 0) == pytest.approx(5.0)
+    assert torch.equal(parameter.grad, torch.tensor([3.0, 4.0, 0.0]))  # untouched, not scaled to zero
+    assert _clip([parameter], 1.0) == pytest.approx(5.0)
+    assert torch.allclose(parameter.grad.norm(), torch.tensor(1.0), atol=1e-5)  # a positive value clips

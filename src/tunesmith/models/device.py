@@ -21,9 +21,17 @@ from tunesmith.errors import ConfigError
 def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(setting)
+    try:
+        device = torch.device(setting)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"train.device={setting!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device={setting}: no CUDA device on this machine; use cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"train.device={setting}: this machine has {torch.cuda.device_count()} CUDA devices "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if device.type in ("mps", "xpu") and not getattr(torch, device.type).is_available():
+        raise ConfigError(f"train.device={setting}: no {device.type} device on this machine; use cpu or auto")
     return device
 
 

@@ -131,14 +131,16 @@ def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
         kwargs.pop("revision", None)
         try:
             return loader(source.location, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{source.spec}: could not be loaded ({_first_line(exc)})") from exc
+        except Exception as exc:  # every failure of a local load becomes one line naming its real cause
+            raise load_error(source.spec, exc) from exc
     if not _hub_reachable():
         # Offline: the hub client would retry for about a minute; a copy in the local Hugging Face
         # cache still loads, anything else fails at once.
         try:
             return loader(source.location, local_files_only=True, **kwargs)
         except Exception as exc:
+            if not _not_in_cache(exc):
+                raise load_error(source.spec, exc) from exc
             raise ModelError(
                 f"{source.spec}: the Hugging Face Hub is unreachable from this machine and the model "
                 f"is not in the local Hugging Face cache; {_LOCAL_HINT}"
@@ -160,6 +162,14 @@ def _hub_reachable(timeout_s: float = 5.0) -> bool:
     return True
 
 
+def _not_in_cache(exc: BaseException) -> bool:
+    """The local-files-only load failed because the files are not there (not for another reason)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(words in text for words in (
+        "couldn't find them in the cached files", "LocalEntryNotFound", "local_files_only", "Cannot find the requested files",
+        "does not appear to have a file named", "is not a local folder and is not a valid model identifier"))
+
+
 def _hub_error(hub_id: str, exc: Exception) -> ModelError:
     text = f"{type(exc).__name__}: {exc}"
     hint = _LOCAL_HINT
@@ -167,9 +177,31 @@ def _hub_error(hub_id: str, exc: Exception) -> ModelError:
         return ModelError(f"{hub_id}: no such model on the Hugging Face Hub; check the id, or {hint}")
     if "Gated" in text or "401" in text or "403" in text:
         return ModelError(f"{hub_id}: the hub refused access (gated or private); log in with `hf auth login`, or {hint}")
-    return ModelError(
-        f"{hub_id}: the Hugging Face Hub is unreachable from this machine ({_first_line(exc)}); {hint}"
-    )
+    if any(word in text for word in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "Max retries", "couldn't connect",
+                                     "Temporary failure in name resolution", "Network is unreachable")):
+        return ModelError(f"{hub_id}: the Hugging Face Hub is unreachable from this machine ({_first_line(exc)}); {hint}")
+    return load_error(hub_id, exc)
+
+
+def load_error(spec: str, exc: BaseException) -> ModelError:
+    """One line naming why a model could not be loaded, and what to do about it."""
+    import transformers
+
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or "OutOfMemory" in text:
+        return ModelError(f"{spec}: not enough memory to load the model ({_first_line(exc)}); use a smaller model, "
+                          "LoRA (lora.enabled=true) with train.precision=bf16, or a machine with more memory")
+    if "trust_remote_code" in text:
+        return ModelError(f"{spec}: the model needs Python code shipped with it; set model.trust_remote_code=true "
+                          "only if you trust its author")
+    if "does not recognize this architecture" in text or "Unrecognized configuration class" in text \
+            or "Unrecognized model" in text:
+        return ModelError(f"{spec}: transformers {transformers.__version__} does not support this model's architecture "
+                          f"({_first_line(exc)}); upgrade transformers, or pick a supported model")
+    if "SafetensorError" in text or "header" in text.lower() and "safetensors" in text.lower():
+        return ModelError(f"{spec}: a weights file is damaged or incomplete ({_first_line(exc)}); download or save "
+                          "the model again")
+    return ModelError(f"{spec}: could not be loaded ({type(exc).__name__}: {_first_line(exc)})")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -245,7 +245,9 @@ def _due(step: int, every: int, last: int) -> bool:
 
 
 def _clip(parameters: list[torch.Tensor], max_norm: float | None) -> float:
-    if max_norm is None:
+    """The gradient norm before clipping; clips to `max_norm` unless it is 0 or None (no clipping:
+    clip_grad_norm_ with 0 would scale every gradient to zero)."""
+    if not max_norm:
         grads = [p.grad for p in parameters if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
     return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))

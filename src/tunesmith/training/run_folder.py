@@ -1,9 +1,18 @@
-"""The run folder: where everything a run writes goes, and the rules for starting or resuming one."""
+"""The run folder: where everything a run writes goes, and the rules for starting or resuming one.
+
+tunesmith deletes only what it made: every run folder carries a marker file written when the folder
+was created, and a folder without it is never removed, whatever the settings say. A run that
+replaces an earlier one (output.overwrite) removes the old folder only once the new run's data and
+model have loaded, so a typo in a model name cannot lose a finished run.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +20,10 @@ import yaml
 
 from tunesmith.config import RunConfig, config_to_dict, dump_config
 from tunesmith.errors import RunError
+from tunesmith.files import write_atomic, write_json_atomic
 from tunesmith.training.checkpoint import latest_checkpoint
+
+MARKER = ".tunesmith-run"  # written into every folder tunesmith creates for a run; nothing else is ever deleted
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
 _RESUMABLE_CHANGES = {"output.overwrite", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}
@@ -21,6 +33,10 @@ _RESUMABLE_SECTIONS = ("eval.",)  # evaluation runs after training: changing it 
 @dataclass(frozen=True)
 class RunFolder:
     path: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
 
     @property
     def config(self) -> Path:
@@ -79,22 +95,63 @@ def check_run_folder(config: RunConfig, *, resume: bool) -> tuple[RunFolder, Pat
             raise RunError(f"{run.path}: no checkpoint to resume from; run without --resume to start this run")
         check_same_config(run, config)
         return run, checkpoint
-    if (run.config.exists() or run.checkpoints.exists()) and not config.output.overwrite:
-        raise RunError(
-            f"{run.path}: already holds a run; pass --resume to continue it, "
-            "--set output.overwrite=true to replace it, or --set output.name=NEW for a new one"
-        )
+    check_replaceable(run.path, config.output.overwrite)
     return run, None
 
 
+def check_replaceable(path: Path, overwrite: bool) -> None:
+    """Stop before any work when `path` holds something a new run may not replace."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return
+    if not (path / MARKER).is_file():
+        raise RunError(
+            f"{path}: exists and was not created by tunesmith (no {MARKER} file; runs of tunesmith 0.1.0 "
+            "had none), so tunesmith will not touch it; choose another output.name, or remove it yourself"
+        )
+    if not overwrite:
+        raise RunError(
+            f"{path}: already holds a run; pass --resume to continue it, "
+            "--set output.overwrite=true to replace it, or --set output.name=NEW for a new one"
+        )
+
+
 def start_run_folder(run: RunFolder, config: RunConfig, *, resume: bool) -> None:
-    """Create (or, with output.overwrite, replace) the folder; call only once the inputs are checked."""
+    """Create the folder (or, with output.overwrite, replace the earlier run in it) and write its
+    config; call only once the run's data and model have loaded."""
     if resume:
         return
     if run.path.exists():
-        shutil.rmtree(run.path)
-    run.path.mkdir(parents=True)
-    run.config.write_text(dump_config(config))
+        remove_run_folder(run.path)
+    make_run_folder(run.path)
+    write_atomic(run.config, dump_config(config))
+
+
+def make_run_folder(path: Path) -> None:
+    """A new, empty folder carrying tunesmith's marker (so that tunesmith may replace it later)."""
+    path.mkdir(parents=True)
+    write_json_atomic(path / MARKER, {"created_by": "tunesmith", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def remove_run_folder(path: Path) -> None:
+    """Delete a folder tunesmith created for a run; refuse anything else.
+
+    An empty folder counts as free to use. The folder is renamed out of the way first, so that a
+    crash halfway through deleting it leaves no half-deleted run under the run's name."""
+    if not path.is_dir() or path.is_symlink():
+        raise RunError(f"{path}: exists and is not a run folder; choose another output.name or move it away")
+    if not any(path.iterdir()):
+        path.rmdir()
+        return
+    if not (path / MARKER).is_file():
+        raise RunError(
+            f"{path}: exists and was not created by tunesmith (no {MARKER} file), so tunesmith will not "
+            "delete it; choose another output.name (or output.dir), or remove the folder yourself"
+        )
+    doomed = path.with_name(f".{path.name}.removing-{os.getpid()}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
 
 
 def check_same_config(run: RunFolder, config: RunConfig) -> None:

@@ -29,6 +29,7 @@ from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
 from tunesmith.errors import ConfigError
+from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
 from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
@@ -102,8 +103,12 @@ def say(message: str) -> None:
     print(f"tunesmith: {message}", file=sys.stderr, flush=True)
 
 
-def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
-    """Train `config.model.name` with `config.train.method`; everything lands in the run folder."""
+def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True,
+               before_start: Callable[[], None] | None = None) -> RunResult:
+    """Train `config.model.name` with `config.train.method`; everything lands in the run folder.
+
+    `before_start` runs once the data and the model have loaded, just before the run folder is
+    created (chained stages replace an earlier chain there)."""
     started = time.time()
     method = get_method(config.train.method)
     run_folder, checkpoint = check_run_folder(config, resume=resume)
@@ -117,11 +122,6 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     data = method.prepare_data(config, tokenizer, info)
     say("settings: " + describe_config(config))
     report_data(data)
-    start_run_folder(run_folder, config, resume=resume)
-    if data.task is not None:
-        data.task.save(run_folder.task)
-    say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
-
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
     torch.manual_seed(config.train.seed)
@@ -129,6 +129,14 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
+
+    # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
+    if before_start is not None:
+        before_start()
+    start_run_folder(run_folder, config, resume=resume)
+    if data.task is not None:
+        data.task.save(run_folder.task)
+    say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
     if config.train.compile:
         compile_layers(model)
     trainable, total = count_parameters(model)
@@ -305,4 +313,4 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
         "outputs": result.outputs,
         "config": config_to_dict(config),
     }
-    run_folder.manifest.write_text(json.dumps(manifest, indent=2))
+    write_atomic(run_folder.manifest, json.dumps(manifest, indent=2))

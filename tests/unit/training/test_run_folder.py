@@ -1,0 +1,53 @@
+"""The run folder: tunesmith deletes only folders it created, and replaces a run only late."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tunesmith.config import build_config
+from tunesmith.errors import ConfigError, RunError
+from tunesmith.training.run_folder import MARKER, check_run_folder, make_run_folder, remove_run_folder, start_run_folder
+
+
+def _config(tmp_path: Path, *overrides: str):
+    return build_config({"output": {"dir": str(tmp_path / "runs"), "name": "mine"}}, list(overrides))
+
+
+def test_a_folder_tunesmith_did_not_create_is_never_deleted(tmp_path: Path):
+    users = tmp_path / "runs" / "mine"
+    users.mkdir(parents=True)
+    (users / "thesis.tex").write_text("years of work")
+    config = _config(tmp_path, "output.overwrite=true")
+    with pytest.raises(RunError, match="not created by tunesmith"):
+        check_run_folder(config, resume=False)
+    with pytest.raises(RunError, match="not created by tunesmith"):
+        remove_run_folder(users)
+    assert (users / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_tunesmith_run_is_replaced_only_with_overwrite(tmp_path: Path):
+    folder = tmp_path / "runs" / "mine"
+    make_run_folder(folder)
+    (folder / "config.yaml").write_text("old")
+    with pytest.raises(RunError, match="already holds a run"):
+        check_run_folder(_config(tmp_path), resume=False)
+    run, _ = check_run_folder(_config(tmp_path, "output.overwrite=true"), resume=False)
+    start_run_folder(run, _config(tmp_path, "output.overwrite=true"), resume=False)
+    assert (folder / MARKER).is_file() and (folder / "config.yaml").read_text() != "old"
+    assert [p.name for p in folder.parent.iterdir()] == ["mine"]  # nothing left over from the removal
+
+
+def test_an_empty_folder_is_used_as_it_is(tmp_path: Path):
+    folder = tmp_path / "runs" / "mine"
+    folder.mkdir(parents=True)
+    run, _ = check_run_folder(_config(tmp_path), resume=False)
+    start_run_folder(run, _config(tmp_path), resume=False)
+    assert (folder / MARKER).is_file()
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/home/me/Documents", "a/b", "..", ".", ""])
+def test_output_name_is_one_folder_name(tmp_path: Path, name: str):
+    with pytest.raises(ConfigError, match="output.name=.* must be one folder name"):
+        _config(tmp_path, f"output.name={name!r}" if name else "output.name=''")
