@@ -56,3 +56,17 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny_
     reference_losses, resumed_losses = losses_by_step(tmp_path / "runs" / "reference"), losses_by_step(run)
     assert sorted(resumed_losses) == list(range(1, 151))  # each step logged once, the replayed ones replaced
     assert all(abs(reference_losses[s] - resumed_losses[s]) < 1e-5 for s in reference_losses)
+
+
+def test_resume_after_a_torn_metrics_line(tmp_path: Path, tiny_model_dir: Path, chat_file: Path):
+    import tunesmith
+    from tests.integration.helpers import tiny_config
+
+    config = tiny_config(tmp_path, tiny_model_dir, chat_file, "train.max_steps=4", "train.save_every=2", "train.eval_every=2")
+    result = tunesmith.train(config, show_progress=False)
+    with open(result.run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('{"step": 5, "loss": 0.12')  # a kill in the middle of writing a line
+    resumed = tunesmith.train(config, resume=True, show_progress=False)
+    assert resumed.steps == 4
+    lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["step"] <= 4 for line in lines)

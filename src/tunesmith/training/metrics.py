@@ -7,19 +7,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tunesmith.files import write_atomic
+
 
 class MetricsLog:
     """Append-only JSONL log; on resume, entries after the checkpoint's step are dropped, since
-    those steps are about to be run again."""
+    those steps are about to be run again, and so is a last line torn by a kill mid-write."""
 
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         if resume_step is None:
-            path.write_text("")
+            write_atomic(path, "")
         elif path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept = [json.dumps(record) for record in read_metrics(path) if record.get("step", 0) <= resume_step]
+            write_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
@@ -27,9 +28,19 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics log; a line that is not a whole JSON object (the last line of a
+    process killed mid-write) is left out."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> Path | None:
