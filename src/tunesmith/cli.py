@@ -12,7 +12,11 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from tunesmith.errors import TunesmithError
+from tunesmith.errors import ConfigError, TunesmithError
+
+# The registered training methods (training/methods.py), named here so that --help needs no torch import;
+# a test checks the two lists agree.
+METHOD_NAMES = ("sft", "pretrain", "classify", "dpo", "online-dpo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,6 +36,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last resort: never a bare traceback for the user
+        if args.debug:
+            raise
+        print(f"error: {unexpected_error_line(args, exc)}", file=sys.stderr)
+        return 1
+
+
+def unexpected_error_line(args: argparse.Namespace, exc: BaseException) -> str:
+    """One line for an error tunesmith did not foresee: the command, the cause, what to do next."""
+    command = getattr(args, "command_name", None)
+    detail = (str(exc).strip().splitlines() or [""])[0][:300]
+    kind = type(exc).__name__
+    if isinstance(exc, MemoryError) or "out of memory" in detail.lower():
+        hint = "use a smaller model or batch (train.batch_size), LoRA, or train.gradient_checkpointing=true"
+    else:
+        hint = "run it again with --debug for the full trace, and report it if the cause is not in your input"
+    return f"tunesmith {command or 'command'} failed: {kind}: {detail}; {hint}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +123,7 @@ def _command(commands: argparse._SubParsersAction, name: str, help_text: str, ha
     parser = commands.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show stack traces")
     if handler is not None:
-        parser.set_defaults(handler=handler)
+        parser.set_defaults(handler=handler, command_name=parser.prog.removeprefix("tunesmith "))
     return parser
 
 
@@ -113,7 +134,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, *, with_data: bool = True
     if with_data:
         parser.add_argument("--data", help="training data (sets data.train)")
         parser.add_argument("--test", help="held-out test data, evaluated after training (sets eval.test)")
-        parser.add_argument("--method", help="lora or full (sets lora.enabled), or sft (sets train.method)")
+        parser.add_argument("--method", help=f"training method (sets train.method): {', '.join(METHOD_NAMES)}")
+        parser.add_argument("--tuning", choices=["lora", "full"],
+                            help="lora: train adapters; full: train every weight (sets lora.enabled)")
         parser.add_argument("--output", help="run folder name (sets output.name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any setting, e.g. --set train.learning_rate=1e-4 (see `tunesmith settings`)")
@@ -156,11 +179,14 @@ def _config_from_args(args: argparse.Namespace, config_path: str | None):
         overrides.insert(0, f"eval.test={args.test}")
     for key, column in _columns(args).items():
         overrides.insert(0, f"data.columns.{key}={column}")
-    method = getattr(args, "method", None)
+    method, tuning = getattr(args, "method", None), getattr(args, "tuning", None)
     if method in ("lora", "full"):
-        overrides.insert(0, f"lora.enabled={'true' if method == 'lora' else 'false'}")
-    elif method:
+        raise ConfigError(f"--method {method}: lora or full is how the model is tuned, not a method; use --tuning {method} "
+                          f"(methods: {', '.join(METHOD_NAMES)})")
+    if method:
         overrides.insert(0, f"train.method={method}")
+    if tuning:
+        overrides.insert(0, f"lora.enabled={'true' if tuning == 'lora' else 'false'}")
     return load_config(config_path, overrides)
 
 

@@ -18,6 +18,8 @@ from tunesmith.errors import DataError
 
 TABLE_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".parquet"}
 TEXT_SUFFIXES = {".txt", ".md"}
+# json.loads recurses once per level of nesting and raises RecursionError past Python's limit
+_TOO_DEEP = "the JSON is nested too deeply to read (hundreds of levels); a row is an object of fields: fix or remove it"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ def _read_jsonl(path: Path) -> Iterator[Record]:
             except json.JSONDecodeError as exc:
                 yield Record(str(path), number, None, f"invalid JSON ({exc.msg} at column {exc.colno}); fix the line or remove it")
                 continue
+            except RecursionError:
+                yield Record(str(path), number, None, _TOO_DEEP)
+                continue
             yield _as_record(path, number, value)
 
 
@@ -89,6 +94,9 @@ def _read_json(path: Path) -> Iterator[Record]:
     except json.JSONDecodeError as exc:
         # The file as a whole is broken; report where, since nothing after that point can be trusted.
         yield Record(str(path), exc.lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno}); fix the file (a .jsonl file takes one object per line)")
+        return
+    except RecursionError:
+        yield Record(str(path), 1, None, _TOO_DEEP)
         return
     if isinstance(value, dict):
         lists = [key for key, item in value.items() if isinstance(item, list)]

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from tunesmith.errors import RunError
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 BEST = "best"
@@ -75,20 +78,31 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> TrainState:
     """Restore weights, optimizer, RNG and loop state from `folder`."""
-    weights = load_file(folder / "trainable.safetensors")
-    expected = set(trainable_state(model))
-    if set(weights) != expected:
-        missing = sorted(expected - set(weights))[:3]
-        raise ValueError(f"{folder}: checkpoint does not match the model (missing {missing})")
+    try:
+        weights = load_file(folder / "trainable.safetensors")
+        optimizer_files = None
+        if optimizer is not None and (folder / "optimizer.safetensors").is_file():
+            optimizer_files = load_file(folder / "optimizer.safetensors"), json.loads((folder / "optimizer.json").read_text())
+        rng = load_file(folder / "rng.safetensors")
+        state = TrainState(**json.loads((folder / "state.json").read_text()))
+    except (OSError, ValueError, TypeError, SafetensorError) as exc:
+        raise RunError(f"{folder}: the checkpoint cannot be read ({type(exc).__name__}: {str(exc)[:160]}); move that "
+                       "folder away to resume from the one before it, or start a new run") from None
+    expected = trainable_state(model)
+    mismatched = sorted(set(expected) ^ set(weights)) + sorted(
+        name for name in set(expected) & set(weights) if expected[name].shape != weights[name].shape)
+    if mismatched:
+        raise RunError(f"{folder}: the checkpoint does not match the model being trained ({len(mismatched)} tensors "
+                       f"differ, e.g. {', '.join(mismatched[:2])}): the model or its adapters changed since the "
+                       "checkpoint was written; resume with the original model and settings, or start a new run")
     with torch.no_grad():
         parameters = dict(model.named_parameters())
         for name, value in weights.items():
             parameters[name].copy_(value)
-    if optimizer is not None and (folder / "optimizer.safetensors").is_file():
-        meta = json.loads((folder / "optimizer.json").read_text())
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(folder / "optimizer.safetensors"), meta))
-    _restore_rng(load_file(folder / "rng.safetensors"))
-    return TrainState(**json.loads((folder / "state.json").read_text()))
+    if optimizer_files is not None:
+        optimizer.load_state_dict(_unflatten_optimizer(*optimizer_files))
+    _restore_rng(rng)
+    return state
 
 
 def list_checkpoints(checkpoints: Path) -> list[Path]:

@@ -263,11 +263,7 @@ def report_data(data: PreparedData) -> None:
         say(f"data {source.path}: {source.rows} rows, format {source.format}{cached}"
             + (f", {source.truncated} truncated" if source.truncated else ""))
     if data.skipped:
-        reasons: dict[str, int] = {}
-        for problem in data.skipped:
-            reason = re.sub(r"\d+", "N", problem.what.split(":")[0].split(" (")[0])
-            reasons[reason] = reasons.get(reason, 0) + 1
-        listed = "; ".join(f"{count} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        listed = "; ".join(f"{count} x {reason}" for reason, count in summarize_reasons([p.what for p in data.skipped]))
         say(f"skipped {len({p.where for p in data.skipped})} invalid rows (data.skip_invalid): {listed}; "
             "`tunesmith data validate FILE` lists each")
     summary = data.summary()
@@ -277,6 +273,21 @@ def report_data(data: PreparedData) -> None:
             f"{validation['examples']} validation examples")
     else:  # pairs, prompts or packed blocks: a count of loss tokens would mislead
         say(f"{train['examples']} training {unit} ({train['tokens']} tokens), {validation['examples']} validation {unit}")
+
+
+def summarize_reasons(reasons: list[str]) -> list[tuple[str, int]]:
+    """Reasons grouped by their wording, most frequent first; numbers that differ within a group are
+    shown as their range ("example is 1030-2400 tokens, over data.max_length=1024")."""
+    groups: dict[str, list[list[int]]] = {}
+    for reason in reasons:
+        text = reason.split(":")[0].split(" (")[0]
+        groups.setdefault(re.sub(r"\d+", "\0", text), []).append([int(n) for n in re.findall(r"\d+", text)])
+    summary = []
+    for shape, numbers in sorted(groups.items(), key=lambda item: -len(item[1])):
+        columns = list(zip(*numbers))
+        spans = iter(f"{min(c)}" if min(c) == max(c) else f"{min(c)}-{max(c)}" for c in columns)
+        summary.append((re.sub("\0", lambda _: next(spans), shape), len(numbers)))
+    return summary
 
 
 def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource, data: PreparedData,

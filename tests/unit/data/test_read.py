@@ -89,3 +89,17 @@ def test_unreadable_sources_name_the_file_and_the_fix(tmp_path: Path, name, cont
 def test_missing_file_is_a_data_error(tmp_path: Path):
     with pytest.raises(DataError, match="no such file"):
         read_records(tmp_path / "nope.jsonl")
+
+
+def test_a_line_nested_thousands_of_levels_deep_is_named_not_a_traceback(tmp_path):
+    from tunesmith.data.read import read_records
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "fine"}\n' + '{"a": ' * 5000 + "1" + "}" * 5000 + '\n{"text": "also fine"}\n')
+    records = read_records(path)
+    assert [r.line for r in records] == [1, 2, 3]
+    assert records[1].data is None and "nested too deeply" in records[1].error
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text("[" * 5000 + "]" * 5000)
+    (only,) = read_records(deep_json)
+    assert "nested too deeply" in only.error

@@ -68,3 +68,18 @@ def test_best_survives_a_crash_between_its_two_renames(tmp_path: Path):
     (tmp_path / "best").rename(tmp_path / ".old-best")  # crash after moving the old one aside
     best = recover_best(tmp_path)
     assert best == tmp_path / "best" and (best / "state.json").is_file()
+
+
+def test_a_checkpoint_of_another_model_or_a_damaged_one_is_a_clear_run_error(tmp_path: Path):
+    import pytest
+
+    from tunesmith.errors import RunError
+
+    model, optimizer = model_and_optimizer(0)
+    folder = save_checkpoint(step_folder(tmp_path, 1), model, optimizer, TrainState(step=1))
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))
+    with pytest.raises(RunError, match="does not match the model being trained"):
+        load_checkpoint(folder, other, None)
+    (folder / "state.json").write_text('{"step": ')
+    with pytest.raises(RunError, match="cannot be read .*move that folder away"):
+        load_checkpoint(folder, model, optimizer)
