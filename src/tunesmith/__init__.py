@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
+from tunesmith._version import __version__
 from tunesmith.config import RunConfig, build_config, load_config
 from tunesmith.errors import ConfigError, DataError, ModelError, RunError, TunesmithError
 

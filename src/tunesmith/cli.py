@@ -247,7 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
-    from tunesmith.data.inspect import inspect_data
+    from tunesmith.checks import inspect_data
 
     config = _config_from_args(args, args.config_file)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
@@ -256,7 +256,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_data_validate(args: argparse.Namespace) -> int:
-    from tunesmith.data.inspect import validate_data
+    from tunesmith.checks import validate_data
 
     config = _config_from_args(args, args.config_file)
     print(validate_data(args.path, config))

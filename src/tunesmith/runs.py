@@ -32,9 +32,9 @@ from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.preference import pair_accuracy_summary, win_rate
 from tunesmith.eval.report import write_report
+from tunesmith.files import write_atomic
 from tunesmith.models.generate import load_for_generation
 from tunesmith.training.metrics import perplexity
-from tunesmith.files import write_atomic
 from tunesmith.training.run_folder import (
     RunFolder,
     check_replaceable,

@@ -8,7 +8,6 @@ model have loaded, so a typo in a model name cannot lose a finished run.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from tunesmith._version import __version__
 from tunesmith.config import RunConfig, config_to_dict, describe_config
 from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
@@ -284,9 +285,9 @@ def summarize_reasons(reasons: list[str]) -> list[tuple[str, int]]:
         groups.setdefault(re.sub(r"\d+", "\0", text), []).append([int(n) for n in re.findall(r"\d+", text)])
     summary = []
     for shape, numbers in sorted(groups.items(), key=lambda item: -len(item[1])):
-        columns = list(zip(*numbers))
-        spans = iter(f"{min(c)}" if min(c) == max(c) else f"{min(c)}-{max(c)}" for c in columns)
-        summary.append((re.sub("\0", lambda _: next(spans), shape), len(numbers)))
+        spans = [f"{min(c)}" if min(c) == max(c) else f"{min(c)}-{max(c)}" for c in zip(*numbers)]
+        pieces = shape.split("\0")
+        summary.append(("".join(piece + span for piece, span in zip(pieces, [*spans, ""])), len(numbers)))
     return summary
 
 
@@ -295,10 +296,8 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
     import peft
     import transformers
 
-    import tunesmith
-
     manifest = {
-        "tunesmith": tunesmith.__version__,
+        "tunesmith": __version__,
         "method": result.method,
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": peft.__version__},

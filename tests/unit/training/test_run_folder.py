@@ -8,7 +8,13 @@ import pytest
 
 from tunesmith.config import build_config
 from tunesmith.errors import ConfigError, RunError
-from tunesmith.training.run_folder import MARKER, check_run_folder, make_run_folder, remove_run_folder, start_run_folder
+from tunesmith.training.run_folder import (
+    MARKER,
+    check_run_folder,
+    make_run_folder,
+    remove_run_folder,
+    start_run_folder,
+)
 
 
 def _config(tmp_path: Path, *overrides: str):
