@@ -1,4 +1,5 @@
-"""Inference with a trained classification head: label probabilities for texts."""
+"""Classification heads: the logits of a batch (for training and inference alike), and inference
+with a trained head (label probabilities for texts)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,25 @@ class Classifier:
     tokenizer: Any
     labels: list[str]
     name: str
+
+
+def classifier_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[rows, labels] logits of right-padded rows, each read at the last token its mask attends to.
+
+    transformers' heads on causal LMs (every one named `score`) read the last token that is not
+    `config.pad_token_id` and ignore the mask: padding with another id, or a text that ends in that
+    token, moves the read to a padding column or an earlier token, and a row's label depends on its
+    batch. So the body runs as in the head's own forward and the head reads where each mask ends.
+    Encoder heads (BERT's `classifier`) read the first token, which right padding never moves."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    score = getattr(inner, "score", None)
+    if score is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    body = getattr(inner, inner.base_model_prefix)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    columns = torch.arange(input_ids.shape[1], device=attention_mask.device)
+    last = (columns * attention_mask).argmax(dim=1).to(hidden.device)
+    return score(hidden[torch.arange(len(last), device=hidden.device), last])
 
 
 def load_classifier(target: str) -> Classifier:
@@ -49,6 +69,6 @@ def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_siz
         chunk = order[start:start + batch_size]
         input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=False)
         with attention_kernel(device, input_ids.shape[1]):
-            logits = classifier.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            logits = classifier_logits(classifier.model, input_ids.to(device), attention.to(device))
         probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probabilities
