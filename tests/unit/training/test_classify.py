@@ -1,4 +1,5 @@
-"""The classification loss reads each example where it ends, whatever its batch."""
+"""The classification loss reads each example where it ends, whatever its batch; the trained weights
+are fp32 under bf16."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tunesmith.config import LoraConfig, RunConfig
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.tasks import LabelTask
 from tunesmith.models.adapters import make_trainable
+from tunesmith.models.load import load_sequence_classifier, resolve_model
 from tunesmith.training.classify import (
     LabelledExample,
     classification_loss,
@@ -52,3 +54,28 @@ def test_a_batch_loss_is_the_sum_of_its_examples_read_alone_whatever_the_pad_ids
         one_by_one = sum(loss_sum(model, collate_labelled(examples, [[n]], tokenizer.pad_token_id)) for n in range(len(examples)))
     torch.testing.assert_close(batched, expected, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(one_by_one, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_every_trained_weight_is_fp32_on_a_bf16_base_and_a_bf16_step_trains_the_head(tiny_model_dir: Path, tokenizer,
+                                                                                   lora: bool):
+    model = load_sequence_classifier(resolve_model(str(tiny_model_dir)), list(LABELS), pad_token_id=2, dtype=torch.bfloat16)
+    model = make_trainable(model, LoraConfig(enabled=lora, rank=4, alpha=8, dropout=0.0), task_type="SEQ_CLS")
+    trained = {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+    heads = [name for name in trained if ".score." in name or name.startswith("score.")]
+    assert heads and {name: p.dtype for name, p in trained.items() if p.dtype != torch.float32} == {}
+    if lora:  # the frozen base stays in bf16
+        assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+
+    examples = labelled(tokenizer, TEXTS)
+    batch = collate_labelled(examples, [[n] for n in range(len(examples))], tokenizer.pad_token_id)
+    loss_sum = classification_loss(RunConfig(), PreparedData(examples, [], [], task=LabelTask(LABELS, "{text}")))
+    optimizer = torch.optim.AdamW(trained.values(), lr=1e-3)
+    before = {name: trained[name].detach().clone() for name in heads}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_sum(model, batch)
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(before[name], trained[name]) for name in heads)  # an fp32 head takes a 1e-3 step
+    assert all(trained[name].dtype == torch.float32 for name in heads)
