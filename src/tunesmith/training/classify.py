@@ -28,7 +28,7 @@ from tunesmith.data.pipeline import (
 from tunesmith.data.tasks import LabelTask, build_label_task
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.models.classifier import classifier_logits
+from tunesmith.models.classifier import classifier_logits, position_limit
 from tunesmith.models.load import ModelSource, load_sequence_classifier, load_tokenizer
 from tunesmith.training.loop import LossFn
 from tunesmith.training.session import Method, register_method
@@ -129,7 +129,19 @@ def load_classifier(source: ModelSource, config: RunConfig, dtype: torch.dtype, 
     model = load_sequence_classifier(source, list(data.task.labels), pad_token_id=tokenizer.pad_token_id,
                                      revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
                                      attn_implementation=config.model.attn_implementation, dtype=dtype)
+    check_positions(model, data, config)
     return model
+
+
+def check_positions(model: Any, data: PreparedData, config: RunConfig) -> None:
+    """An example longer than a learned position table (512 rows for BERT) would end in an index
+    error deep in the model: say so before training, with the setting that fixes it."""
+    limit = position_limit(model)
+    longest = max((len(e) for e in data.train + data.validation), default=0)
+    if limit is not None and longest > limit:
+        raise ConfigError(f"data.max_length={config.data.max_length} is over the {limit} positions {config.model.name} "
+                          f"can read (the longest example is {longest} tokens); set data.max_length={limit} "
+                          "(and data.truncate=true to cut longer texts)")
 
 
 def collate_labelled(examples: list[LabelledExample], plan: list[list[int]], pad_id: int) -> ClassBatch:

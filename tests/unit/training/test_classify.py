@@ -1,5 +1,5 @@
 """The classification loss reads each example where it ends, whatever its batch; the trained weights
-are fp32 under bf16."""
+are fp32 under bf16; examples past the model's positions are refused before training."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from tests.unit.models.classifier_models import TEXTS, read_alone, save_mismatched_pad_model
-from tunesmith.config import LoraConfig, RunConfig
+from tunesmith.config import LoraConfig, RunConfig, build_config
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.tasks import LabelTask
+from tunesmith.errors import ConfigError
 from tunesmith.models.adapters import make_trainable
 from tunesmith.models.load import load_sequence_classifier, resolve_model
 from tunesmith.training.classify import (
+    CLASSIFY,
     LabelledExample,
     classification_loss,
     collate_labelled,
@@ -79,3 +81,29 @@ def test_every_trained_weight_is_fp32_on_a_bf16_base_and_a_bf16_step_trains_the_
     assert torch.isfinite(loss)
     assert all(not torch.equal(before[name], trained[name]) for name in heads)  # an fp32 head takes a 1e-3 step
     assert all(trained[name].dtype == torch.float32 for name in heads)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    """A 2-layer BERT with 24 positions."""
+    from transformers import BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert-24")
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=24, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_examples_past_the_models_positions_are_refused_before_training(tiny_bert_dir: Path, tokenizer):
+    config = build_config({"model": {"name": str(tiny_bert_dir)}, "data": {"max_length": 64}})
+    fits, too_long = labelled(tokenizer, ["short text"]), labelled(tokenizer, [" ".join(["word"] * 30)])
+    data = PreparedData(fits, too_long, [], task=LabelTask(("no", "yes"), "{text}"))
+    with pytest.raises(ConfigError, match=rf"data.max_length=64 is over the 24 positions {tiny_bert_dir} can read "
+                                          r"\(the longest example is 30 tokens\); set data.max_length=24"):
+        CLASSIFY.load_model(resolve_model(str(tiny_bert_dir)), config, torch.float32, data)
+    # data.max_length above the positions is harmless while every example fits (the default 1024 on MiniLM)
+    fitting = PreparedData(fits, fits, [], task=LabelTask(("no", "yes"), "{text}"))
+    model = CLASSIFY.load_model(resolve_model(str(tiny_bert_dir)), config, torch.float32, fitting)
+    assert model.config.max_position_embeddings == 24
