@@ -12,11 +12,12 @@ from tunesmith.errors import ConfigError
 
 
 def make_trainable(model: Any, lora: LoraConfig, *, task_type: str = "CAUSAL_LM", extra_trainable: list[str] | None = None) -> Any:
-    """Wrap `model` with LoRA adapters (peft), or unfreeze it for full fine-tuning."""
+    """Wrap `model` with LoRA adapters (peft), or unfreeze it for full fine-tuning. Every trained
+    weight is fp32, whatever the method and the dtype the frozen base was loaded in."""
     if not lora.enabled:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
-        return model
+        return trained_in_fp32(model)
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -29,10 +30,21 @@ def make_trainable(model: Any, lora: LoraConfig, *, task_type: str = "CAUSAL_LM"
         modules_to_save=extra_trainable,
     )
     try:
-        return get_peft_model(model, peft_config)
+        model = get_peft_model(model, peft_config)
     except ValueError as exc:
         names = sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ConfigError(f"lora.target_modules={lora.target_modules!r}: {exc}; this model's linear layers are {', '.join(names)}") from None
+    return trained_in_fp32(model)
+
+
+def trained_in_fp32(model: Any) -> Any:
+    """Cast every trainable parameter to fp32 (bf16 keeps 8 bits of mantissa: small AdamW steps round away).
+    peft upcasts its adapter layers but not the layers it trains in full (`modules_to_save`, e.g. a
+    classification head), which are copies of the bf16 base layers."""
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype in (torch.float16, torch.bfloat16):
+            parameter.data = parameter.data.float()
+    return model
 
 
 def adapter_input_casting(model: Any, *, enabled: bool) -> contextlib.AbstractContextManager:

@@ -1,4 +1,5 @@
-"""Inference with a trained classification head: label probabilities for texts."""
+"""Classification heads: the logits of a batch (for training and inference alike), and inference
+with a trained head (label probabilities for texts)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from tunesmith.errors import ModelError
 from tunesmith.models.device import attention_kernel, resolve_device
 from tunesmith.models.generate import pad_rows
-from tunesmith.models.load import ModelSource, load_tokenizer
+from tunesmith.models.load import ModelSource, _first_line, load_tokenizer
 
 
 @dataclass
@@ -23,15 +24,63 @@ class Classifier:
     name: str
 
 
+def classifier_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[rows, labels] logits of right-padded rows, each read at the last token its mask attends to.
+
+    transformers' heads on causal LMs (every one named `score`) read the last token that is not
+    `config.pad_token_id` and ignore the mask: padding with another id, or a text that ends in that
+    token, moves the read to a padding column or an earlier token, and a row's label depends on its
+    batch. So the body runs as in the head's own forward and the head reads where each mask ends.
+    Encoder heads (BERT's `classifier`) read the first token, which right padding never moves."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # under a peft wrapper
+    score = getattr(inner, "score", None)
+    if score is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+    body = getattr(inner, inner.base_model_prefix)
+    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    columns = torch.arange(input_ids.shape[1], device=attention_mask.device)
+    last = (columns * attention_mask).argmax(dim=1).to(hidden.device)
+    return score(hidden[torch.arange(len(last), device=hidden.device), last])
+
+
+def position_limit(model: Any) -> int | None:
+    """The most tokens one row may hold: the rows of a learned position table (BERT, GPT-2), less
+    the ones RoBERTa-style models reserve below their pad id; None for rotary positions (no table)."""
+    config = model.config.get_text_config()
+    if getattr(config, "rope_parameters", None) is not None or not getattr(config, "max_position_embeddings", None):
+        return None
+    limit = config.max_position_embeddings
+    for name, module in model.named_modules():
+        if name.endswith("position_embeddings") and isinstance(module, torch.nn.Embedding) and module.padding_idx is not None:
+            return min(limit, module.num_embeddings - module.padding_idx - 1)  # positions start after the pad id
+    return limit
+
+
 def load_classifier(target: str) -> Classifier:
     """A run folder's (or model folder's) sequence classifier, in fp32 for stable probabilities."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     path = Path(target)
     folder = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
-        raise ModelError(f"{target}: no model folder with config.json; give a run folder of train.method=classify")
-    model = AutoModelForSequenceClassification.from_pretrained(folder).to(resolve_device("auto")).eval()
+        hint = ("this LoRA run kept only its adapter; train it again with output.save_merged=true"
+                if (path / "adapter").is_dir() else "give the run folder of a train.method=classify run")
+        raise ModelError(f"{target}: no model folder with config.json; {hint}")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: config.json could not be read ({_first_line(exc)}); "
+                         "give the run folder of a train.method=classify run, or train it again") from exc
+    architectures = config.architectures or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        raise ModelError(f"{folder}: holds a {', '.join(architectures) or config.model_type} model, not a "
+                         "classification head; give the run folder of a train.method=classify run")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{folder}: the classifier could not be loaded ({_first_line(exc)}); "
+                         "train it again with train.method=classify") from exc
+    model = model.to(resolve_device("auto")).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     tokenizer = load_tokenizer(ModelSource(target, "folder", str(folder)))
     return Classifier(model, tokenizer, labels, str(target))
@@ -39,7 +88,10 @@ def load_classifier(target: str) -> Classifier:
 
 @torch.no_grad()
 def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_size: int = 32, max_length: int = 512) -> np.ndarray:
-    """[rows, labels] probabilities; rows are batched by length, right-padded with an attention mask."""
+    """[rows, labels] probabilities; rows are batched by length, right-padded with an attention mask,
+    and cut at `max_length` tokens or the model's positions, whichever is fewer."""
+    limit = position_limit(classifier.model)
+    max_length = min(max_length, limit) if limit is not None else max_length
     encoded = classifier.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     probabilities = np.zeros((len(texts), len(classifier.labels)), dtype=np.float32)
@@ -49,6 +101,6 @@ def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_siz
         chunk = order[start:start + batch_size]
         input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=False)
         with attention_kernel(device, input_ids.shape[1]):
-            logits = classifier.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+            logits = classifier_logits(classifier.model, input_ids.to(device), attention.to(device))
         probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return probabilities

@@ -100,12 +100,14 @@ def load_sequence_classifier(
     source: ModelSource,
     labels: list[str],
     *,
+    pad_token_id: int | None,
     revision: str | None = None,
     trust_remote_code: bool = False,
     attn_implementation: str = "sdpa",
     dtype: Any = None,
 ) -> Any:
-    """The model with transformers' sequence-classification head for `labels` (new, untrained)."""
+    """The model with transformers' sequence-classification head for `labels` (new, untrained).
+    `pad_token_id` is the id batches are padded with (the tokenizer's)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -120,9 +122,11 @@ def load_sequence_classifier(
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
-    if model.config.pad_token_id is None:  # the head of a causal LM finds the last token by the pad id
-        eos = model.config.eos_token_id
-        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    if hasattr(model, "score") and pad_token_id is not None:
+        # transformers' heads on causal LMs (all named `score`) read the last token that is not the
+        # config's pad id: make it the id batches are padded with, so the saved model/ folder reads
+        # right-padded batches right in plain transformers too (tunesmith reads by the attention mask).
+        model.config.get_text_config().pad_token_id = pad_token_id
     return model
 
 

@@ -1,7 +1,7 @@
 """Classification with a trained head: a label layer on top of a pre-trained model.
 
-Works on causal LMs (transformers' sequence-classification head reads the last token) and on
-encoders such as BERT (the head reads the pooled first token). The label map comes from the
+Works on causal LMs (the head reads the last token of each row, found by the attention mask) and
+on encoders such as BERT (the head reads the pooled first token). The label map comes from the
 training data and is saved in the model's config (id2label / label2id) and in task.json. With LoRA
 the body gets adapters and the head is trained in full (peft's modules_to_save).
 """
@@ -28,7 +28,8 @@ from tunesmith.data.pipeline import (
 from tunesmith.data.tasks import LabelTask, build_label_task
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.models.load import ModelSource, load_sequence_classifier
+from tunesmith.models.classifier import classifier_logits, position_limit
+from tunesmith.models.load import ModelSource, load_sequence_classifier, load_tokenizer
 from tunesmith.training.loop import LossFn
 from tunesmith.training.session import Method, register_method
 
@@ -123,9 +124,24 @@ def encode_labelled(raw: RawSource, task: LabelTask, tokenizer: Any, max_length:
 
 def load_classifier(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
     assert data.task is not None
-    return load_sequence_classifier(source, list(data.task.labels), revision=config.model.revision,
-                                    trust_remote_code=config.model.trust_remote_code,
-                                    attn_implementation=config.model.attn_implementation, dtype=dtype)
+    # the session pads batches with this tokenizer's pad id; the head's config gets the same one
+    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+    model = load_sequence_classifier(source, list(data.task.labels), pad_token_id=tokenizer.pad_token_id,
+                                     revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
+                                     attn_implementation=config.model.attn_implementation, dtype=dtype)
+    check_positions(model, data, config)
+    return model
+
+
+def check_positions(model: Any, data: PreparedData, config: RunConfig) -> None:
+    """An example longer than a learned position table (512 rows for BERT) would end in an index
+    error deep in the model: say so before training, with the setting that fixes it."""
+    limit = position_limit(model)
+    longest = max((len(e) for e in data.train + data.validation), default=0)
+    if limit is not None and longest > limit:
+        raise ConfigError(f"data.max_length={config.data.max_length} is over the {limit} positions {config.model.name} "
+                          f"can read (the longest example is {longest} tokens); set data.max_length={limit} "
+                          "(and data.truncate=true to cut longer texts)")
 
 
 def collate_labelled(examples: list[LabelledExample], plan: list[list[int]], pad_id: int) -> ClassBatch:
@@ -151,7 +167,7 @@ def classification_loss(config: RunConfig, data: PreparedData) -> LossFn:
     weights = class_weights(data.train, len(data.task.labels)) if config.task.class_weights == "balanced" else None
 
     def loss_sum(model: Any, batch: ClassBatch) -> torch.Tensor:
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits = classifier_logits(model, batch.input_ids, batch.attention_mask)
         weight = weights.to(logits.device) if weights is not None else None
         return F.cross_entropy(logits.float(), batch.labels, weight=weight, reduction="sum")
 
