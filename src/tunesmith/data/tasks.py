@@ -7,6 +7,7 @@ evaluation, and it is saved with the run (task.json) so that they can never disa
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tunesmith.data.examples import Example, Message, Problem
 from tunesmith.errors import ConfigError
 
 DEFAULT_LABEL_PROMPT = "Classify the following text. Answer with one word: {labels}.\n\nText: {text}"
+_FIELD = re.compile(r"\{(text|labels)\}")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,11 @@ class LabelTask:
         return dict(self.label_names).get(raw_label, raw_label)
 
     def prompt(self, text: str) -> str:
+        """The template with {text} and {labels} filled in, in one pass; every other brace is the
+        user's own text (a template asking for JSON output stays as written)."""
         listed = " or ".join([", ".join(self.labels[:-1]), self.labels[-1]]) if len(self.labels) > 1 else self.labels[0]
-        return self.prompt_template.format(text=text, labels=listed)
+        values = {"text": text, "labels": listed}
+        return _FIELD.sub(lambda match: values[match.group(1)], self.prompt_template)
 
     def to_chat(self, example: Example) -> Example:
         messages = (Message("user", self.prompt(example.text)), Message("assistant", self.name_of(example.label)))
