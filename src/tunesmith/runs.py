@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tunesmith.config import (
+    DataConfig,
     EvalConfig,
     RunConfig,
     dump_config,
@@ -17,12 +18,15 @@ from tunesmith.config import (
     stage_config,
     stage_name,
 )
+from tunesmith.data.examples import Example, Problem
+from tunesmith.data.prompting import PromptedRow, prompt_rows
 from tunesmith.data.tasks import LabelTask
 from tunesmith.errors import DataError, RunError
 from tunesmith.eval.classifier import evaluate_classifier, load_classifier
 from tunesmith.eval.compare import (
     Comparison,
     SystemResult,
+    answer_budget,
     evaluate_system,
     general_text_forgetting,
     run_comparison,
@@ -244,58 +248,85 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
     """Predictions of a run's model for every row of `data_spec`, written as JSONL (or CSV).
 
     A classification run gives each row's label and the probability of every label; a generative
-    run gives its answer (and, for a label task, the label the answer maps to)."""
-    import csv
-
-    from tunesmith.data.catalog import resolve_data_path
-    from tunesmith.data.examples import Message
-    from tunesmith.data.pipeline import read_source
+    run gives its answer (and, for a label task, the label the answer maps to), asked exactly as
+    training and evaluation ask (data/prompting.py), with evaluation's answer length."""
     from tunesmith.eval.classifier import predict_probabilities
     from tunesmith.eval.metrics import map_answer_to_label
     from tunesmith.models.generate import generate
 
     path = Path(target)
     config = run_config(path) if (path / "config.yaml").is_file() else RunConfig()
-    mapping = {key: value for key, value in {**config.data.columns, **(columns or {})}.items() if key != "label"}
-    data = replace(config.data, columns=mapping)  # rows to predict have no label
-    source = resolve_data_path(data_spec)
-    raw = read_source(source, data)
-    if raw.problems:
-        raise DataError(f"{source}: {len(raw.problems)} rows could not be read:", raw.problems)
+    source, examples = rows_to_predict(data_spec, config.data, columns)
     manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
     rows: list[dict] = []
     if manifest.get("method") == "classify":
-        texts = [e.text for e in raw.examples]
+        texts = texts_to_classify(source, examples)
         classifier = load_classifier(str(path))
         probabilities = predict_probabilities(classifier, texts, batch_size=batch_size)
-        for example, row in zip(raw.examples, probabilities):
-            rows.append({"where": example.where, "text": example.text, "label": classifier.labels[int(row.argmax())],
+        for example, text, row in zip(examples, texts, probabilities):
+            rows.append({"where": example.where, "text": text, "label": classifier.labels[int(row.argmax())],
                          **{f"p({label})": round(float(p), 6) for label, p in zip(classifier.labels, row)}})
     else:
         task = LabelTask.load(path / "task.json")
-        prompts = []
-        for example in raw.examples:
-            if task is not None and example.kind in ("label", "text"):
-                prompts.append([Message("user", task.prompt(example.text))])
-            elif example.kind == "chat":
-                messages = list(example.messages)
-                prompts.append(messages[:-1] if messages[-1].role == "assistant" else messages)
-            else:
-                prompts.append([Message("user", example.prompt or example.text)])
-        answers = generate(load_for_generation(target, precision="fp32"), prompts, batch_size=batch_size,
-                           max_new_tokens=8 if task else 256).texts
-        for example, answer in zip(raw.examples, answers):
-            row = {"where": example.where, "answer": answer}
-            if task is not None:
-                row["label"] = map_answer_to_label(answer, task.labels)[0]
-            rows.append(row)
+        asked = prompts_to_predict(source, examples, config.data, task)
+        loaded = load_for_generation(target, precision="fp32")
+        budget = answer_budget(loaded.tokenizer, task.labels if task else None, config.eval.max_new_tokens)
+        answers = generate(loaded, [row.messages for row in asked], batch_size=batch_size, max_new_tokens=budget).texts
+        for row, answer in zip(asked, answers):
+            rows.append({"where": row.where, "answer": answer,
+                         **({"label": map_answer_to_label(answer, task.labels)[0]} if task is not None else {})})
     output = output or (path if path.is_dir() else Path(".")) / "predictions" / f"{Path(source).stem}.jsonl"
+    write_predictions(output, rows)
+    return output
+
+
+def rows_to_predict(data_spec: str, data: DataConfig, columns: dict[str, str] | None = None) -> tuple[Path, list[Example]]:
+    """The rows of `data_spec`, read with the run's column names (and `columns` over them), but
+    no label column: rows to predict have none."""
+    from tunesmith.data.catalog import resolve_data_path
+    from tunesmith.data.pipeline import read_source
+
+    mapping = {key: value for key, value in {**data.columns, **(columns or {})}.items() if key != "label"}
+    source = resolve_data_path(data_spec)
+    raw = read_source(source, replace(data, columns=mapping, format="text" if data.format == "label" else data.format))
+    if raw.problems:
+        raise DataError(f"{source}: {len({p.where for p in raw.problems})} of {raw.rows} rows cannot be predicted (if the "
+                        f"text is in another column, name it with --text-column NAME{_mapped(mapping)}):", raw.problems)
+    return source, raw.examples
+
+
+def prompts_to_predict(source: Path, examples: list[Example], data: DataConfig, task: LabelTask | None) -> list[PromptedRow]:
+    """What the run's model is asked for each row: the prompt training built for such a row."""
+    asked, problems = prompt_rows(examples, data.system_prompt, task)
+    if problems:
+        raise DataError(f"{source}: {len(problems)} rows cannot be predicted:", problems)
+    return asked
+
+
+def texts_to_classify(source: Path, examples: list[Example]) -> list[str]:
+    """The text of every row, for a classification head: rows must be texts (a label column is ignored)."""
+    problems = [Problem(e.where, f"a {e.kind} row has no single text for the classifier",
+                        "give rows with a text column (name it with --text-column NAME)")
+                for e in examples if e.kind not in ("text", "label")]
+    if problems:
+        raise DataError(f"{source}: {len(problems)} rows cannot be classified:", problems)
+    return [e.text for e in examples]
+
+
+def write_predictions(output: Path, rows: list[dict]) -> None:
+    """JSONL, or CSV when `output` ends in .csv (its columns: every key of any row, in order)."""
+    import csv
+
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".csv":
         with open(output, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
             writer.writeheader()
             writer.writerows(rows)
     else:
         output.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return output
+
+
+def _mapped(mapping: dict[str, str]) -> str:
+    """The columns read now (the run's own, unless told otherwise)."""
+    return "".join(f"; reading {field} from column '{column}'" for field, column in mapping.items())

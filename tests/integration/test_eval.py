@@ -110,3 +110,58 @@ def test_named_dataset_splits_are_fixed_balanced_and_disjoint(name: str, capsys)
     assert not {r["text"] for r in test_rows} & {r["text"] for r in train_rows}
     assert main(["data", "fetch", "movie-review-polarity:validation"]) == 2
     assert "has no split 'validation'" in capsys.readouterr().err
+
+
+
+def test_a_system_prompt_reaches_evaluation_the_baselines_and_predict(tmp_path: Path, tiny_model_dir: Path, capsys):
+    from tunesmith.config import load_config
+    from tunesmith.data.tasks import LabelTask
+    from tunesmith.eval.compare import answer_budget
+    from tunesmith.runs import prompts_to_predict, rows_to_predict
+
+    system = "You sort film reviews."
+    train = write_reviews_csv(tmp_path / "reviews.csv", 40, seed=1)
+    test = write_reviews_csv(tmp_path / "held_out.csv", 8, seed=2)
+    settings = [f"output.dir={tmp_path / 'runs'}", "train.max_steps=2", f"data.system_prompt={system}", "eval.few_shot=2",
+                "eval.general_text=null", "task.label_names.positive=a warm and approving review of this film",
+                "task.label_names.negative=a cold and dismissive review of this film"]  # labels of 10 tokens
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(train), "--test", str(test), "--text-column",
+                 "review_text", "--label-column", "verdict", "--output", "system", "--no-progress",
+                 *[part for setting in settings for part in ("--set", setting)]]) == 0
+    run = tmp_path / "runs" / "system"
+    summary = json.loads((run / "eval" / "comparison.json").read_text())
+    assert set(summary["systems"]) == {"base zero-shot", "base 2-shot", "fine-tuned"}
+    for result in summary["systems"].values():  # every row scored against its gold label
+        assert sum(map(sum, result["confusion"])) == 8
+
+    unlabelled = tmp_path / "new.csv"
+    with open(unlabelled, "w", newline="") as handle:
+        csv.writer(handle).writerows([["review_text"], ["superb lovely film"], ["dull boring film"]])
+    config, task = load_config(run / "config.yaml"), LabelTask.load(run / "task.json")
+    asked = prompts_to_predict(*rows_to_predict(str(unlabelled), config.data), config.data, task)  # what predict asks
+    assert asked[0].messages == (Message("system", system), Message("user", task.prompt("superb lovely film")))
+    assert main(["predict", str(run), "--data", str(unlabelled), "--output", str(tmp_path / "p.csv")]) == 0
+    answers = [row["answer"] for row in csv.DictReader(open(tmp_path / "p.csv"))]
+    loaded = load_for_generation(str(run), precision="fp32")
+    budget = answer_budget(loaded.tokenizer, task.labels, 256)  # evaluation's: the longest label + 2
+    assert budget > 8
+    prompts = [row.messages for row in asked]
+    assert answers == generate(loaded, prompts, max_new_tokens=budget).texts != generate(loaded, prompts, max_new_tokens=8).texts
+
+    # rows without the column the run reads its text from: the error says how to name it
+    with open(tmp_path / "renamed.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["review"], ["superb lovely film"]])
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(tmp_path / "renamed.csv")]) == 2
+    error = capsys.readouterr().err
+    assert "name it with --text-column NAME; reading text from column 'review_text'" in error
+
+
+@pytest.mark.parametrize(("name", "content"), [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("header.csv", "text\n")])
+def test_predict_on_a_file_with_no_rows_is_one_line_naming_the_file(tmp_path: Path, tiny_model_dir: Path, name: str,
+                                                                      content: str, capsys):
+    (tmp_path / name).write_text(content)
+    assert main(["predict", str(tiny_model_dir), "--data", str(tmp_path / name), "--output", str(tmp_path / "p.csv")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and f"{tmp_path / name}: the file has no rows; add examples" in error
+    assert not (tmp_path / "p.csv").exists()

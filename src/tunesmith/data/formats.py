@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tunesmith.data.examples import ROLES, Example, Message, Problem, RowProblems
@@ -110,11 +110,11 @@ def convert_records(
 
 
 def with_system_prompt(example: Example, system_prompt: str | None) -> Example:
-    """The example with `system_prompt` first, unless it is not a chat or has a system message."""
-    if not system_prompt or example.kind != "chat" or example.messages[0].role == "system":
+    """The example with `system_prompt` first, unless it has no messages or has a system message.
+    Everything else on it stays (a label row's text and label)."""
+    if not system_prompt or not example.messages or example.messages[0].role == "system":
         return example
-    messages = (Message("system", system_prompt),) + example.messages
-    return Example(example.source, example.line, "chat", messages=messages)
+    return replace(example, messages=(Message("system", system_prompt),) + example.messages)
 
 
 # ---------------------------------------------------------------------------------------- formats

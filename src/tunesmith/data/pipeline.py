@@ -16,9 +16,10 @@ import numpy as np
 from tunesmith.config import DataConfig, TaskConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Example, Problem
-from tunesmith.data.formats import FORMATS, choose_format, convert_records, with_system_prompt
+from tunesmith.data.formats import FORMATS, choose_format, convert_records
+from tunesmith.data.prompting import conversation
 from tunesmith.data.read import read_records
-from tunesmith.data.tasks import LabelTask, apply_label_task, build_label_task
+from tunesmith.data.tasks import LabelTask, build_label_task, check_labels
 from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
@@ -83,15 +84,15 @@ def read_source(path: Path, data: DataConfig) -> RawSource:
 
 
 def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None) -> RawSource:
-    """Label rows through the task template, then the default system prompt."""
-    examples, problems = apply_label_task(raw.examples, task)
+    """Label rows through the task template, then the default system prompt (data/prompting.py)."""
+    examples, problems = check_labels(raw.examples, task)
     learnable = []
     for example in examples:
         if example.kind in ("preference", "prompt"):
             problems.append(Problem(example.where, f"a {example.kind} row has no single reply to learn",
                                     "use train.method=dpo for preference pairs, online-dpo for prompts"))
         else:
-            learnable.append(with_system_prompt(example, data.system_prompt))
+            learnable.append(conversation(example, data.system_prompt, task))
     return RawSource(raw.path, raw.format, raw.rows, learnable, raw.problems + problems)
 
 

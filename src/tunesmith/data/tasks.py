@@ -1,13 +1,15 @@
 """Labelled rows as a generative task: a prompt template turns (text, label) into a chat example.
 
-The same template renders the prompts for training, for the zero-/few-shot baselines and for
-evaluation, and it is saved with the run (task.json) so that they can never disagree.
+The same template renders the prompts for training, for the zero-/few-shot baselines, for
+evaluation and for prediction (data/prompting.py puts them together), and it is saved with the run
+(task.json) so that they can never disagree.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tunesmith.config import TaskConfig
@@ -15,6 +17,7 @@ from tunesmith.data.examples import Example, Message, Problem
 from tunesmith.errors import ConfigError
 
 DEFAULT_LABEL_PROMPT = "Classify the following text. Answer with one word: {labels}.\n\nText: {text}"
+_FIELD = re.compile(r"\{(text|labels)\}")
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,18 @@ class LabelTask:
         return dict(self.label_names).get(raw_label, raw_label)
 
     def prompt(self, text: str) -> str:
+        """The template with {text} and {labels} filled in, in one pass; every other brace is the
+        user's own text (a template asking for JSON output stays as written)."""
         listed = " or ".join([", ".join(self.labels[:-1]), self.labels[-1]]) if len(self.labels) > 1 else self.labels[0]
-        return self.prompt_template.format(text=text, labels=listed)
+        values = {"text": text, "labels": listed}
+        return _FIELD.sub(lambda match: values[match.group(1)], self.prompt_template)
 
     def to_chat(self, example: Example) -> Example:
-        messages = (Message("user", self.prompt(example.text)), Message("assistant", self.name_of(example.label)))
-        return Example(example.source, example.line, "chat", messages=messages, text=example.text,
-                       label=self.name_of(example.label))
+        """The label row as the question and its label as the reply; text and label stay on it (for
+        evaluation's gold label and its leakage checks)."""
+        label = self.name_of(example.label)
+        messages = (Message("user", self.prompt(example.text)), Message("assistant", label))
+        return replace(example, kind="chat", messages=messages, label=label)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"type": "label", **asdict(self)}, indent=1))
@@ -61,19 +69,16 @@ def build_label_task(examples: list[Example], task: TaskConfig) -> LabelTask | N
     return LabelTask(labels, template, tuple(sorted(names.items())))
 
 
-def apply_label_task(examples: list[Example], task: LabelTask | None) -> tuple[list[Example], list[Problem]]:
-    """Label examples rendered as chats; a label outside the task's set is a problem of its row."""
+def check_labels(examples: list[Example], task: LabelTask | None) -> tuple[list[Example], list[Problem]]:
+    """The examples whose label (if any) is one of the task's; any other label is a problem of its row."""
     if task is None:
         return examples, []
-    rendered, problems = [], []
+    kept, problems = [], []
     for example in examples:
-        if example.kind != "label":
-            rendered.append(example)
-            continue
         name = task.name_of(example.label)
-        if name not in task.labels:
+        if example.kind == "label" and name not in task.labels:
             problems.append(Problem(example.where, f"label {name!r} is not one of the task's labels ({', '.join(task.labels)})",
                                     "fix the label, or list it in task.labels"))
             continue
-        rendered.append(task.to_chat(example))
-    return rendered, problems
+        kept.append(example)
+    return kept, problems

@@ -68,12 +68,18 @@ class Comparison:
         return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def answer_budget(tokenizer: Any, labels: list[str] | tuple[str, ...] | None, free_text: int) -> int:
+    """Longest answer to generate: for a label task the longest label in tokens + 2 (room for the
+    stop token and a stray space or full stop; longer answers are not labels), else `free_text`."""
+    if not labels:
+        return free_text
+    return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels) + 2
+
+
 def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[EvalItem], labels: list[str] | None,
                     settings: EvalConfig, *, with_perplexity: bool = True) -> SystemResult:
     """Answers of one model to `prompts`, scored against the items' references."""
-    max_new = settings.max_new_tokens
-    if labels:
-        max_new = max(len(loaded.tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels) + 2
+    max_new = answer_budget(loaded.tokenizer, labels, settings.max_new_tokens)
     generated = generate(loaded, prompts, max_new_tokens=max_new, batch_size=settings.batch_size)
     result = SystemResult(name, loaded.name, generated.texts, {}, generated.seconds, generated.new_tokens)
     if labels:

@@ -8,8 +8,9 @@ from pathlib import Path
 from tunesmith.config import DataConfig, TaskConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Message, Problem
-from tunesmith.data.pipeline import read_source, render_source
-from tunesmith.data.tasks import LabelTask, build_label_task
+from tunesmith.data.pipeline import read_source
+from tunesmith.data.prompting import prompt_rows
+from tunesmith.data.tasks import LabelTask, build_label_task, check_labels
 from tunesmith.errors import DataError
 
 
@@ -24,21 +25,24 @@ class EvalItem:
 
 def load_items(spec: str, data: DataConfig, task: LabelTask | None, task_config: TaskConfig | None = None,
                *, max_rows: int | None = None, skip_invalid: bool = False) -> tuple[list[EvalItem], LabelTask | None]:
-    """Items of a data file (or named dataset); label rows use `task` (else one built from the file)."""
+    """Items of a data file (or named dataset); label rows use `task` (else one built from the file).
+    Each prompt is the one training builds for the row (data/prompting.py), with `data.system_prompt`."""
     path = resolve_data_path(spec)
     raw = read_source(Path(path), data)
     if task is None:
         task = build_label_task(raw.examples, task_config or TaskConfig())
-    rendered = render_source(raw, data, task)
-    items, problems = [], list(rendered.problems)
-    for example in rendered.examples:
-        if example.kind != "chat":
+    examples, problems = check_labels(raw.examples, task)
+    problems = raw.problems + problems
+    answerable = []
+    for example in examples:
+        if example.kind in ("chat", "label"):
+            answerable.append(example)
+        else:
             problems.append(Problem(example.where, f"{example.kind} rows cannot be evaluated by generation",
                                     "use chat, instruction or labelled rows for evaluation"))
-            continue
-        *prompt, reply = example.messages
-        key = example.text if example.label else prompt[-1].content
-        items.append(EvalItem(example.where, tuple(prompt), reply.content, example.label or None, key))
+    rows, unaskable = prompt_rows(answerable, data.system_prompt, task)
+    problems += unaskable
     if problems and not skip_invalid:
         raise DataError(f"{path}: {len(problems)} problems in the evaluation data:", problems)
+    items = [EvalItem(row.where, row.messages, row.reference, row.label, row.key) for row in rows]
     return (items[:max_rows] if max_rows else items), task
