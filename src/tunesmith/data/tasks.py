@@ -15,6 +15,7 @@ from pathlib import Path
 from tunesmith.config import TaskConfig
 from tunesmith.data.examples import Example, Message, Problem
 from tunesmith.errors import ConfigError
+from tunesmith.files import write_atomic
 
 DEFAULT_LABEL_PROMPT = "Classify the following text. Answer with one word: {labels}.\n\nText: {text}"
 _FIELD = re.compile(r"\{(text|labels)\}")
@@ -44,7 +45,7 @@ class LabelTask:
         return replace(example, kind="chat", messages=messages, label=label)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"type": "label", **asdict(self)}, indent=1))
+        write_atomic(path, json.dumps({"type": "label", **asdict(self)}, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> LabelTask | None:

@@ -22,6 +22,7 @@ class Classifier:
     tokenizer: Any
     labels: list[str]
     name: str
+    max_length: int = 512  # longest input in tokens: the run's data.max_length, so predictions see what training saw
 
 
 def classifier_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -83,13 +84,27 @@ def load_classifier(target: str) -> Classifier:
     model = model.to(resolve_device("auto")).eval()
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     tokenizer = load_tokenizer(ModelSource(target, "folder", str(folder)))
-    return Classifier(model, tokenizer, labels, str(target))
+    return Classifier(model, tokenizer, labels, str(target), _trained_max_length(path))
+
+
+def _trained_max_length(run_dir: Path) -> int:
+    """The run's data.max_length (config.yaml), else the default 512."""
+    import yaml
+
+    try:
+        settings = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return int(settings["data"]["max_length"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return 512
 
 
 @torch.no_grad()
-def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_size: int = 32, max_length: int = 512) -> np.ndarray:
+def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_size: int = 32,
+                          max_length: int | None = None) -> np.ndarray:
     """[rows, labels] probabilities; rows are batched by length, right-padded with an attention mask,
-    and cut at `max_length` tokens or the model's positions, whichever is fewer."""
+    and cut at `max_length` tokens (default: what the run trained with) or the model's positions,
+    whichever is fewer."""
+    max_length = max_length or classifier.max_length
     limit = position_limit(classifier.model)
     max_length = min(max_length, limit) if limit is not None else max_length
     encoded = classifier.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]

@@ -117,3 +117,24 @@ def test_a_folder_without_a_classifier_is_refused_with_the_fix(tiny_model_dir: P
     (adapter_only / "adapter").mkdir(parents=True)
     with pytest.raises(ModelError, match="kept only its adapter; train it again with output.save_merged=true"):
         load_classifier(str(adapter_only))
+
+
+def test_predictions_read_as_many_tokens_as_the_run_trained_on(tmp_path: Path, tokenizer):
+    from transformers import LlamaForSequenceClassification
+
+    from tests.unit.models.classifier_models import tiny_llama_config
+
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(tiny_llama_config(tokenizer, pad_token_id=2, num_labels=2,
+                                                             id2label={0: "no", 1: "yes"}, label2id={"no": 0, "yes": 1}))
+    model.save_pretrained(run / "model")
+    tokenizer.save_pretrained(run / "model")
+    (run / "config.yaml").write_text("data:\n  max_length: 6\n")
+    classifier = load_classifier(str(run))
+    assert classifier.max_length == 6
+    shared = "one two three four five six"
+    first, second = predict_probabilities(classifier, [shared + " seven", shared + " eight nine ten"])
+    assert np.allclose(first, second)  # both cut where training cut them
+    longer = predict_probabilities(classifier, [shared + " seven", shared + " eight nine ten"], max_length=64)
+    assert not np.allclose(longer[0], longer[1])
