@@ -14,27 +14,92 @@ so gradient accumulation does not change the update.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import torch
 import torch.nn.functional as F
 
 from tunesmith.data.batches import IGNORE_INDEX, Batch
 
-# Config fields under which a model transforms its logits after the head; such models go through
-# their own forward so that the transformation is kept.
+# Config fields under which a model transforms its logits after the head: such models go through
+# their own forward without a probe. A softcap barely changes the modest logits of a probe, so the
+# probe alone could miss it; any other transformation, in a config field or in code, the probe finds.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale", "logits_scaling")
 _CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 16M floats, 64 MB
+_PROBE_TOKENS = 16
+# Largest mean difference per probe token (nats) between the two paths that is still rounding: the
+# head's matmul runs in another shape in each path, and 16-bit logits differ in their last bit.
+_PROBE_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-4}
+_PROBE_TOLERANCE_16BIT = 2e-2
+_FAST_PATH: WeakKeyDictionary = WeakKeyDictionary()  # transformers model -> whether the chunked path is its loss
 
 
 def causal_lm_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
     """Summed cross-entropy of every loss token of `batch` (predict token t from tokens < t)."""
+    if choose_loss_path(model):
+        return _chunked_head_loss_sum(model, batch)
+    return _own_forward_loss_sum(model, batch)
+
+
+def choose_loss_path(model: Any) -> bool:
+    """Whether the chunked head path computes this model's own loss; decided once per model.
+
+    The chunked path runs the decoder and the output head itself, so anything the model's forward
+    does to the logits after the head (a multiplier, a softcap, a scale in code) would be lost. A
+    probe of a few tokens, without gradients, compares it with the model's own forward; on a
+    mismatch the model keeps its own forward and a warning says so."""
+    base = _base_model(model)
+    decision = _FAST_PATH.get(base)
+    if decision is None:
+        configs = (base.config, base.config.get_text_config())
+        decision = not any(getattr(config, name, None) for config in configs for name in _LOGIT_TRANSFORMS)
+        if decision:
+            difference, tolerance = _probe_difference(model)
+            decision = difference <= tolerance
+            if not decision:
+                warnings.warn(f"{type(base).__name__} changes its logits after the output head (the chunked loss "
+                              f"differs from its own forward by {difference:.3g} nats per token); tunesmith uses "
+                              "the model's own forward for its loss, which is slower and holds all logits in memory",
+                              stacklevel=2)
+        _FAST_PATH[base] = decision
+    return decision
+
+
+def _probe_difference(model: Any) -> tuple[float, float]:
+    """(mean difference per token between the two loss paths on a short probe, the tolerance for it)."""
+    base = _base_model(model)
+    vocabulary = base.get_input_embeddings().num_embeddings
+    device = base.get_input_embeddings().weight.device
+    ids = torch.randint(0, vocabulary, (1, _PROBE_TOKENS), generator=torch.Generator().manual_seed(0)).to(device)
+    probe = Batch(ids, ids.clone(), None, _PROBE_TOKENS - 1, _PROBE_TOKENS)
+    modes = {module: module.training for module in model.modules()}
+    model.eval()  # no dropout: both paths must see the same network
+    try:
+        with torch.no_grad():
+            difference = (_chunked_head_loss_sum(model, probe) - _own_forward_loss_sum(model, probe)).abs().item()
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) \
+        else base.get_input_embeddings().weight.dtype
+    return difference / probe.n_loss_tokens, _PROBE_TOLERANCE.get(dtype, _PROBE_TOLERANCE_16BIT)
+
+
+def _own_forward_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
+    """The loss from the model's own logits: every transformation in its forward is kept."""
+    targets = batch.labels[:, 1:]
+    selected = targets != IGNORE_INDEX
+    logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
+    return F.cross_entropy(logits[:, :-1][selected].float(), targets[selected], reduction="sum")
+
+
+def _chunked_head_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
+    """The loss from the decoder's hidden states, with the head applied only at loss positions."""
     targets = batch.labels[:, 1:]
     selected = targets != IGNORE_INDEX
     base = _base_model(model)
-    if any(getattr(base.config, name, None) for name in _LOGIT_TRANSFORMS):
-        logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits
-        return F.cross_entropy(logits[:, :-1][selected].float(), targets[selected], reduction="sum")
     hidden = base.get_decoder()(
         input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
     ).last_hidden_state
@@ -49,9 +114,8 @@ def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: t
     """sum(cross_entropy(hidden @ weight.T + bias, targets)), computed in chunks of positions."""
     compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
     chunk = chunk or max(16, _CHUNK_ELEMENTS // weight.shape[0])
-    if bias is not None and bias.requires_grad:
-        raise NotImplementedError("a trainable output bias is not supported by the chunked loss")
-    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
         return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, compute_dtype)
     return _chunked_loss(hidden, weight, bias, targets, chunk, compute_dtype)
 
@@ -76,12 +140,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
                 chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
-        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        want_hidden, want_weight, want_bias = ctx.needs_input_grad[:3]
         weight_c = weight.to(compute_dtype)
         bias_f = bias.float() if bias is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_weight else None
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if want_bias else None
         rows = torch.arange(min(chunk, max(len(targets), 1)), device=hidden.device)
         for start in range(0, len(targets), chunk):
             h = hidden[start:start + chunk].to(compute_dtype)
@@ -98,17 +163,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad_hidden[start:start + chunk] = (grad_logits @ weight_c).to(hidden.dtype)
             if grad_weight is not None:
                 grad_weight += (grad_logits.T @ h).float()
-        ctx.save_for_backward(grad_hidden, grad_weight)
+            if grad_bias is not None:
+                grad_bias += probs.sum(dim=0)  # the bias is added in fp32, after the matmul
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
         ctx.weight_dtype = weight.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_output.float()
         return (None if grad_hidden is None else grad_hidden * scale.to(grad_hidden.dtype),
                 None if grad_weight is None else (grad_weight * scale).to(ctx.weight_dtype),
-                None, None, None, None)
+                None if grad_bias is None else (grad_bias * scale).to(ctx.bias_dtype),
+                None, None, None)
 
 
 def sequence_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,7 +187,7 @@ def sequence_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Te
     rows = torch.nonzero(selected)[:, 0]
     base = _base_model(model)
     head = base.get_output_embeddings()
-    if any(getattr(base.config, name, None) for name in _LOGIT_TRANSFORMS) or type(head) is not torch.nn.Linear:
+    if not choose_loss_path(model) or type(head) is not torch.nn.Linear:
         logits = model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False).logits[:, :-1][selected]
         token_log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, targets[selected][:, None]).squeeze(1)
     else:

@@ -38,6 +38,7 @@ from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, r
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
 from tunesmith.training.loop import BatchStream, LoopPlan, LossFn, fit, total_steps
+from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
 
@@ -131,6 +132,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
+    if method.peft_task_type == "CAUSAL_LM":
+        choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
 
     # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
     if before_start is not None:

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,102 @@ def test_chunked_linear_cross_entropy_matches_the_plain_computation(autocast, tr
         assert torch.allclose(weight.grad, expected_weight, rtol=tolerance, atol=tolerance)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         assert torch.allclose(linear_cross_entropy_sum(hidden, weight, None, targets, chunk=16), ours, rtol=1e-6)
+
+
+def _tiny_falcon_h1(lm_head_multiplier: float):
+    """A real architecture whose forward multiplies the logits by a config field the allow-list lacks."""
+    from transformers import FalconH1Config, FalconH1ForCausalLM
+
+    config = FalconH1Config(
+        vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, mamba_d_ssm=64, mamba_n_heads=4, mamba_d_head=16, mamba_d_state=16,
+        mamba_n_groups=1, mamba_chunk_size=16, lm_head_multiplier=lm_head_multiplier,
+    )
+    torch.manual_seed(0)
+    return FalconH1ForCausalLM(config)
+
+
+def _batch(rows: list[list[int]], prompt_tokens: int = 2):
+    examples = [TokenizedExample(np.array(ids, dtype=np.int32), np.arange(len(ids)) >= prompt_tokens, "t", 1)
+                for ids in rows]
+    return collate(examples, [[index] for index in range(len(rows))], pad_id=0)  # one example per row
+
+
+def test_a_model_that_scales_its_logits_in_its_forward_keeps_its_own_loss():
+    from tunesmith.training.loss import sequence_log_probs
+
+    model = _tiny_falcon_h1(lm_head_multiplier=4.0).eval()
+    batch = _batch([[5, 17, 200, 41, 99, 250, 7, 2], [9, 8, 7, 6, 5]])
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = causal_lm_loss_sum(model, batch)  # decided on first use, as when perplexity.py calls it
+        log_probs, counts = sequence_log_probs(model, batch)
+        logits = model(input_ids=batch.input_ids).logits[:, :-1].float()
+    targets = batch.labels[:, 1:]
+    reference = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # IGNORE_INDEX -> 0
+    assert torch.allclose(ours, reference.sum(), rtol=1e-5)
+    assert torch.allclose(log_probs, -reference.sum(dim=1), rtol=1e-5)
+    assert counts.tolist() == [6, 3]
+    said = [str(w.message) for w in caught if "changes its logits" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith("FalconH1ForCausalLM")  # once per model, not per call
+
+    from tunesmith.training.loss import choose_loss_path
+
+    assert choose_loss_path(model) is False
+
+
+def test_a_plain_llama_keeps_the_chunked_path_and_the_probe_leaves_its_mode(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.training.loss import choose_loss_path
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_loss_path(model) is True
+    assert all(module.training for module in model.modules())
+    # a model whose multiplier is 1 (a hybrid attention/Mamba decoder) is no false alarm either
+    falcon = _tiny_falcon_h1(lm_head_multiplier=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert choose_loss_path(falcon) is True
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_chunked_linear_cross_entropy_trains_an_output_bias(autocast):
+    from tunesmith.training.loss import linear_cross_entropy_sum
+
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True)
+    targets = torch.randint(0, 50, (37,))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        reference = F.cross_entropy((hidden @ weight.T + bias).float(), targets, reduction="sum")
+    expected = torch.autograd.grad(reference * 0.5, [hidden, weight, bias])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        ours = linear_cross_entropy_sum(hidden, weight, bias, targets, chunk=16)  # 3 chunks
+    grads = torch.autograd.grad(ours * 0.5, [hidden, weight, bias])
+    tolerance = 2e-2 if autocast else 1e-5
+    assert torch.allclose(ours, reference, rtol=tolerance)
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, rtol=tolerance, atol=tolerance)
+
+
+def test_full_fine_tuning_of_a_model_with_a_head_bias_matches_its_own_gradients():
+    from transformers import PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(0)
+    model = PhiForCausalLM(PhiConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0))
+    batch = _batch([[5, 17, 200, 41, 99, 250, 7, 2]])
+    ours = causal_lm_loss_sum(model, batch)
+    ours.backward()
+    our_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    reference = model(input_ids=batch.input_ids, labels=batch.labels).loss * batch.n_loss_tokens
+    reference.backward()
+    assert torch.allclose(ours, reference, rtol=1e-5)
+    assert our_grads["lm_head.bias"].abs().sum() > 0
+    for name, p in model.named_parameters():
+        assert torch.allclose(our_grads[name], p.grad, rtol=1e-4, atol=1e-6), name
