@@ -359,6 +359,8 @@ def _quiet_libraries(debug: bool) -> None:
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # A warning is one line naming what to do, like every other message (the source line only with --debug).
+    warnings.formatwarning = lambda message, category, *_: f"tunesmith: warning: {message}\n"
     try:
         from transformers.utils import logging as hf_logging
 

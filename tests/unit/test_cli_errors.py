@@ -52,3 +52,13 @@ def test_skipped_rows_summary_gives_ranges_not_a_literal_n():
     reasons = [f"example is {n} tokens, over data.max_length=1024" for n in (1030, 2400, 1500)] + ["a chat row has no label"]
     assert summarize_reasons(reasons) == [("example is 1030-2400 tokens, over data.max_length=1024", 3),
                                           ("a chat row has no label", 1)]
+
+
+def test_warnings_print_as_one_line(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    assert cli.main(["settings"]) == 0
+    line = warnings.formatwarning("the template closes replies with '\\n'; tunesmith appends eos", UserWarning,
+                                  "/x/template.py", 7, "warnings.warn(...)")
+    assert line == "tunesmith: warning: the template closes replies with '\\n'; tunesmith appends eos\n"
