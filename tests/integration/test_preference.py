@@ -70,6 +70,24 @@ def test_offline_dpo_learns_the_preference_and_reports_held_out_accuracy(tmp_pat
     assert "## Preferences" in (result.run_dir / "report.md").read_text()
 
 
+def test_dpo_reports_the_held_out_figures_of_the_weights_it_saved(tmp_path: Path, tiny_model_dir: Path):
+    # Early stopping after the first evaluation that does not improve by 100 (none can): the run
+    # stops at step 6 and keeps the weights of step 3, its best validation loss.
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(60))
+    config = tiny_config(tmp_path, tiny_model_dir, data, "train.method=dpo", "train.max_steps=12", "train.eval_every=3",
+                         "train.learning_rate=5e-3", "preference.beta=0.5", "train.early_stopping_patience=1",
+                         "train.early_stopping_min_delta=100", name="dpo-best")
+    result = tunesmith.train(config, show_progress=False)
+    assert (result.best_step, result.steps) == (3, 6)
+    evaluations = {r["step"]: r for r in map(json.loads, (result.run_dir / "metrics.jsonl").read_text().splitlines())
+                   if "val_reward_accuracy" in r}
+    summary = json.loads((result.run_dir / "eval" / "preference.json").read_text())
+    assert summary["held_out_pairs_step"] == [0, 3]
+    for name in ("reward_accuracy", "likelihood_accuracy", "reward_margin"):
+        assert summary[name] == {"before": evaluations[0][f"val_{name}"], "after": evaluations[3][f"val_{name}"]}
+    assert evaluations[6]["val_reward_margin"] != evaluations[3]["val_reward_margin"]  # the last step's would differ
+
+
 def test_full_fine_tuning_dpo_keeps_the_starting_weights_reference_in_the_run_folder(tmp_path: Path, tiny_model_dir: Path):
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_rows(24))
     result = tunesmith.train(tiny_config(tmp_path, tiny_model_dir, data, "train.method=dpo", "lora.enabled=false",

@@ -15,17 +15,20 @@ from tunesmith.training.rewards import load_reward
 
 
 def pair_accuracy_summary(run_dir: Path) -> dict[str, Any]:
-    """From the validation passes before the first step and after the last: how often the chosen
-    reply wins, by the implicit DPO reward (ties count half) and by length-normalised likelihood."""
-    evaluations = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "val_reward_accuracy" in r]
-    if not evaluations:
+    """How often the chosen reply wins on held-out pairs, by the implicit DPO reward (ties count half)
+    and by length-normalised likelihood: before the first step, and for the weights the run saved
+    (the evaluation at the manifest's best_step, the lowest validation loss; not the last step's
+    when the run kept earlier weights)."""
+    evaluations = {r["step"]: r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "val_reward_accuracy" in r}
+    best_step = json.loads((Path(run_dir) / "manifest.json").read_text())["results"]["best_step"]
+    if not evaluations or best_step not in evaluations:
         return {}
-    first, last = evaluations[0], evaluations[-1]
+    first, saved = evaluations[min(evaluations)], evaluations[best_step]
     return {
-        "held_out_pairs_step": [first["step"], last["step"]],
-        "reward_accuracy": {"before": first["val_reward_accuracy"], "after": last["val_reward_accuracy"]},
-        "likelihood_accuracy": {"before": first["val_likelihood_accuracy"], "after": last["val_likelihood_accuracy"]},
-        "reward_margin": {"before": first.get("val_reward_margin"), "after": last.get("val_reward_margin")},
+        "held_out_pairs_step": [first["step"], saved["step"]],
+        "reward_accuracy": {"before": first["val_reward_accuracy"], "after": saved["val_reward_accuracy"]},
+        "likelihood_accuracy": {"before": first["val_likelihood_accuracy"], "after": saved["val_likelihood_accuracy"]},
+        "reward_margin": {"before": first.get("val_reward_margin"), "after": saved.get("val_reward_margin")},
     }
 
 
