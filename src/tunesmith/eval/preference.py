@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import RunConfig
+from tunesmith.data.prompts import PromptItem, prepare_prompts
 from tunesmith.models.generate import generate, load_for_generation
 from tunesmith.training.metrics import read_metrics
-from tunesmith.training.online_dpo import PromptItem, prepare_prompts
 from tunesmith.training.rewards import load_reward
 
 
@@ -38,7 +38,7 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     tuned = load_for_generation(str(run_dir), precision=config.eval.precision)
     prompts = held_out_prompts(config, tuned, test)
-    reward = load_reward(config.preference.reward)
+    reward = load_reward(config.preference.reward, trust_code=config.preference.trust_reward_code)
     settings = config.preference
     tuned_answers = generate(tuned, [p.messages for p in prompts], max_new_tokens=settings.max_new_tokens,
                              batch_size=config.eval.batch_size).texts
@@ -47,9 +47,9 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
     base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=config.eval.precision)
     base_answers = generate(base, [p.messages for p in prompts], max_new_tokens=settings.max_new_tokens,
                             batch_size=config.eval.batch_size).texts
-    questions, references = [p.question for p in prompts], [p.reference for p in prompts]
-    tuned_scores = reward(questions, tuned_answers, references)
-    base_scores = reward(questions, base_answers, references)
+    questions, references, wheres = [p.question for p in prompts], [p.reference for p in prompts], [p.where for p in prompts]
+    tuned_scores = reward(questions, tuned_answers, references, wheres)
+    base_scores = reward(questions, base_answers, references, wheres)
     wins = sum(t > b for t, b in zip(tuned_scores, base_scores))
     ties = sum(t == b for t, b in zip(tuned_scores, base_scores))
     rows = [{"where": p.where, "prompt": p.question, "base": b, "tuned": t, "base_score": bs, "tuned_score": ts}
@@ -64,10 +64,11 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
 
 
 def held_out_prompts(config: RunConfig, loaded: Any, test: str | None) -> list[PromptItem]:
-    """The test prompts if given, else the prompts the run held out (the same seeded split)."""
+    """The test prompts if given, else the prompts the run held out (the same seeded split, after
+    leaving out the same rows training did)."""
     from dataclasses import replace
 
     if test:
         config = replace(config, data=replace(config.data, train=test, validation=None, validation_split=0.0))
         return prepare_prompts(config, loaded.tokenizer, loaded.info).train
-    return prepare_prompts(config, loaded.tokenizer, loaded.info).validation
+    return prepare_prompts(config, loaded.tokenizer, loaded.info, reply_tokens=config.preference.max_new_tokens).validation
