@@ -126,9 +126,12 @@ def test_online_dpo_calls_the_configured_reward_and_pairs_by_its_scores(tmp_path
                          "preference.max_new_tokens=8", "data.validation_split=0.2", "eval.batch_size=4", name="online")
     result = tunesmith.train(config, show_progress=False)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    training_calls = calls[:3 * 4 * 3]  # 3 rounds x 4 prompts x 3 samples, then the win-rate answers
+    # 4 held-out prompts before training, 3 rounds x 4 prompts x 3 samples, the 4 again at the last step,
+    # then the win rate's answers of the base and the tuned model to them
+    assert len(calls) == 4 + 3 * 4 * 3 + 4 + 2 * 4
+    training_calls = calls[4:4 + 3 * 4 * 3]
     rounds = [json.loads(line) for f in sorted((result.run_dir / "rounds").glob("round-*.jsonl")) for line in f.read_text().splitlines()]
-    assert len(rounds) == 12 and len(training_calls) == 36
+    assert len(rounds) == 12 and training_calls == [[r["prompt"], s["text"]] for r in rounds for s in r["samples"]]
     for row in rounds:
         scores = [s["score"] for s in row["samples"]]
         assert [s["score"] for s in row["samples"]] == [-abs(len(s["text"].split()) - 3) for s in row["samples"]]
