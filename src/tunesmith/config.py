@@ -253,7 +253,12 @@ class PreferenceConfig:
         None,
         "online-dpo's reward: a built-in (`concise`), a Python function `file.py:name` or `module:name` called as "
         "name(prompt, completion) -> float, `classifier:RUN:LABEL` (probability of LABEL under a classify "
-        "run), or `reference:exact` / `reference:rouge` against each row's reference answer.",
+        "run), or `reference:exact` / `reference:rouge` against each row's reference answer. A relative "
+        "file.py in a config file is looked up next to that config file first.",
+    )
+    trust_reward_code: bool = setting(
+        False, "Run the Python function preference.reward names (file.py:name or module:name). Off unless you "
+        "trust that code; built-ins, classifier: and reference: rewards need no trust.",
     )
     samples: int = setting(4, "online-dpo: completions sampled per prompt; the best and the worst make a pair.")
     prompts_per_round: int = setting(8, "online-dpo: prompts sampled per round (one optimizer step per round).")
@@ -380,7 +385,20 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (model:, data:, train: ...), got {type(loaded).__name__}")
         raw = loaded
+        _reward_files_next_to(raw, path.parent)
     return build_config(raw, overrides)
+
+
+def _reward_files_next_to(raw: dict[str, Any], folder: Path) -> None:
+    """A relative `file.py:name` reward written in a config file that exists next to that file
+    becomes its absolute path, so the run does not depend on the working folder (`--set` values and
+    paths found only from the working folder stay as written)."""
+    stages = raw.get("stages") if isinstance(raw.get("stages"), list) else []
+    for section in [raw.get("preference"), *[stage.get("preference") for stage in stages if isinstance(stage, dict)]]:
+        reward = section.get("reward") if isinstance(section, dict) else None
+        target, _, name = reward.rpartition(":") if isinstance(reward, str) else ("", "", "")
+        if target.endswith(".py") and not Path(target).expanduser().is_absolute() and (folder / target).is_file():
+            section["reward"] = f"{(folder / target).resolve()}:{name}"
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -8,24 +8,27 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.config import RunConfig
+from tunesmith.data.prompts import PromptItem, prepare_prompts
 from tunesmith.models.generate import generate, load_for_generation
 from tunesmith.training.metrics import read_metrics
-from tunesmith.training.online_dpo import PromptItem, prepare_prompts
 from tunesmith.training.rewards import load_reward
 
 
 def pair_accuracy_summary(run_dir: Path) -> dict[str, Any]:
-    """From the validation passes before the first step and after the last: how often the chosen
-    reply wins, by the implicit DPO reward (ties count half) and by length-normalised likelihood."""
-    evaluations = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "val_reward_accuracy" in r]
-    if not evaluations:
+    """How often the chosen reply wins on held-out pairs, by the implicit DPO reward (ties count half)
+    and by length-normalised likelihood: before the first step, and for the weights the run saved
+    (the evaluation at the manifest's best_step, the lowest validation loss; not the last step's
+    when the run kept earlier weights)."""
+    evaluations = {r["step"]: r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "val_reward_accuracy" in r}
+    best_step = json.loads((Path(run_dir) / "manifest.json").read_text())["results"]["best_step"]
+    if not evaluations or best_step not in evaluations:
         return {}
-    first, last = evaluations[0], evaluations[-1]
+    first, saved = evaluations[min(evaluations)], evaluations[best_step]
     return {
-        "held_out_pairs_step": [first["step"], last["step"]],
-        "reward_accuracy": {"before": first["val_reward_accuracy"], "after": last["val_reward_accuracy"]},
-        "likelihood_accuracy": {"before": first["val_likelihood_accuracy"], "after": last["val_likelihood_accuracy"]},
-        "reward_margin": {"before": first.get("val_reward_margin"), "after": last.get("val_reward_margin")},
+        "held_out_pairs_step": [first["step"], saved["step"]],
+        "reward_accuracy": {"before": first["val_reward_accuracy"], "after": saved["val_reward_accuracy"]},
+        "likelihood_accuracy": {"before": first["val_likelihood_accuracy"], "after": saved["val_likelihood_accuracy"]},
+        "reward_margin": {"before": first.get("val_reward_margin"), "after": saved.get("val_reward_margin")},
     }
 
 
@@ -35,7 +38,7 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     tuned = load_for_generation(str(run_dir), precision=config.eval.precision)
     prompts = held_out_prompts(config, tuned, test)
-    reward = load_reward(config.preference.reward)
+    reward = load_reward(config.preference.reward, trust_code=config.preference.trust_reward_code)
     settings = config.preference
     tuned_answers = generate(tuned, [p.messages for p in prompts], max_new_tokens=settings.max_new_tokens,
                              batch_size=config.eval.batch_size).texts
@@ -44,9 +47,9 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
     base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=config.eval.precision)
     base_answers = generate(base, [p.messages for p in prompts], max_new_tokens=settings.max_new_tokens,
                             batch_size=config.eval.batch_size).texts
-    questions, references = [p.question for p in prompts], [p.reference for p in prompts]
-    tuned_scores = reward(questions, tuned_answers, references)
-    base_scores = reward(questions, base_answers, references)
+    questions, references, wheres = [p.question for p in prompts], [p.reference for p in prompts], [p.where for p in prompts]
+    tuned_scores = reward(questions, tuned_answers, references, wheres)
+    base_scores = reward(questions, base_answers, references, wheres)
     wins = sum(t > b for t, b in zip(tuned_scores, base_scores))
     ties = sum(t == b for t, b in zip(tuned_scores, base_scores))
     rows = [{"where": p.where, "prompt": p.question, "base": b, "tuned": t, "base_score": bs, "tuned_score": ts}
@@ -61,10 +64,11 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
 
 
 def held_out_prompts(config: RunConfig, loaded: Any, test: str | None) -> list[PromptItem]:
-    """The test prompts if given, else the prompts the run held out (the same seeded split)."""
+    """The test prompts if given, else the prompts the run held out (the same seeded split, after
+    leaving out the same rows training did)."""
     from dataclasses import replace
 
     if test:
         config = replace(config, data=replace(config.data, train=test, validation=None, validation_split=0.0))
         return prepare_prompts(config, loaded.tokenizer, loaded.info).train
-    return prepare_prompts(config, loaded.tokenizer, loaded.info).validation
+    return prepare_prompts(config, loaded.tokenizer, loaded.info, reply_tokens=config.preference.max_new_tokens).validation

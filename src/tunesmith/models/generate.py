@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,8 @@ class Generated:
     texts: list[str]
     new_tokens: int  # generated tokens, up to and including each reply's stop token
     seconds: float
+    token_ids: list[list[int]] = field(default_factory=list)  # each reply's tokens, with its stop token if it stopped
+    finish_reasons: list[str] = field(default_factory=list)  # "stop" (a stop token) or "length" (cut at max_new_tokens)
 
 
 def generate_replies(loaded: LoadedModel, prompts: list[Prompt], **kwargs: Any) -> list[str]:
@@ -108,6 +110,8 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
     encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     replies: list[str] = [""] * len(encoded)
+    token_ids: list[list[int]] = [[] for _ in encoded]
+    finish_reasons: list[str] = [""] * len(encoded)
     device = next(loaded.model.parameters()).device
     pad_id = loaded.tokenizer.pad_token_id
     stop_ids = set(loaded.info.stop_token_ids)
@@ -128,7 +132,9 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
             length = next((n + 1 for n, token in enumerate(generated) if token in stop_ids), len(generated))
             new_tokens += length
             replies[index] = loaded.tokenizer.decode(generated[:length], skip_special_tokens=True).strip()
-    return Generated(replies, new_tokens, time.perf_counter() - started)
+            token_ids[index] = generated[:length]
+            finish_reasons[index] = "stop" if length and generated[length - 1] in stop_ids else "length"
+    return Generated(replies, new_tokens, time.perf_counter() - started, token_ids, finish_reasons)
 
 
 def _as_messages(prompt: Prompt, system_prompt: str | None) -> list[Message]:

@@ -1,5 +1,12 @@
 """The training loop, shared by the training methods: one `for` loop you can read in one screen.
 
+Each step's micro-batches come from a window source: a BatchStream over the prepared examples, or
+(online-dpo) a source that samples, scores and pairs them from the model as it trains; whatever the
+source measured while making them goes into the step's record. Validation is a held-out measure
+run every `train.eval_every` steps: the loss on held-out batches (its lowest point picks the weights
+kept, and can stop the run early), or a measure that only goes into the records (online-dpo's
+reward of greedy answers).
+
 Each optimizer step takes `gradient_accumulation` micro-batches, counts their loss tokens first,
 and scales every micro-batch's summed loss by that count: the step's gradient is the mean over all
 of its loss tokens, whatever the split into micro-batches. With length-grouped batches the count is
@@ -17,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -72,15 +79,48 @@ class BatchStream:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.plans(0)) / self.train.gradient_accumulation)
 
-    def next_window(self, state: TrainState) -> list[Batch]:
-        """The micro-batches of the next optimizer step; a step never spans two epochs."""
+    def epoch_progress(self, state: TrainState) -> float:
+        return state.epoch + state.micro_index / max(1, len(self.plans(state.epoch)))
+
+    def next_window(self, state: TrainState) -> tuple[list[Batch], dict[str, float]]:
+        """The micro-batches of the next optimizer step (a step never spans two epochs), and no metrics."""
         plans = self.plans(state.epoch)
         if state.micro_index >= len(plans):
             state.epoch, state.micro_index = state.epoch + 1, 0
             plans = self.plans(state.epoch)
         window = plans[state.micro_index:state.micro_index + self.train.gradient_accumulation]
         state.micro_index += len(window)
-        return [self.collate(self.examples, plan, self.pad_id) for plan in window]
+        return [self.collate(self.examples, plan, self.pad_id) for plan in window], {}
+
+
+class WindowSource(Protocol):
+    """Where each optimizer step's micro-batches come from; the position lives in TrainState."""
+
+    def next_window(self, state: TrainState) -> tuple[list[Any], dict[str, float]]: ...  # batches, metrics for the record
+    def normalizer(self, epoch: int) -> float | None: ...
+    def epoch_progress(self, state: TrainState) -> float: ...
+    def steps_per_epoch(self) -> int: ...
+
+
+class Validation(Protocol):
+    """A held-out measure: record entries named val_*. One with `val_loss` picks the weights kept."""
+
+    def __len__(self) -> int: ...  # held-out items; 0: no validation
+    def measure(self, model: Any, plan: LoopPlan) -> dict[str, float]: ...
+
+
+class LossValidation:
+    """Mean loss per loss token on held-out batches, and the means of the loss function's metrics."""
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def measure(self, model: Any, plan: LoopPlan) -> dict[str, float]:
+        val_loss, metrics = evaluate(model, self.batches, plan.loss_fn, plan.device, plan.precision)
+        return {"val_loss": val_loss, "val_ppl": perplexity(val_loss), **{f"val_{name}": value for name, value in metrics.items()}}
 
 
 def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
@@ -159,17 +199,16 @@ class LoopPlan:
     show_progress: bool = True
 
 
-def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, validation: list[Batch],
+def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, validation: Validation,
         plan: LoopPlan, state: TrainState) -> TrainState:
     """Train from `state` until the step budget is spent or early stopping fires."""
     train = plan.train
     warmup = warmup_steps(plan.total_steps, train.warmup_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
     if validation and state.step == 0 and train.eval_before:
-        baseline, metrics = evaluate(model, validation, plan.loss_fn, plan.device, plan.precision)
-        state.baseline_val_loss = baseline
-        plan.metrics.write({"step": 0, "val_loss": baseline, "val_ppl": perplexity(baseline),
-                            **{f"val_{name}": value for name, value in metrics.items()}})
+        baseline = validation.measure(model, plan)
+        state.baseline_val_loss = baseline.get("val_loss")
+        plan.metrics.write({"step": 0, **baseline})
     progress = _progress_bar(plan, state)
     recent_losses: list[float] = []  # training losses since the last evaluation
     model.train()
@@ -178,9 +217,9 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         for group in optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
-        window = stream.next_window(state)  # may move state into the next epoch
+        window, made = source.next_window(state)  # may sample from the model; may move state into the next epoch
         loss_sum, loss_tokens, tokens, metrics = train_step(model, window, plan.loss_fn, plan.device, plan.precision,
-                                                           stream.normalizer(state.epoch))
+                                                           source.normalizer(state.epoch))
         grad_norm = _clip(trainable, train.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -189,17 +228,19 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
         state.tokens_seen += tokens
         state.loss_tokens_seen += loss_tokens
         state.train_seconds += elapsed
-        record = {"step": state.step, "epoch": round(state.epoch + state.micro_index / max(1, len(stream.plans(state.epoch))), 4),
-                  "loss": loss_sum / max(loss_tokens, 1), "lr": lr, "grad_norm": grad_norm,
-                  "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed, **metrics}
-        recent_losses.append(record["loss"])
-        if validation and _due(state.step, train.eval_every, plan.total_steps):
-            record.update(_evaluate(model, validation, plan, state, sum(recent_losses) / len(recent_losses)))
+        record = {"step": state.step, "epoch": round(source.epoch_progress(state), 4), "lr": lr, "grad_norm": grad_norm,
+                  "tokens": tokens, "loss_tokens": loss_tokens, "tokens_per_s": tokens / elapsed, **made}
+        if loss_tokens:  # an on-policy round can leave nothing to learn from
+            record.update({"loss": loss_sum / loss_tokens, **metrics})
+            recent_losses.append(record["loss"])
+        evaluated = bool(validation) and _due(state.step, train.eval_every, plan.total_steps)
+        if evaluated:
+            record.update(_evaluate(model, validation, plan, state, recent_losses))
             recent_losses.clear()
             if record.get("overfitting"):
                 _warn(progress, f"step {state.step}: validation loss rose to {record['val_loss']:.4f} while training loss "
                                 "fell: the model may be memorising its training rows (train.early_stopping_patience stops such runs)")
-        if state.step % train.log_every == 0 or "val_loss" in record or state.step == plan.total_steps:
+        if state.step % train.log_every == 0 or evaluated or state.step == plan.total_steps:
             plan.metrics.write(record)
         _show(progress, record, state)
         if _due(state.step, train.save_every, plan.total_steps) or state.stopped_early:
@@ -210,12 +251,14 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, stream: BatchStream, valid
     return state
 
 
-def _evaluate(model: Any, validation: list[Batch], plan: LoopPlan, state: TrainState, train_loss: float) -> dict[str, float]:
-    """Validation loss; keeps the best weights, counts evaluations without improvement, and flags
-    validation loss rising while training loss falls."""
-    val_loss, metrics = evaluate(model, validation, plan.loss_fn, plan.device, plan.precision)
-    record: dict[str, Any] = {"val_loss": val_loss, "val_ppl": perplexity(val_loss), "train_val_gap": val_loss - train_loss,
-                              **{f"val_{name}": value for name, value in metrics.items()}}
+def _evaluate(model: Any, validation: Validation, plan: LoopPlan, state: TrainState, train_losses: list[float]) -> dict[str, Any]:
+    """The validation measure; a validation loss keeps the best weights, counts evaluations without
+    improvement, and flags validation loss rising while training loss falls."""
+    record: dict[str, Any] = dict(validation.measure(model, plan))
+    if "val_loss" not in record:  # a measure that is not a loss (online-dpo's reward) only goes into the records
+        return record
+    val_loss, train_loss = record["val_loss"], sum(train_losses) / len(train_losses)
+    record["train_val_gap"] = val_loss - train_loss
     previous = state.last_eval
     if previous and val_loss > previous[0] and train_loss < previous[1]:
         record["overfitting"] = True
@@ -265,8 +308,9 @@ def _show(progress: Any, record: dict[str, Any], state: TrainState) -> None:
     if progress is None:
         return
     rate = state.tokens_seen / state.train_seconds if state.train_seconds else 0.0
-    postfix = {"loss": f"{record['loss']:.3f}", "tok/s": f"{rate:.0f}"}
-    if "val_loss" in record:
-        postfix["val"] = f"{record['val_loss']:.3f}"
+    postfix = {"tok/s": f"{rate:.0f}"}
+    for key, label in (("loss", "loss"), ("reward_mean", "reward"), ("val_loss", "val"), ("val_reward_mean", "val reward")):
+        if key in record:
+            postfix[label] = f"{record[key]:.3f}"
     progress.set_postfix(postfix, refresh=False)
     progress.update(1)

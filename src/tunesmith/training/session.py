@@ -37,7 +37,16 @@ from tunesmith.models.device import resolve_device, resolve_precision, weights_d
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
-from tunesmith.training.loop import BatchStream, LoopPlan, LossFn, fit, total_steps
+from tunesmith.training.loop import (
+    BatchStream,
+    LoopPlan,
+    LossFn,
+    LossValidation,
+    Validation,
+    WindowSource,
+    fit,
+    total_steps,
+)
 from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
@@ -58,9 +67,9 @@ class Method:
     batching: str | None = None  # a batching strategy the method needs, else train.batching
     # (model, data, config, run folder, device, precision, pad id): work between loading and training
     before_fit: Callable[..., None] | None = None
-    # replaces the standard loop (online methods that make their data as they train), with its steps per epoch
-    fit: Callable[..., TrainState] | None = None
-    steps_per_epoch: Callable[[RunConfig, PreparedData], int] | None = None
+    # (model, data, config, run folder, device, precision, tokenizer, info) -> (window source, validation):
+    # for methods that make their batches as they train, in place of a BatchStream over data.train
+    window_source: Callable[..., tuple[WindowSource, Validation]] | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -162,25 +171,20 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     pad_id = tokenizer.pad_token_id
     if method.before_fit is not None:
         method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
-    if method.fit is None:
+    if method.window_source is None:
         stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching)
-        validation = validation_batches(data.validation, config, pad_id, method.collate)
-        steps_per_epoch = stream.steps_per_epoch()
+        validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
     else:
-        stream, validation, steps_per_epoch = None, [], method.steps_per_epoch(config, data)
-    plan = LoopPlan(config.train, total_steps(config.train, steps_per_epoch), config.learning_rate, device,
+        stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
+    plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
                     precision, run_folder.checkpoints,
                     MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None),
                     method.make_loss(config, data), show_progress)
-    unit = "rounds" if stream is None else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
+    unit = "rounds" if method.window_source else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
         + ("rows" if stream.batching == "pack" else "examples")
     say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
     with adapter_input_casting(model, enabled=precision != "bf16"):
-        if method.fit is not None:
-            state = method.fit(model, optimizer, data, plan, state, config=config, tokenizer=tokenizer, info=info,
-                               run_folder=run_folder)
-        else:
-            state = fit(model, optimizer, stream, validation, plan, state)
+        state = fit(model, optimizer, stream, validation, plan, state)
 
     final_val = final_weights(model, run_folder, state)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
