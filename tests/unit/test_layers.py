@@ -57,6 +57,20 @@ def test_no_module_imports_from_a_layer_above_it():
     assert not upward, "imports pointing up:\n" + "\n".join(upward)
 
 
+METHOD_MODULES = {"sft", "pretrain", "classify", "preference", "online_dpo", "session", "methods"}
+
+
+def test_evaluation_uses_no_training_methods_internals():
+    """eval may use the shared pieces of training (loss, loop, metrics, rewards), never a method."""
+    found = []
+    for path in sorted((PACKAGE / "eval").glob("*.py")):
+        for line, imported in imports_of(path):
+            parts = imported.split(".")
+            if parts[:2] == ["tunesmith", "training"] and len(parts) > 2 and parts[2] in METHOD_MODULES:
+                found.append(f"eval/{path.name}:{line} imports {imported}")
+    assert not found, "\n".join(found)
+
+
 def test_the_layer_rule_itself_catches_an_upward_import(tmp_path: Path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from tunesmith.training.session import say\n")

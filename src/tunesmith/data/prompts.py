@@ -13,6 +13,7 @@ from tunesmith.config import RunConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Example, Message, Problem
 from tunesmith.data.pipeline import PreparedData, SourceData, read_source, split_validation
+from tunesmith.data.prompting import prompt_of
 from tunesmith.data.tasks import LabelTask, build_label_task
 from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import encode_prompt
@@ -56,11 +57,11 @@ def prepare_prompts(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
     raws = [read_source(resolve_data_path(data.train), data)]
     task = build_label_task(raws[0].examples, config.task)
     room = None if reply_tokens is None else (data.max_length, reply_tokens)
-    items, problems = prompt_items(raws[0].examples, task, tokenizer, info, room)
+    items, problems = prompt_items(raws[0].examples, task, tokenizer, info, room, data.system_prompt)
     problems = list(raws[0].problems) + problems
     if data.validation:
         raws.append(read_source(resolve_data_path(data.validation), data))
-        validation, more = prompt_items(raws[1].examples, task, tokenizer, info, room)
+        validation, more = prompt_items(raws[1].examples, task, tokenizer, info, room, data.system_prompt)
         problems += list(raws[1].problems) + more
     else:
         items, validation = split_validation(items, data.validation_split, config.train.seed)
@@ -75,23 +76,21 @@ def prepare_prompts(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
 
 
 def prompt_items(examples: list[Example], task: LabelTask | None, tokenizer: Any, info: TemplateInfo,
-                 room: tuple[int, int] | None = None) -> tuple[list[PromptItem], list[Problem]]:
-    """Each row's prompt (and reference answer); with `room` = (max_length, reply tokens), prompts
-    too long to be followed by a reply of that many tokens are problems of their row."""
+                 room: tuple[int, int] | None = None, system_prompt: str | None = None) -> tuple[list[PromptItem], list[Problem]]:
+    """Each row's prompt (and reference answer), asked as training and evaluation ask it (data/prompting.py,
+    the run's system prompt included); with `room` = (max_length, reply tokens), prompts too long to be
+    followed by a reply of that many tokens are problems of their row."""
     items, problems = [], []
     for example in examples:
-        if example.kind == "prompt":
-            messages, reference = example.messages, None
-        elif example.kind == "chat":
-            messages, reference = example.messages[:-1], example.messages[-1].content
-        elif example.kind == "preference":
-            messages, reference = example.messages, example.chosen
-        elif example.kind == "label" and task is not None:
-            messages, reference = (Message("user", task.prompt(example.text)),), task.name_of(example.label)
-        else:
+        if example.kind not in ("prompt", "chat", "preference") and not (example.kind == "label" and task is not None):
             problems.append(Problem(example.where, f"a {example.kind} row is not a prompt",
                                     "give rows with a 'prompt', or chat / instruction / labelled rows"))
             continue
+        prompted = prompt_of(example, system_prompt, task)
+        if isinstance(prompted, Problem):
+            problems.append(prompted)
+            continue
+        messages, reference = prompted.messages, prompted.reference
         length = len(encode_prompt(tokenizer, info, list(messages)))
         if room is not None and length + room[1] > room[0]:
             max_length, reply_tokens = room

@@ -15,6 +15,7 @@ import yaml
 from tunesmith.eval.compare import Comparison, disagreements
 from tunesmith.eval.diagnostics import forgetting_note, overfitting_notes
 from tunesmith.eval.metrics import UNPARSED
+from tunesmith.files import write_atomic
 from tunesmith.training.metrics import read_metrics
 
 
@@ -33,8 +34,9 @@ def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: di
     if preference:
         blocks[-2:-2] = _preference_blocks(preference)
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    markdown_path.write_text(_markdown(blocks, run_dir), encoding="utf-8")
-    html_path.write_text(_html(blocks, run_dir.name), encoding="utf-8")
+    # report.md last: its presence tells a resumed chain that this stage's evaluation finished
+    write_atomic(html_path, _html(blocks, run_dir.name))
+    write_atomic(markdown_path, _markdown(blocks, run_dir))
     return markdown_path, html_path
 
 

@@ -32,6 +32,7 @@ from tunesmith.data.pipeline import (
 from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.files import atomic_path
 from tunesmith.models.device import attention_kernel
 from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.loss import sequence_log_probs
@@ -228,7 +229,8 @@ def prepare_reference(model: Any, data: PreparedData, config: RunConfig, folder:
         return
     table = reference_table(model, pairs, config, device, precision, pad_id)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({"reference": table}, path)
+    with atomic_path(path) as staging:  # a resume reads it: never a torn file
+        save_file({"reference": table}, staging)
     data.extras["reference"] = table
 
 

@@ -60,3 +60,17 @@ def test_label_answers_get_the_longest_label_plus_two_tokens(tokenizer):
     assert longest > 6
     assert answer_budget(tokenizer, labels, 256) == longest + 2
     assert answer_budget(tokenizer, None, 256) == 256
+
+
+def test_online_dpo_prompts_carry_the_system_prompt_like_every_other_prompt(tokenizer):
+    from tunesmith.data.examples import Example, Message
+    from tunesmith.data.prompting import prompt_of
+    from tunesmith.data.prompts import prompt_items
+    from tunesmith.data.template import analyze_template
+
+    info = analyze_template(tokenizer)
+    chat = Example("rows.jsonl", 1, "chat", messages=(Message("user", "Name a colour."), Message("assistant", "Blue.")))
+    items, problems = prompt_items([chat], None, tokenizer, info, system_prompt="Answer in one word.")
+    assert not problems
+    assert items[0].messages == prompt_of(chat, "Answer in one word.", None).messages
+    assert items[0].messages[0] == Message("system", "Answer in one word.") and items[0].reference == "Blue."

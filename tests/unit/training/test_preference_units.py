@@ -151,16 +151,3 @@ def test_a_sampled_pair_trains_the_sampled_tokens_with_a_stop_token_only_when_th
         assert sequence.input_ids.tolist() == prompt_ids + reply
         assert sequence.input_ids[sequence.loss_mask].tolist() == reply  # every sampled token, nothing else
     assert pair.rejected.input_ids[-1] != end_of_turn
-
-
-def test_evaluation_imports_no_training_method():
-    import ast
-    from pathlib import Path
-
-    import tunesmith
-
-    methods = {"sft", "pretrain", "classify", "preference", "online_dpo"}
-    for path in (Path(tunesmith.__file__).parent / "eval").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tunesmith.training."):
-                assert node.module.split(".")[2] not in methods, f"{path.name} imports {node.module}"
