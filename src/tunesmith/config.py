@@ -203,6 +203,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RagConfig:
+    """Retrieval-augmented baselines: the base and the fine-tuned model with retrieved text in the prompt."""
+
+    corpus: str | None = setting(
+        None,
+        "What to retrieve from: `train` (the training rows themselves, k nearest as solved examples), a folder "
+        "of .txt/.md documents, a .jsonl/.csv file with a text field, or a named corpus such as "
+        "invented-facts:documents. Unset: no RAG systems.",
+    )
+    k: int = setting(3, "Chunks put in each prompt.")
+    retriever: Literal["bm25", "dense"] = setting(
+        "bm25", "bm25 (word overlap, no weights) or dense (embeddings from the catalog's all-minilm-l6-v2)."
+    )
+    text_field: str = setting("text", "Field holding each document's text in a .jsonl/.csv corpus.")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Held-out evaluation after training, against the base model zero-shot and few-shot."""
 
@@ -234,6 +251,18 @@ class EvalConfig:
         "General text whose perplexity before and after shows what the model forgot (unset: skip).",
     )
     general_rows: int = setting(32, "Documents of `general_text` used, each cut to 256 tokens.")
+    scoring: Literal["both", "generate", "likelihood"] = setting(
+        "both",
+        "Label tasks: score every system by its generated answer, by the likelihood of each label after the prompt "
+        "(rank classification: what the model knows, whatever its answer format), or both.",
+    )
+    length_normalized: bool = setting(
+        False, "Likelihood scoring: compare labels by mean log-probability per token instead of the sum."
+    )
+    rag: RagConfig = setting(RagConfig(), "Retrieval-augmented baselines.")
+    resamples: int = setting(
+        2000, "Bootstrap resamples for the 95% intervals on every score and every gain (paired over rows)."
+    )
 
 
 @dataclass(frozen=True)
@@ -480,6 +509,8 @@ def check_config(config: RunConfig) -> None:
     need(evaluation.max_rows is None or evaluation.max_rows >= 1, "eval.max_rows", evaluation.max_rows, "must be at least 1 (unset: all)")
     for name in ("max_new_tokens", "batch_size", "general_rows"):
         need(getattr(evaluation, name) >= 1, f"eval.{name}", getattr(evaluation, name), "must be at least 1")
+    need(evaluation.resamples >= 100, "eval.resamples", evaluation.resamples, "must be at least 100")
+    need(evaluation.rag.k >= 1, "eval.rag.k", evaluation.rag.k, "must be at least 1")
     need(preference.beta > 0, "preference.beta", preference.beta, "must be positive")
     need(preference.simpo_gamma >= 0, "preference.simpo_gamma", preference.simpo_gamma, "must be 0 or more")
     need(preference.samples >= 2, "preference.samples", preference.samples, "must be at least 2 (a pair needs two samples)")
