@@ -31,7 +31,7 @@ from tunesmith.errors import ConfigError, DataError
 from tunesmith.models.classifier import classifier_logits, position_limit
 from tunesmith.models.load import ModelSource, load_sequence_classifier, load_tokenizer
 from tunesmith.training.loop import LossFn
-from tunesmith.training.session import Method, register_method
+from tunesmith.training.registry import Method, register_method
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ from tunesmith.models.generate import Generated, LoadedModel, generate
 from tunesmith.training.checkpoint import TrainState
 from tunesmith.training.loop import LoopPlan, autocast
 from tunesmith.training.preference import PairBatch, PairExample, collate_pairs, preference_loss
+from tunesmith.training.registry import Method, register_method
 from tunesmith.training.rewards import Reward, load_reward
-from tunesmith.training.session import Method, register_method
 from tunesmith.training.sft import load_causal
 
 

@@ -36,7 +36,7 @@ from tunesmith.files import atomic_path
 from tunesmith.models.device import attention_kernel
 from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.loss import sequence_log_probs
-from tunesmith.training.session import Method, register_method
+from tunesmith.training.registry import Method, register_method
 from tunesmith.training.sft import load_causal
 
 

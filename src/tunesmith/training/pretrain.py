@@ -27,7 +27,7 @@ from tunesmith.data.pipeline import (
 from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
-from tunesmith.training.session import Method, register_method
+from tunesmith.training.registry import Method, register_method
 from tunesmith.training.sft import causal_loss, load_causal
 
 

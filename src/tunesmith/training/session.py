@@ -40,47 +40,20 @@ from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_b
 from tunesmith.training.loop import (
     BatchStream,
     LoopPlan,
-    LossFn,
     LossValidation,
-    Validation,
-    WindowSource,
     fit,
     total_steps,
 )
 from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
+from tunesmith.training.registry import METHODS, Method, register_method
 from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
 
-
-@dataclass(frozen=True)
-class Method:
-    """What a training method changes in a run."""
-
-    name: str
-    description: str
-    prepare_data: Callable[[RunConfig, Any, TemplateInfo | None], PreparedData]
-    load_model: Callable[[ModelSource, RunConfig, torch.dtype, PreparedData], Any]
-    collate: Callable[[list, list, int], Any]  # (examples, plan, pad id) -> batch
-    make_loss: Callable[[RunConfig, PreparedData], LossFn]
-    peft_task_type: str = "CAUSAL_LM"
-    uses_chat_template: bool = True  # generative methods; a classifier has no template
-    batching: str | None = None  # a batching strategy the method needs, else train.batching
-    # (model, data, config, run folder, device, precision, pad id): work between loading and training
-    before_fit: Callable[..., None] | None = None
-    # (model, data, config, run folder, device, precision, tokenizer, info) -> (window source, validation):
-    # for methods that make their batches as they train, in place of a BatchStream over data.train
-    window_source: Callable[..., tuple[WindowSource, Validation]] | None = None
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    METHODS[method.name] = method
-    return method
+__all__ = ["METHODS", "Method", "RunResult", "get_method", "register_method", "run_method", "say"]
 
 
 def get_method(name: str) -> Method:
+    """A registered training method by name (the built-in ones are registered by importing them)."""
     import tunesmith.training.methods  # noqa: F401  (registers the built-in methods)
 
     if name not in METHODS:

@@ -13,7 +13,7 @@ from tunesmith.data.template import TemplateInfo
 from tunesmith.models.load import ModelSource, load_causal_lm
 from tunesmith.training.loop import LossFn
 from tunesmith.training.loss import causal_lm_loss_sum
-from tunesmith.training.session import Method, register_method
+from tunesmith.training.registry import Method, register_method
 
 
 def prepare_chat_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
