@@ -95,6 +95,12 @@ def analyze_template(tokenizer: Any, generation_eos: list[int] | int | None = No
 
 def reply_start(tokenizer: Any, messages: list[Message] | tuple[Message, ...], index: int, full: str) -> int:
     """Character offset in `full` where the reply `messages[index]` begins."""
+    return locate_reply(tokenizer, messages, index, full)[1]
+
+
+def locate_reply(tokenizer: Any, messages: list[Message] | tuple[Message, ...], index: int, full: str) -> tuple[int, int]:
+    """Character offsets in `full` where generation's prompt for the reply `messages[index]` ends
+    (what inference tokenizes) and where the reply itself begins (after any space the template adds)."""
     prefix = render(tokenizer, messages[:index], add_generation_prompt=True)
     if not full.startswith(prefix):
         raise ConfigError(
@@ -105,14 +111,14 @@ def reply_start(tokenizer: Any, messages: list[Message] | tuple[Message, ...], i
     content = messages[index].content
     start = len(prefix)
     if full.startswith(content, start):
-        return start
+        return start, start
     found = full.find(content.strip(), start)
     if found < 0:
         raise ConfigError(
             "the chat template rewrites the assistant's text, so replies cannot be located for the "
             "loss mask; use data.loss_on=all or set model.chat_template"
         )
-    return found
+    return start, found
 
 
 def _special_tokens(tokenizer: Any) -> list[str]:

@@ -1,8 +1,22 @@
 """Examples -> token ids with a loss mask, cached so that a second run does not tokenize again.
 
-Each example is cut into text segments at the edges of what the loss covers, and every segment is
-tokenized on its own: the prompt part is then tokenized exactly as generation will tokenize it, and
-no token straddles the edge between prompt and reply.
+Each example is rendered once and tokenized once, as one text, so its ids are the ids of the whole
+text: what inference tokenizes when the conversation is the history of a later turn. Tokenizing
+pieces on their own would not give those ids: a SentencePiece-style tokenizer (Metaspace, as in
+Llama-2, Mistral, TinyLlama) puts a `▁` before every text it is given.
+
+The loss mask comes from the characters each token covers. A trained span runs from the end of
+generation's prompt (the text inference feeds the model) to the end of the reply and the text that
+closes its turn: everything in it is what the model has to write, including a space the template
+puts before the reply (Llama-2's ` ` + reply, often a token `▁` of its own). A token is in the loss
+when any of its characters lie in a trained span, so a token straddling the end of a span is in it;
+a token with no characters of its own counts as the character after it.
+
+No token may cross the end of a generation prompt (or the place an eos id is inserted after a reply),
+or the ids before it would not be the ids generation feeds the model. None does for the templates we
+know (they end the prompt with a special token, a newline or `[/INST]`). Where one does (a prompt
+ending in a space that the tokenizer joins to the reply's first word), that text is cut there and the
+pieces tokenized separately, so the prompt's ids stay exactly the ids `encode_prompt` gives.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +32,10 @@ import numpy as np
 
 from tunesmith.assets import cache_dir
 from tunesmith.data.examples import Example, Message
-from tunesmith.data.template import TemplateInfo, render, reply_start
+from tunesmith.data.template import TemplateInfo, locate_reply, render
 
 # Bump when the way examples become tokens changes, so that old cache entries are not reused.
-TOKENIZE_VERSION = 1
+TOKENIZE_VERSION = 2
 _BATCH = 2048
 
 
@@ -46,81 +61,127 @@ class TokenizedExample:
         return self.input_ids.tobytes() + self.loss_mask.tobytes()
 
 
-Segment = tuple[str | int, bool]  # text (or one token id) and whether the loss covers it
+@dataclass(frozen=True)
+class Layout:
+    """One example as the text to tokenize once, what of it the loss covers, and the ids added to it."""
+
+    text: str
+    trained: tuple[tuple[int, int], ...]  # character spans [start, end) of `text` in the loss, in order
+    cuts: tuple[int, ...]  # where a prompt ends or an id is inserted: a token crossing one is cut there
+    inserts: tuple[tuple[int, int, bool], ...] = ()  # (character offset, token id, in the loss), e.g. eos after a reply
+    prefix: tuple[int, ...] = ()  # ids before the text (BOS), never in the loss
 
 
-def plan_segments(example: Example, tokenizer: Any, info: TemplateInfo, loss_on: str) -> list[Segment]:
-    """The example as consecutive segments, each marked trained-on or not."""
+def plan_layout(example: Example, tokenizer: Any, info: TemplateInfo, loss_on: str) -> Layout:
+    """The example's text, its trained character spans and the token ids that go around it."""
+    eos = tokenizer.eos_token_id
     if example.kind == "text":
-        return [*_prefix(info), (example.text, True), (tokenizer.eos_token_id, True)]
+        text = example.text
+        return Layout(text, ((0, len(text)),), (), ((len(text), eos, True),), info.prefix_ids)
     if example.kind == "completion":
-        return [*_prefix(info), (example.prompt, loss_on == "all"), (example.completion, True),
-                (tokenizer.eos_token_id, True)]
-    return _chat_segments(example.messages, tokenizer, info, loss_on)
+        text = example.prompt + example.completion
+        start = 0 if loss_on == "all" else len(example.prompt)
+        return Layout(text, ((start, len(text)),), (len(example.prompt),), ((len(text), eos, True),), info.prefix_ids)
+    return _chat_layout(example.messages, tokenizer, info, loss_on)
 
 
-def _chat_segments(messages: tuple[Message, ...], tokenizer: Any, info: TemplateInfo, loss_on: str) -> list[Segment]:
+def _chat_layout(messages: tuple[Message, ...], tokenizer: Any, info: TemplateInfo, loss_on: str) -> Layout:
     full = render(tokenizer, messages)
-    segments: list[Segment] = []
-    if info.prefix_ids and not (tokenizer.bos_token and full.startswith(tokenizer.bos_token)):
-        segments.extend(_prefix(info))
-    position = 0
+    trained: list[tuple[int, int]] = []
+    cuts: list[int] = []
+    inserts: list[tuple[int, int, bool]] = []
     for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        start = reply_start(tokenizer, messages, index, full)
+        prompt_end, start = locate_reply(tokenizer, messages, index, full)
         content = message.content if full.startswith(message.content, start) else message.content.strip()
         end = start + len(content)
         if info.turn_end_text and full.startswith(info.turn_end_text, end):
             end += len(info.turn_end_text)
-        trained = loss_on == "all" or message.train
-        segments.append((full[position:start], loss_on == "all"))
-        segments.append((full[start:end], trained))
+        cuts.append(prompt_end)
+        if message.train:
+            trained.append((prompt_end, end))
         if info.append_eos:
-            segments.append((tokenizer.eos_token_id, trained))
-        position = end
-    segments.append((full[position:], loss_on == "all"))
-    return segments
+            cuts.append(end)
+            inserts.append((end, tokenizer.eos_token_id, loss_on == "all" or message.train))
+    if loss_on == "all":
+        trained = [(0, len(full))]
+    return Layout(full, tuple(trained), tuple(cuts), tuple(inserts), _prefix_ids(tokenizer, info, full))
+
+
+def _prefix_ids(tokenizer: Any, info: TemplateInfo, rendered: str) -> tuple[int, ...]:
+    """BOS ids to put before a rendered conversation, unless the template already wrote BOS."""
+    if tokenizer.bos_token and rendered.startswith(tokenizer.bos_token):
+        return ()
+    return info.prefix_ids
 
 
 def encode_prompt(tokenizer: Any, info: TemplateInfo, messages: list[Message]) -> list[int]:
     """Token ids of a conversation followed by the generation prompt, as training tokenized it."""
     text = render(tokenizer, messages, add_generation_prompt=True)
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    if info.prefix_ids and not (tokenizer.bos_token and text.startswith(tokenizer.bos_token)):
-        ids = list(info.prefix_ids) + ids
-    return ids
+    return list(_prefix_ids(tokenizer, info, text)) + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_examples(examples: list[Example], tokenizer: Any, info: TemplateInfo, loss_on: str) -> list[TokenizedExample]:
-    plans = [[segment for segment in plan_segments(example, tokenizer, info, loss_on) if segment[0] != ""]
-             for example in examples]
-    texts = [text for plan in plans for text, _ in plan if isinstance(text, str)]
-    encoded: list[list[int]] = []
+    layouts = [plan_layout(example, tokenizer, info, loss_on) for example in examples]
+    encoded = _encode(tokenizer, [layout.text for layout in layouts])
+    _retokenize_across_cuts(tokenizer, layouts, encoded)
+    return [TokenizedExample(*_with_loss_mask(layout, ids, offsets), example.source, example.line)
+            for example, layout, (ids, offsets) in zip(examples, layouts, encoded)]
+
+
+def _retokenize_across_cuts(tokenizer: Any, layouts: list[Layout], encoded: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Where a token crosses a cut, tokenize that text again as pieces cut there (in place; rare)."""
+    edges: dict[int, list[int]] = {}  # example -> where its pieces start and end
+    for index, (layout, (_, offsets)) in enumerate(zip(layouts, encoded)):
+        crossed = sorted({cut for cut in layout.cuts if np.any((offsets[:, 0] < cut) & (offsets[:, 1] > cut))})
+        if crossed:
+            edges[index] = [0, *crossed, len(layout.text)]
+    texts = [layouts[index].text[start:end] for index, bounds in edges.items() for start, end in zip(bounds, bounds[1:])]
+    pieces = iter(_encode(tokenizer, texts))
+    for index, bounds in edges.items():
+        parts = [next(pieces) for _ in bounds[1:]]
+        encoded[index] = (np.concatenate([ids for ids, _ in parts]),
+                          np.concatenate([offsets + start for (_, offsets), start in zip(parts, bounds)]))
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Ids and character offsets [n, 2] of each text, in batches (the Rust tokenizer runs them in parallel)."""
+    encoded: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(texts), _BATCH):
-        encoded.extend(tokenizer(texts[start:start + _BATCH], add_special_tokens=False)["input_ids"])
-    results = []
-    cursor = 0
-    for example, plan in zip(examples, plans):
-        ids: list[int] = []
-        mask: list[bool] = []
-        for text, trained in plan:
-            if isinstance(text, str):
-                piece = encoded[cursor]
-                cursor += 1
-            else:
-                piece = [text]
-            ids.extend(piece)
-            mask.extend([trained] * len(piece))
-        if mask:
-            mask[0] = False  # the first token has nothing before it to be predicted from
-        results.append(TokenizedExample(np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=bool),
-                                        example.source, example.line))
-    return results
+        batch = tokenizer(texts[start:start + _BATCH], add_special_tokens=False, return_offsets_mapping=True,
+                          return_attention_mask=False, return_token_type_ids=False)
+        lengths = [len(ids) for ids in batch["input_ids"]]
+        total = sum(lengths)
+        # one flat array per batch: converting thousands of short lists one by one costs more than tokenizing
+        ids = np.fromiter(chain.from_iterable(batch["input_ids"]), dtype=np.int32, count=total)
+        pairs = chain.from_iterable(chain.from_iterable(batch["offset_mapping"]))
+        offsets = np.fromiter(pairs, dtype=np.int64, count=2 * total).reshape(-1, 2)
+        bounds = np.cumsum(lengths)[:-1]
+        encoded.extend(zip(np.split(ids, bounds), np.split(offsets, bounds)))
+    return encoded
 
 
-def _prefix(info: TemplateInfo) -> list[Segment]:
-    return [(token, False) for token in info.prefix_ids]
+def _with_loss_mask(layout: Layout, ids: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    starts = offsets[:, 0]
+    ends = np.maximum(offsets[:, 1], starts + 1)  # a token with no characters counts as the next one
+    mask = np.zeros(len(ids), dtype=bool)
+    if layout.trained:
+        span_starts, span_ends = np.asarray(layout.trained, dtype=np.int64).T
+        # spans are in order and disjoint: a token can only overlap the first span ending after its start
+        candidate = np.searchsorted(span_ends, starts, side="right")
+        inside = candidate < len(span_ends)
+        mask[inside] = span_starts[candidate[inside]] < ends[inside]
+    if layout.inserts:
+        at = np.searchsorted(starts, [offset for offset, _, _ in layout.inserts], side="left")
+        ids = np.insert(ids, at, [token for _, token, _ in layout.inserts]).astype(np.int32)
+        mask = np.insert(mask, at, [trained for _, _, trained in layout.inserts])
+    if layout.prefix:
+        ids = np.concatenate([np.asarray(layout.prefix, dtype=np.int32), ids])
+        mask = np.concatenate([np.zeros(len(layout.prefix), dtype=bool), mask])
+    if len(mask):
+        mask[0] = False  # the first token has nothing before it to be predicted from
+    return ids, mask
 
 
 # ------------------------------------------------------------------------------------------ cache
