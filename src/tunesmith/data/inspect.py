@@ -45,8 +45,11 @@ def show_inline(example: TokenizedExample, tokenizer: Any, color: bool) -> str:
 
 
 def show_table(example: TokenizedExample, tokenizer: Any) -> str:
-    rows = [f"{'#':>5}  {'id':>6}  loss  token"]
+    """One line per token: its id, whether the loss sees it, the vocabulary piece (SentencePiece's
+    leading `▁` shows there, where decoding one token alone would drop it) and its decoded text."""
+    rows = [f"{'#':>5}  {'id':>6}  loss  {'piece':<16}  text"]
+    pieces = tokenizer.convert_ids_to_tokens(example.input_ids.tolist())
     for index, (token_id, in_loss) in enumerate(zip(example.input_ids.tolist(), example.loss_mask.tolist())):
-        token = tokenizer.decode([token_id], skip_special_tokens=False)
-        rows.append(f"{index:>5}  {token_id:>6}  {'yes ' if in_loss else ' .  '}  {token!r}")
+        text = tokenizer.decode([token_id], skip_special_tokens=False)
+        rows.append(f"{index:>5}  {token_id:>6}  {'yes ' if in_loss else ' .  '}  {pieces[index]!s:<16}  {text!r}")
     return "\n".join(rows)

@@ -132,3 +132,14 @@ def test_a_prompt_ending_inside_a_token_is_cut_there_so_its_ids_are_what_generat
     assert ids[:len(prompt_ids)] == prompt_ids
     assert loss_runs(tokenized.loss_mask) == [(len(prompt_ids), len(ids) - 1)]  # the final "\n" is not
     assert tok.decode(ids[len(prompt_ids):-1]) == "Hello<|im_end|>"
+
+
+def test_inspect_table_shows_the_sentencepiece_marker_that_decoding_one_token_drops(llama_tok):
+    from tunesmith.data.inspect import show_table
+    from tunesmith.data.template import analyze_template
+    from tunesmith.data.tokenize import tokenize_examples
+
+    example = tokenize_examples([chat(("user", "Hello there"), ("assistant", "Hello"))], llama_tok,
+                                analyze_template(llama_tok), "assistant")[0]
+    table = show_table(example, llama_tok)
+    assert any("▁" in line.split()[3] for line in table.splitlines()[1:] if len(line.split()) > 3)
