@@ -208,6 +208,8 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     save_comparison(comparison, run_dir / "eval")
     markdown, html = write_report(run_dir, comparison)
     print(f"\n{comparison.table()}\n", flush=True)
+    for line in comparison.interval_lines():
+        print(f"95% interval: {line}")
     for note in comparison.notes:
         print(f"note: {note}")
     print(f"report: {markdown} and {html}")

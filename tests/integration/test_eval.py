@@ -58,11 +58,20 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
         assert 0.0 <= system["accuracy"] <= 1.0 and len(system["confusion"]) == 2
         assert sum(map(sum, system["confusion"])) == 24
     assert summary["forgetting"]["documents"] == 4 and summary["forgetting"]["ratio"] > 0
+    # every score and every gain of the fine-tuned model carries its paired 95% interval, in the file and in words
+    gains = summary["intervals"]["gains"]
+    assert set(gains) == {"base zero-shot", "base 2-shot"} and set(gains["base zero-shot"]) == {"accuracy", "macro_f1"}
+    for name, metrics in gains.items():
+        accuracy = metrics["accuracy"]
+        expected = summary["systems"]["fine-tuned"]["accuracy"] - summary["systems"][name]["accuracy"]
+        assert accuracy["estimate"] == pytest.approx(expected) and accuracy["low"] <= accuracy["estimate"] <= accuracy["high"]
+    assert "95% interval: the accuracy gain of fine-tuned over base zero-shot" in out
     predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 24 and predictions[0]["reference"] in ("negative", "positive")
     report = (run / "report.md").read_text()
     for heading in ("## Data", "## Training", "## Fine-tuned vs base model", "## Per class", "## Forgetting", "## Settings"):
         assert heading in report
+    assert "95% paired bootstrap intervals" in report
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html  # self-contained: images inline
 

@@ -16,6 +16,7 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.read import read_records
 from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
+from tunesmith.eval.intervals import system_intervals
 from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
@@ -45,6 +46,19 @@ class Comparison:
     selection: str = "random"
     forgetting: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # {"systems": {name: {metric: Interval}}, "gains": {baseline name: {metric: Interval of tuned - baseline}}}
+    intervals: dict[str, Any] | None = None
+    tuned: str = "fine-tuned"
+
+    def interval_lines(self) -> list[str]:
+        """Each gain of the fine-tuned model, with its 95% interval, in words."""
+        if not self.intervals:
+            return []
+        lines = []
+        for base, metrics in self.intervals["gains"].items():
+            for metric, interval in metrics.items():
+                lines.append(interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {base}"))
+        return lines
 
     @property
     def headline(self) -> list[str]:
@@ -125,7 +139,22 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
     if general:
         comparison.forgetting = _forgetting(settings, len(general), text_loss(base, general), general_after)
     comparison.systems.append(tuned_result)
+    add_intervals(comparison, settings.resamples, seed)
     return comparison
+
+
+def add_intervals(comparison: Comparison, resamples: int, seed: int = 0) -> None:
+    """Paired bootstrap intervals over the rows for every system's score and every gain."""
+    if comparison.tuned not in {s.name for s in comparison.systems}:
+        return
+    if comparison.kind == "label":
+        references = [item.label for item in comparison.items]
+        answers = {s.name: s.predicted for s in comparison.systems}
+    else:
+        references = [item.reference for item in comparison.items]
+        answers = {s.name: s.answers for s in comparison.systems}
+    comparison.intervals = system_intervals(comparison.labels, references, answers, comparison.tuned,
+                                            resamples=resamples, seed=seed)
 
 
 def general_text_forgetting(run_dir: Path, settings: EvalConfig) -> dict[str, Any]:
@@ -160,7 +189,10 @@ def save_comparison(comparison: Comparison, folder: Path) -> None:
                "few_shot": comparison.few_shot, "few_shot_selection": comparison.selection,
                "systems": {s.name: {"model": s.model, "seconds": s.seconds, "new_tokens": s.new_tokens, **s.metrics}
                            for s in comparison.systems},
-               "forgetting": comparison.forgetting, "notes": comparison.notes}
+               "forgetting": comparison.forgetting, "notes": comparison.notes,
+               "intervals": None if not comparison.intervals else {
+                   part: {name: {metric: interval.as_dict() for metric, interval in metrics.items()}
+                          for name, metrics in values.items()} for part, values in comparison.intervals.items()}}
     (folder / "comparison.json").write_text(json.dumps(summary, indent=1))
 
 

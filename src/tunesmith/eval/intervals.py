@@ -95,3 +95,39 @@ def _interval(estimate: float, values: np.ndarray, level: float) -> Interval:
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return Interval(float(estimate), float(low), float(high), len(values), level)
+
+
+def macro_f1_metric(labels: Sequence[str]) -> Metric:
+    """Macro F1 over a fixed label set (an unparsed answer, None, is wrong), as a bootstrap metric."""
+    from tunesmith.eval.metrics import label_metrics
+
+    return lambda predicted, gold: label_metrics(list(gold), list(predicted), labels).macro["f1"]
+
+
+def system_intervals(labels: Sequence[str] | None, references: Sequence[object], answers: dict[str, Sequence[object]],
+                     tuned: str, *, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, dict[str, dict[str, Interval]]]:
+    """Every system's headline metrics with intervals, and the gain of `tuned` over every other system.
+
+    `answers` maps a system's name to its per-row answers: predicted labels (None when unparsed) for
+    a label task, generated texts otherwise. Returns {"systems": {name: {metric: Interval}},
+    "gains": {name: {metric: Interval of tuned - name}}}."""
+    from tunesmith.eval.metrics import row_scores
+
+    per_row = {name: row_scores(labels, references, values) for name, values in answers.items()}
+    result: dict[str, dict[str, dict[str, Interval]]] = {"systems": {}, "gains": {}}
+    for name, scores in per_row.items():
+        result["systems"][name] = {metric: mean_gain_interval([0.0] * len(values), values, resamples=resamples, seed=seed)
+                                   for metric, values in scores.items()}
+    for name, scores in per_row.items():
+        if name == tuned:
+            continue
+        result["gains"][name] = {metric: mean_gain_interval(values, per_row[tuned][metric], resamples=resamples, seed=seed)
+                                 for metric, values in scores.items()}
+    if labels:
+        f1 = macro_f1_metric(labels)
+        for name, values in answers.items():
+            result["systems"][name]["macro_f1"] = metric_interval(f1, values, references, resamples=resamples, seed=seed)
+            if name != tuned:
+                result["gains"][name]["macro_f1"] = gain_interval(f1, values, answers[tuned], references,
+                                                                  resamples=resamples, seed=seed)
+    return result

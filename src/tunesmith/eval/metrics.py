@@ -89,3 +89,16 @@ def text_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict[
         "normalized_exact_match": sum(normalize_for_match(r) == normalize_for_match(p) for r, p in zip(references, predictions)) / count,
         "rouge_l": sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(references, predictions)) / count,
     }
+
+
+def row_scores(labels: Sequence[str] | None, references: Sequence[object],
+               answers: Sequence[object]) -> dict[str, list[float]]:
+    """Per-row scores whose means are the task's row-decomposable metrics: accuracy for a label task
+    (answers are predicted labels, None when unparsed), exact match and ROUGE-L for free text."""
+    if labels:
+        return {"accuracy": [float(answer == reference) for answer, reference in zip(answers, references)]}
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return {"exact_match": [float(str(a).strip() == str(r).strip()) for a, r in zip(answers, references)],
+            "rouge_l": [scorer.score(str(r), str(a))["rougeL"].fmeasure for a, r in zip(answers, references)]}

@@ -95,6 +95,9 @@ def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[
     for base in comparison.systems[:-1]:
         rows.append([f"gain over {base.name}", *(_signed(tuned.metrics.get(m), base.metrics.get(m)) for m in comparison.headline), ""])
     blocks.append(("table", (header, rows)))
+    if comparison.intervals:
+        blocks.append(("p", "How sure: 95% paired bootstrap intervals over the rows (the same resampled rows for "
+                            "every system). " + " ".join(f"{line[0].upper()}{line[1:]}." for line in comparison.interval_lines())))
     blocks.append(("img", images["comparison"]))
     if comparison.kind == "label":
         blocks.append(("h", "Per class"))
