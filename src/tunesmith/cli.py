@@ -88,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="held-out rows: a file or a named split (movie-review-polarity:test)")
     _add_eval_flags(evaluate)
 
-    compare = _command(commands, "compare", "base zero-shot vs base few-shot vs fine-tuned on the same rows", cmd_compare)
-    compare.add_argument("run", help="run folder")
+    compare = _command(commands, "compare", "base zero-shot vs base few-shot vs fine-tuned on the same rows; or, with "
+                       "--model (repeated), candidate base models side by side before any training", cmd_compare)
+    compare.add_argument("run", nargs="?", help="run folder (leave out to compare --model candidates)")
+    compare.add_argument("--model", dest="models", action="append", default=[],
+                         help="a candidate base model (repeat for several): catalog name, folder, .gguf or hub id")
+    compare.add_argument("--shots-from", help="with --model: solved rows the few-shot examples are drawn from")
     compare.add_argument("--data", required=True, help="held-out rows: a file or a named split (movie-review-polarity:test)")
     compare.add_argument("--few-shot", type=int, default=5, help="solved examples in the few-shot prompt (default 5)")
     compare.add_argument("--selection", choices=["random", "similar"], default="random", help="how shots are chosen")
@@ -230,6 +234,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     settings = EvalConfig(few_shot=args.few_shot, few_shot_selection=args.selection, max_rows=args.max_rows,
                           batch_size=args.batch_size)
+    if args.models:
+        from tunesmith.runs import select_base_model
+
+        if args.run:
+            raise ConfigError("compare: give a run folder, or candidate models with --model, not both")
+        select_base_model(args.models, args.data, settings, shots_from=args.shots_from, columns=_columns(args))
+        return 0
+    if not args.run:
+        raise ConfigError("compare: give a run folder, or candidate base models with --model A --model B")
     evaluate_run(args.run, args.data, settings, columns=_columns(args))
     return 0
 

@@ -216,6 +216,49 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     return comparison
 
 
+def select_base_model(models: list[str], test: str, settings: EvalConfig, *, shots_from: str | None = None,
+                      columns: dict[str, str] | None = None) -> Comparison:
+    """Candidate base models on the same rows, before any training: each zero-shot and, with
+    `shots_from` (solved rows to draw examples from), k-shot; one table with 95% intervals."""
+    import gc
+
+    from tunesmith.config import DataConfig, TaskConfig
+    from tunesmith.eval.compare import add_intervals
+    from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
+
+    if len(set(models)) != len(models) or not models:
+        raise RunError(f"--model {' '.join(models) or '(none)'}: name each candidate model once")
+    data = DataConfig(columns=dict(columns or {}))
+    items, task = load_items(test, data, None, TaskConfig(), max_rows=settings.max_rows)
+    labels = list(task.labels) if task else None
+    pool: list[EvalItem] = []
+    if shots_from and settings.few_shot:
+        pool, _ = load_items(shots_from, data, task, TaskConfig(), skip_invalid=True)
+        pool = [p for p in pool if normalize(p.key) not in {normalize(i.key) for i in items}]
+    comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot if pool else 0,
+                            settings.few_shot_selection, tuned=None)
+    zero_shot = [item.prompt for item in items]
+    index = TfidfIndex([p.key for p in pool]) if pool and settings.few_shot_selection == "similar" else None
+    shots = [few_shot_prompt(item, select_shots(item, n, pool, settings.few_shot, settings.few_shot_selection, 0, index))
+             for n, item in enumerate(items)] if pool else []
+    for model in models:
+        loaded = load_for_generation(model, precision=settings.precision)
+        name = Path(model).name if Path(model).exists() else model
+        say(f"evaluating {name} zero-shot on {len(items)} rows")
+        comparison.systems.append(evaluate_system(loaded, f"{name} zero-shot", zero_shot, items, labels, settings))
+        if shots:
+            say(f"evaluating {name} {settings.few_shot}-shot on {len(items)} rows")
+            comparison.systems.append(evaluate_system(loaded, f"{name} {settings.few_shot}-shot", shots, items, labels,
+                                                      settings, with_perplexity=False))
+        del loaded
+        gc.collect()
+    add_intervals(comparison, settings.resamples)
+    print(f"\n{comparison.table()}\n", flush=True)
+    for line in comparison.interval_lines():
+        print(f"95% interval: {line}")
+    return comparison
+
+
 def evaluate_model(target: str, test: str, settings: EvalConfig, *, columns: dict[str, str] | None = None) -> SystemResult:
     """Metrics of one model (a run folder or any model name) on `test`, zero-shot."""
     path = Path(target)

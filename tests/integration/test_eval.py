@@ -174,3 +174,28 @@ def test_predict_on_a_file_with_no_rows_is_one_line_naming_the_file(tmp_path: Pa
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and f"{tmp_path / name}: the file has no rows; add examples" in error
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_candidate_base_models_are_compared_on_the_same_rows_before_training(tmp_path: Path, tiny_model_dir: Path, capsys):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other-tiny"
+    shutil.copytree(tiny_model_dir, other)
+    model = AutoModelForCausalLM.from_pretrained(other)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    model.save_pretrained(other)
+    test = write_reviews_csv(tmp_path / "held_out.csv", 12, seed=2)
+    shots = write_reviews_csv(tmp_path / "solved.csv", 20, seed=3)
+    assert main(["compare", "--model", str(tiny_model_dir), "--model", str(other), "--data", str(test), "--shots-from",
+                 str(shots), "--few-shot", "2", "--text-column", "review_text", "--label-column", "verdict"]) == 0
+    out = capsys.readouterr().out
+    for system in (f"{tiny_model_dir.name} zero-shot", f"{tiny_model_dir.name} 2-shot", "other-tiny zero-shot", "other-tiny 2-shot"):
+        assert system in out
+    assert "gain over" not in out  # nothing was fine-tuned: candidates side by side, each with its interval
+    assert "95% interval: other-tiny zero-shot: accuracy" in out
+    assert main(["compare", "--data", str(test)]) == 2

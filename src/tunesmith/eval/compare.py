@@ -48,13 +48,18 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
     # {"systems": {name: {metric: Interval}}, "gains": {baseline name: {metric: Interval of tuned - baseline}}}
     intervals: dict[str, Any] | None = None
-    tuned: str = "fine-tuned"
+    tuned: str | None = "fine-tuned"  # the system whose gains are reported; None when comparing base models only
 
     def interval_lines(self) -> list[str]:
         """Each gain of the fine-tuned model, with its 95% interval, in words."""
         if not self.intervals:
             return []
         lines = []
+        if self.tuned is None:
+            for name, metrics in self.intervals["systems"].items():
+                lines += [f"{name}: {metric.replace('_', ' ')} {interval.estimate:.3f} "
+                          f"[{interval.low:.3f}, {interval.high:.3f}]" for metric, interval in metrics.items()]
+            return lines
         for base, metrics in self.intervals["gains"].items():
             for metric, interval in metrics.items():
                 lines.append(interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {base}"))
@@ -73,8 +78,8 @@ class Comparison:
         """The comparison as a text table, with the fine-tuned model's gain over each baseline."""
         names = ["system", *self.headline, "seconds"]
         rows = [[s.name, *(_format(s.metrics.get(m)) for m in self.headline), f"{s.seconds:.0f}"] for s in self.systems]
-        tuned = self.systems[-1]
-        for base in self.systems[:-1]:
+        tuned = next((s for s in self.systems if s.name == self.tuned), None)
+        for base in [s for s in self.systems if tuned is not None and s is not tuned]:
             rows.append([f"gain over {base.name}", *(_format(_delta(tuned, base, m), signed=True) for m in self.headline), ""])
         widths = [max(len(str(row[i])) for row in [names, *rows]) for i in range(len(names))]
         lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -145,8 +150,6 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
 
 def add_intervals(comparison: Comparison, resamples: int, seed: int = 0) -> None:
     """Paired bootstrap intervals over the rows for every system's score and every gain."""
-    if comparison.tuned not in {s.name for s in comparison.systems}:
-        return
     if comparison.kind == "label":
         references = [item.label for item in comparison.items]
         answers = {s.name: s.predicted for s in comparison.systems}

@@ -105,12 +105,12 @@ def macro_f1_metric(labels: Sequence[str]) -> Metric:
 
 
 def system_intervals(labels: Sequence[str] | None, references: Sequence[object], answers: dict[str, Sequence[object]],
-                     tuned: str, *, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, dict[str, dict[str, Interval]]]:
+                     tuned: str | None, *, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, dict[str, dict[str, Interval]]]:
     """Every system's headline metrics with intervals, and the gain of `tuned` over every other system.
 
     `answers` maps a system's name to its per-row answers: predicted labels (None when unparsed) for
     a label task, generated texts otherwise. Returns {"systems": {name: {metric: Interval}},
-    "gains": {name: {metric: Interval of tuned - name}}}."""
+    "gains": {name: {metric: Interval of tuned - name}}}; no gains when `tuned` is None or absent."""
     from tunesmith.eval.metrics import row_scores
 
     per_row = {name: row_scores(labels, references, values) for name, values in answers.items()}
@@ -119,7 +119,7 @@ def system_intervals(labels: Sequence[str] | None, references: Sequence[object],
         result["systems"][name] = {metric: mean_gain_interval([0.0] * len(values), values, resamples=resamples, seed=seed)
                                    for metric, values in scores.items()}
     for name, scores in per_row.items():
-        if name == tuned:
+        if name == tuned or tuned not in per_row:
             continue
         result["gains"][name] = {metric: mean_gain_interval(values, per_row[tuned][metric], resamples=resamples, seed=seed)
                                  for metric, values in scores.items()}
@@ -127,7 +127,7 @@ def system_intervals(labels: Sequence[str] | None, references: Sequence[object],
         f1 = macro_f1_metric(labels)
         for name, values in answers.items():
             result["systems"][name]["macro_f1"] = metric_interval(f1, values, references, resamples=resamples, seed=seed)
-            if name != tuned:
+            if name != tuned and tuned in answers:
                 result["gains"][name]["macro_f1"] = gain_interval(f1, values, answers[tuned], references,
                                                                   resamples=resamples, seed=seed)
     return result
