@@ -3,7 +3,7 @@
 Shots come only from the training pool, and a pool row whose input equals the evaluated row's
 input (after normalization) is never used for it: no test row ever appears in its own prompt.
 Selection is random (seeded per row, so reruns give the same prompts) or by similarity
-(TF-IDF cosine over the inputs).
+(TF-IDF cosine over the inputs); for label tasks either one is balanced over the classes.
 """
 
 from __future__ import annotations
@@ -50,20 +50,44 @@ class TfidfIndex:
 
 def select_shots(item: EvalItem, position: int, pool: list[EvalItem], k: int, method: str, seed: int,
                  index: TfidfIndex | None = None) -> list[EvalItem]:
-    """The k pool items to show before `item` (never one with the same input)."""
+    """The k pool items to show before `item` (never one with the same input).
+
+    For a label task the shots are balanced: classes take turns in a seeded order, so k shots over c
+    classes differ by at most one per class (5 binary shots are 3:2, never 4:1, which a small model
+    would copy), random or most similar within each class, and shown in interleaved order."""
+    if method not in ("random", "similar"):
+        raise ValueError(f"unknown few-shot selection {method!r}")
     same_input = {i for i, candidate in enumerate(pool) if normalize(candidate.key) == normalize(item.key)}
+    rng = random.Random(f"{seed}-{position}")
     if method == "similar":
         index = index or TfidfIndex([p.key for p in pool])
-        chosen = index.nearest(item.key, k, same_input)
-        if len(chosen) < k:  # no word in common with enough rows: fill at random
-            rest = [i for i in range(len(pool)) if i not in same_input and i not in chosen]
-            chosen += random.Random(f"{seed}-{position}").sample(rest, min(k - len(chosen), len(rest)))
-        return [pool[i] for i in chosen]
-    if method != "random":
-        raise ValueError(f"unknown few-shot selection {method!r}")
-    candidates = [i for i in range(len(pool)) if i not in same_input]
-    rng = random.Random(f"{seed}-{position}")
-    return [pool[i] for i in rng.sample(candidates, min(k, len(candidates)))]
+        ranked = index.nearest(item.key, len(pool), same_input)
+        rest = [i for i in range(len(pool)) if i not in same_input and i not in set(ranked)]
+        rng.shuffle(rest)  # no word in common: the rest at random, after every similar row
+        order = ranked + rest
+    else:
+        order = [i for i in range(len(pool)) if i not in same_input]
+        rng.shuffle(order)
+    if all(pool[i].label is None for i in order):
+        return [pool[i] for i in order[:k]]
+    return [pool[i] for i in _round_robin(order, pool, k, rng)]
+
+
+def _round_robin(order: list[int], pool: list[EvalItem], k: int, rng: random.Random) -> list[int]:
+    """Up to k indices taken in turn from each class (classes in a seeded order), each class's own
+    candidates in `order`; a class that runs out leaves its turns to the others."""
+    by_class: dict[str | None, list[int]] = defaultdict(list)
+    for i in order:
+        by_class[pool[i].label].append(i)
+    classes = sorted(by_class, key=str)
+    rng.shuffle(classes)
+    queues = [list(reversed(by_class[c])) for c in classes]
+    chosen: list[int] = []
+    while len(chosen) < k and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < k:
+                chosen.append(queue.pop())
+    return chosen
 
 
 def few_shot_prompt(item: EvalItem, shots: list[EvalItem]) -> tuple[Message, ...]:

@@ -40,3 +40,23 @@ def test_prompt_shape_is_system_then_solved_turns_then_the_question():
     prompt = few_shot_prompt(item("new one", "positive"), shots)
     assert [m.role for m in prompt] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert prompt[2].content == shots[0].reference and prompt[-1].content == "Classify: new one"
+
+
+def test_label_shots_are_balanced_over_the_classes_and_interleaved():
+    from collections import Counter
+
+    three = [item(f"text {i}", ["a", "b", "c"][i % 3], f"train:{i}") for i in range(60)]
+    lopsided = [item(f"text {i}", "positive" if i < 36 else "negative", f"train:{i}") for i in range(40)]  # 9:1
+    for pool, classes in ((POOL, 2), (three, 3), (lopsided, 2)):
+        for method in ("random", "similar"):
+            for position in range(30):
+                shots = select_shots(item(f"query {position}", "x"), position, pool, 5, method, seed=0)
+                counts = Counter(shot.label for shot in shots)
+                assert len(shots) == 5 and len(counts) == classes and max(counts.values()) - min(counts.values()) <= 1
+                assert any(a.label != b.label for a, b in zip(shots, shots[1:]))  # interleaved, not one class last
+
+
+def test_similar_shots_are_the_nearest_within_each_class():
+    shots = select_shots(item("number 12 awful", "negative"), 0, POOL, 2, "similar", seed=0)
+    assert {s.label for s in shots} == {"negative", "positive"}
+    assert "review number 12 awful" in [s.key for s in shots]  # the nearest row of its class comes first in its class
