@@ -6,7 +6,10 @@ A generated answer becomes a label by the first rule that matches (`map_answer_t
 2. normalized: lower-cased, punctuation removed and whitespace collapsed, it equals a label so
    normalized;
 3. first matching label: the label whose normalized form occurs earliest in the normalized answer
-   as whole words (at the same position, the longer label wins).
+   as whole words (at the same position, the longer label wins), leaving out every mention negated
+   by the word before it ("not positive", "isn't negative", "never positive"), or by the word before
+   a softener ("not really positive"): a negated label is not a vote, and if no other label is named the answer is
+   unparsed (a binary "not positive" is not read as "negative": the model did not say it).
 An answer no rule maps is "unparsed": it counts as wrong for every metric and is reported.
 """
 
@@ -32,12 +35,30 @@ def map_answer_to_label(answer: str, labels: Sequence[str]) -> tuple[str | None,
     for norm_label, label in by_normal.items():
         if not norm_label:
             continue
-        position = padded.find(f" {norm_label} ")
+        position = _first_unnegated(padded, f" {norm_label} ")
         if position >= 0 and (best is None or (position, -len(norm_label)) < best[:2]):
             best = (position, -len(norm_label), label)
     if best is not None:
         return best[2], "first match"
     return None, "unparsed"
+
+
+# Words that negate the label right after them (within two words), after normalization ("isn't" -> "isn t").
+_NEGATIONS = {"not", "no", "never", "nor", "neither", "t", "cannot", "without", "hardly"}
+_SOFTENERS = {"really", "very", "so", "too", "that", "quite", "exactly", "entirely", "particularly", "especially", "all"}
+
+
+def _first_unnegated(padded: str, needle: str) -> int:
+    """Position of the first whole-word mention of `needle` in `padded` not negated just before it; -1 if none."""
+    start = padded.find(needle)
+    while start >= 0:
+        before = padded[:start].split()[-2:]
+        negated = bool(before) and (before[-1] in _NEGATIONS or (len(before) == 2 and before[-1] in _SOFTENERS
+                                                                 and before[0] in _NEGATIONS))
+        if not negated:
+            return start
+        start = padded.find(needle, start + 1)
+    return -1
 
 
 @dataclass

@@ -21,6 +21,11 @@ LABELS = ["negative", "positive"]
     ("It's neutral", None, "unparsed"),
     ("positively", None, "unparsed"),  # whole words only
     ("", None, "unparsed"),
+    ("not positive", None, "unparsed"),  # a negated label is no vote, and the model did not say the other one
+    ("It is not positive; it is negative.", "negative", "first match"),
+    ("This review isn't negative at all, it's positive", "positive", "first match"),
+    ("No, never positive. Negative.", "negative", "first match"),
+    ("The sentiment is not really positive", None, "unparsed"),
 ])
 def test_answers_map_to_labels_by_the_documented_rules(answer, label, rule):
     assert map_answer_to_label(answer, LABELS) == (label, rule)
