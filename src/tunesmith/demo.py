@@ -31,7 +31,7 @@ def run_demo(*, steps: int = 100, output_dir: str = "runs") -> Path:
           "   then compare it with the base model zero-shot and 5-shot on 400 held-out reviews\n", flush=True)
     result = tunesmith.train(config)
     comparison = result.comparison
-    tuned = comparison.systems[-1]
+    tuned = comparison.system("fine-tuned")
     print("== what changed")
     for system in comparison.systems:
         print(f"  {system.name:16} accuracy {system.metrics['accuracy']:.3f}   macro F1 {system.metrics['macro_f1']:.3f}"

@@ -316,7 +316,8 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
         asked = prompts_to_predict(source, examples, config.data, task)
         loaded = load_for_generation(target, precision="fp32")
         budget = answer_budget(loaded.tokenizer, task.labels if task else None, config.eval.max_new_tokens)
-        answers = generate(loaded, [row.messages for row in asked], batch_size=batch_size, max_new_tokens=budget).texts
+        answers = generate(loaded, [row.messages for row in asked], batch_size=batch_size, max_new_tokens=budget,
+                           stop_at_newline=task is not None).texts
         for row, answer in zip(asked, answers):
             rows.append({"where": row.where, "answer": answer,
                          **({"label": map_answer_to_label(answer, task.labels)[0]} if task is not None else {})})

@@ -152,10 +152,10 @@ def test_a_system_prompt_reaches_evaluation_the_baselines_and_predict(tmp_path: 
     assert main(["predict", str(run), "--data", str(unlabelled), "--output", str(tmp_path / "p.csv")]) == 0
     answers = [row["answer"] for row in csv.DictReader(open(tmp_path / "p.csv"))]
     loaded = load_for_generation(str(run), precision="fp32")
-    budget = answer_budget(loaded.tokenizer, task.labels, 256)  # evaluation's: the longest label + 2
+    budget = answer_budget(loaded.tokenizer, task.labels, 256)  # evaluation's budget, stopping at the end of a line
     assert budget > 8
     prompts = [row.messages for row in asked]
-    assert answers == generate(loaded, prompts, max_new_tokens=budget).texts != generate(loaded, prompts, max_new_tokens=8).texts
+    assert answers == generate(loaded, prompts, max_new_tokens=budget, stop_at_newline=True).texts
 
     # rows without the column the run reads its text from: the error says how to name it
     with open(tmp_path / "renamed.csv", "w", newline="") as handle:

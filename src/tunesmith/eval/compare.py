@@ -76,30 +76,42 @@ class Comparison:
 
     def table(self) -> str:
         """The comparison as a text table, with the fine-tuned model's gain over each baseline."""
-        names = ["system", *self.headline, "seconds"]
-        rows = [[s.name, *(_format(s.metrics.get(m)) for m in self.headline), f"{s.seconds:.0f}"] for s in self.systems]
+        unparsed = self.kind == "label"  # shown beside accuracy: an answer no label matched counts as wrong
+        names = ["system", *self.headline, *(["unparsed"] if unparsed else []), "seconds"]
+        rows = [[s.name, *(_format(s.metrics.get(m)) for m in self.headline),
+                 *([f"{s.metrics.get('unparsed', 0)}/{len(self.items)}"] if unparsed else []), f"{s.seconds:.0f}"]
+                for s in self.systems]
         tuned = next((s for s in self.systems if s.name == self.tuned), None)
         for base in [s for s in self.systems if tuned is not None and s is not tuned]:
-            rows.append([f"gain over {base.name}", *(_format(_delta(tuned, base, m), signed=True) for m in self.headline), ""])
+            rows.append([f"gain over {base.name}", *(_format(_delta(tuned, base, m), signed=True) for m in self.headline),
+                         *([""] if unparsed else []), ""])
         widths = [max(len(str(row[i])) for row in [names, *rows]) for i in range(len(names))]
         lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in [names, *rows]]
         return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+LABEL_ANSWER_TOKENS = 32  # room for "The sentiment of this review is positive." before a label
+
+
 def answer_budget(tokenizer: Any, labels: list[str] | tuple[str, ...] | None, free_text: int) -> int:
-    """Longest answer to generate: for a label task the longest label in tokens + 2 (room for the
-    stop token and a stray space or full stop; longer answers are not labels), else `free_text`."""
+    """Longest answer to generate: for a label task enough for a base model to say its label in a
+    sentence (32 tokens, or the longest label + 8), since a reply cut before its label would count as
+    unparsed and make the baseline look worse than it is; generation also stops at the end of the
+    first line (`stop_at_newline`). A fine-tuned model stops at its end-of-turn token right after
+    the label, so it costs nothing there. Free-text tasks: `free_text`."""
     if not labels:
         return free_text
-    return max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels) + 2
+    longest = max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels)
+    return max(LABEL_ANSWER_TOKENS, longest + 8)
 
 
 def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[EvalItem], labels: list[str] | None,
                     settings: EvalConfig, *, with_perplexity: bool = True) -> SystemResult:
     """Answers of one model to `prompts`, scored against the items' references."""
     max_new = answer_budget(loaded.tokenizer, labels, settings.max_new_tokens)
-    generated = generate(loaded, prompts, max_new_tokens=max_new, batch_size=settings.batch_size)
+    generated = generate(loaded, prompts, max_new_tokens=max_new, batch_size=settings.batch_size,
+                         stop_at_newline=bool(labels))
     result = SystemResult(name, loaded.name, generated.texts, {}, generated.seconds, generated.new_tokens)
     if labels:
         mapped = [map_answer_to_label(answer, labels) for answer in generated.texts]
@@ -202,7 +214,7 @@ def save_comparison(comparison: Comparison, folder: Path) -> None:
 def disagreements(comparison: Comparison, limit: int = 10) -> list[dict[str, str]]:
     """Rows where the systems' answers differ (by label for label tasks), the fine-tuned one right first."""
     rows = []
-    tuned = comparison.systems[-1]
+    tuned = next((s for s in comparison.systems if s.name == comparison.tuned), comparison.systems[-1])
     for number, item in enumerate(comparison.items):
         if comparison.kind == "label":
             values = [s.predicted[number] for s in comparison.systems]

@@ -89,11 +89,15 @@ def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[
                                      f"few-shot examples ({comparison.few_shot}, chosen {comparison.selection}) come from the training rows.")]
     else:
         blocks = [("h", "Held-out evaluation"), ("p", f"{len(comparison.items)} held-out rows.")]
-    header = ["system", *comparison.headline, "seconds"]
-    rows = [[s.name, *(_number(s.metrics.get(m)) for m in comparison.headline), f"{s.seconds:.0f}"] for s in comparison.systems]
-    tuned = comparison.systems[-1]
-    for base in comparison.systems[:-1]:
-        rows.append([f"gain over {base.name}", *(_signed(tuned.metrics.get(m), base.metrics.get(m)) for m in comparison.headline), ""])
+    unparsed = comparison.kind == "label"
+    header = ["system", *comparison.headline, *(["unparsed answers"] if unparsed else []), "seconds"]
+    rows = [[s.name, *(_number(s.metrics.get(m)) for m in comparison.headline),
+             *([f"{s.metrics.get('unparsed', 0)} of {len(comparison.items)}"] if unparsed else []), f"{s.seconds:.0f}"]
+            for s in comparison.systems]
+    tuned = next((s for s in comparison.systems if s.name == comparison.tuned), None)
+    for base in [s for s in comparison.systems if tuned is not None and s is not tuned]:
+        rows.append([f"gain over {base.name}", *(_signed(tuned.metrics.get(m), base.metrics.get(m)) for m in comparison.headline),
+                     *([""] if unparsed else []), ""])
     blocks.append(("table", (header, rows)))
     if comparison.intervals:
         blocks.append(("p", "How sure: 95% paired bootstrap intervals over the rows (the same resampled rows for "

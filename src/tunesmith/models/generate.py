@@ -104,8 +104,12 @@ def generate_replies(loaded: LoadedModel, prompts: list[Prompt], **kwargs: Any) 
 
 @torch.no_grad()
 def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-             top_p: float = 1.0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0) -> Generated:
-    """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0."""
+             top_p: float = 1.0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0,
+             stop_at_newline: bool = False) -> Generated:
+    """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0.
+
+    `stop_at_newline` also ends a reply at its first line break after some text (a one-line answer,
+    such as a label, is complete there; the text returned is cut at the break)."""
     started = time.perf_counter()
     encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
@@ -126,15 +130,49 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
             top_p=top_p if temperature > 0 else None, top_k=None,
             eos_token_id=list(stop_ids), pad_token_id=pad_id,
+            stopping_criteria=[_FirstLineDone(loaded.tokenizer, width)] if stop_at_newline else None,
         )
         for row, index in enumerate(chunk):
             generated = output[row, width:].tolist()
             length = next((n + 1 for n, token in enumerate(generated) if token in stop_ids), len(generated))
+            text = loaded.tokenizer.decode(generated[:length], skip_special_tokens=True)
+            line_done = stop_at_newline and _first_line_end(text) is not None
+            if line_done:
+                length = _tokens_through_first_line(loaded.tokenizer, generated[:length])
+                text = text[:_first_line_end(text)]
             new_tokens += length
-            replies[index] = loaded.tokenizer.decode(generated[:length], skip_special_tokens=True).strip()
+            replies[index] = text.strip()
             token_ids[index] = generated[:length]
-            finish_reasons[index] = "stop" if length and generated[length - 1] in stop_ids else "length"
+            finish_reasons[index] = "stop" if line_done or (length and generated[length - 1] in stop_ids) else "length"
     return Generated(replies, new_tokens, time.perf_counter() - started, token_ids, finish_reasons)
+
+
+def _first_line_end(text: str) -> int | None:
+    """Where the first line with some text ends (the index of its line break), or None."""
+    stripped = len(text) - len(text.lstrip())
+    position = text.find("\n", stripped)
+    return position if position > stripped else None
+
+
+def _tokens_through_first_line(tokenizer: Any, ids: list[int]) -> int:
+    """How many of `ids` it takes to reach the end of the first line of text."""
+    for count in range(1, len(ids) + 1):
+        if _first_line_end(tokenizer.decode(ids[:count], skip_special_tokens=True)) is not None:
+            return count
+    return len(ids)
+
+
+class _FirstLineDone:
+    """A stopping criterion (transformers' StoppingCriteria protocol): a row is done once its reply
+    has a line break after some text."""
+
+    def __init__(self, tokenizer: Any, prompt_width: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width:], skip_special_tokens=True)
+        return torch.tensor([_first_line_end(text) is not None for text in texts], device=input_ids.device)
 
 
 def _as_messages(prompt: Prompt, system_prompt: str | None) -> list[Message]:

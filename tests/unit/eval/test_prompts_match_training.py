@@ -54,11 +54,12 @@ def test_every_prompt_a_model_is_asked_is_the_training_prompt_with_the_system_pr
             assert item.reference == rows[number]["messages"][-1]["content"] and item.label is None
 
 
-def test_label_answers_get_the_longest_label_plus_two_tokens(tokenizer):
+def test_label_answers_get_room_for_a_sentence_before_the_label(tokenizer):
     labels = ["neg", "a rather long label that takes many tokens"]
     longest = len(tokenizer(labels[1], add_special_tokens=False)["input_ids"])
     assert longest > 6
-    assert answer_budget(tokenizer, labels, 256) == longest + 2
+    assert answer_budget(tokenizer, labels, 256) == max(32, longest + 8)
+    assert answer_budget(tokenizer, ["a " * 40], 256) == len(tokenizer("a " * 40, add_special_tokens=False)["input_ids"]) + 8
     assert answer_budget(tokenizer, None, 256) == 256
 
 
