@@ -28,14 +28,19 @@ def run_demo(*, steps: int = 100, output_dir: str = "runs") -> Path:
     started = time.time()
     config = demo_config(steps, output_dir)
     print(f"== tunesmith demo: teach {config.model.name} the sentiment of movie reviews (LoRA, {steps} steps),\n"
-          "   then compare it with the base model zero-shot and 5-shot on 400 held-out reviews\n", flush=True)
+          "   then compare it with the base model zero-shot and 5-shot (balanced) on 400 held-out reviews, each system\n"
+          "   scored by its generated answer and by the likelihood of each label, with 95% intervals on every gain\n", flush=True)
     result = tunesmith.train(config)
     comparison = result.comparison
     tuned = comparison.system("fine-tuned")
     print("== what changed")
     for system in comparison.systems:
+        likely = (f"   most likely label: accuracy {system.metrics['likelihood_accuracy']:.3f}"
+                  if "likelihood_accuracy" in system.metrics else "")
         print(f"  {system.name:16} accuracy {system.metrics['accuracy']:.3f}   macro F1 {system.metrics['macro_f1']:.3f}"
-              f"   unparsed answers {system.metrics['unparsed']}")
+              f"   unparsed answers {system.metrics['unparsed']}{likely}")
+    for line in comparison.interval_lines():
+        print(f"  95% interval: {line}")
     if result.baseline_val_loss is not None and result.val_loss is not None:
         print(f"  validation loss {result.baseline_val_loss:.3f} -> {result.val_loss:.3f} "
               f"(perplexity {perplexity(result.baseline_val_loss):.2f} -> {perplexity(result.val_loss):.2f})")

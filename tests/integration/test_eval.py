@@ -60,12 +60,18 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
     assert summary["forgetting"]["documents"] == 4 and summary["forgetting"]["ratio"] > 0
     # every score and every gain of the fine-tuned model carries its paired 95% interval, in the file and in words
     gains = summary["intervals"]["gains"]
-    assert set(gains) == {"base zero-shot", "base 2-shot"} and set(gains["base zero-shot"]) == {"accuracy", "macro_f1"}
+    assert set(gains) == {"base zero-shot", "base 2-shot"}
+    assert set(gains["base zero-shot"]) == {"accuracy", "macro_f1", "likelihood_accuracy", "likelihood_macro_f1"}
     for name, metrics in gains.items():
         accuracy = metrics["accuracy"]
         expected = summary["systems"]["fine-tuned"]["accuracy"] - summary["systems"][name]["accuracy"]
         assert accuracy["estimate"] == pytest.approx(expected) and accuracy["low"] <= accuracy["estimate"] <= accuracy["high"]
     assert "95% interval: the accuracy gain of fine-tuned over base zero-shot" in out
+    # every system is scored twice: by its generated answer and by the likelihood of each label
+    for system in summary["systems"].values():
+        assert 0.0 <= system["likelihood_accuracy"] <= 1.0 and "likelihood_macro_f1" in system
+    assert {"likelihood_accuracy", "likelihood_macro_f1"} <= set(gains["base zero-shot"])
+    assert "likelihood_accuracy" in out
     predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 24 and predictions[0]["reference"] in ("negative", "positive")
     report = (run / "report.md").read_text()

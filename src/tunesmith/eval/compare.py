@@ -21,6 +21,7 @@ from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
 from tunesmith.models.generate import LoadedModel, generate, load_for_generation
+from tunesmith.models.score import score_labels
 from tunesmith.training.metrics import perplexity
 
 
@@ -34,6 +35,7 @@ class SystemResult:
     new_tokens: int
     predicted: list[str | None] | None = None  # label tasks: the label each answer maps to
     rules: list[str] | None = None  # label tasks: the mapping rule that matched
+    likelihood: list[str] | None = None  # label tasks: the most likely label per row (rank classification)
 
 
 @dataclass
@@ -68,7 +70,8 @@ class Comparison:
     @property
     def headline(self) -> list[str]:
         if self.kind == "label":
-            return ["accuracy", "macro_f1"]
+            scored = any(s.likelihood is not None for s in self.systems)
+            return ["accuracy", "macro_f1", *(["likelihood_accuracy", "likelihood_macro_f1"] if scored else [])]
         return ["exact_match", "normalized_exact_match", "rouge_l", "reference_ppl"]
 
     def system(self, name: str) -> SystemResult:
@@ -119,6 +122,13 @@ def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[E
         metrics = label_metrics([item.label for item in items], result.predicted, labels)
         metrics.rules = {rule: result.rules.count(rule) for rule in dict.fromkeys(result.rules)}
         result.metrics = metrics.as_dict()
+        if settings.scoring != "generate":  # what the model knows, whatever the format of its answer
+            scored = score_labels(loaded, prompts, list(labels), batch_size=settings.batch_size)
+            result.likelihood = scored.predicted(normalized=settings.length_normalized)
+            by_likelihood = label_metrics([item.label for item in items], result.likelihood, labels)
+            result.metrics.update({"likelihood_accuracy": by_likelihood.accuracy,
+                                   "likelihood_macro_f1": by_likelihood.macro["f1"],
+                                   "likelihood_seconds": scored.seconds})
     else:
         result.metrics = text_metrics([item.reference for item in items], generated.texts)
         if with_perplexity:
@@ -170,6 +180,13 @@ def add_intervals(comparison: Comparison, resamples: int, seed: int = 0) -> None
         answers = {s.name: s.answers for s in comparison.systems}
     comparison.intervals = system_intervals(comparison.labels, references, answers, comparison.tuned,
                                             resamples=resamples, seed=seed)
+    if comparison.kind == "label" and all(s.likelihood is not None for s in comparison.systems):
+        scored = system_intervals(comparison.labels, references, {s.name: s.likelihood for s in comparison.systems},
+                                  comparison.tuned, resamples=resamples, seed=seed)
+        for part, values in scored.items():
+            for name, metrics in values.items():
+                comparison.intervals[part].setdefault(name, {}).update(
+                    {f"likelihood_{metric}": interval for metric, interval in metrics.items()})
 
 
 def general_text_forgetting(run_dir: Path, settings: EvalConfig) -> dict[str, Any]:
@@ -199,6 +216,8 @@ def save_comparison(comparison: Comparison, folder: Path) -> None:
                 row[system.name] = system.answers[number]
                 if system.predicted is not None:
                     row[f"{system.name} label"] = system.predicted[number]
+                if system.likelihood is not None:
+                    row[f"{system.name} most likely label"] = system.likelihood[number]
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     summary = {"kind": comparison.kind, "rows": len(comparison.items), "labels": comparison.labels,
                "few_shot": comparison.few_shot, "few_shot_selection": comparison.selection,

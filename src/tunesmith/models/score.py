@@ -1,0 +1,100 @@
+"""Likelihood scoring of label answers (rank classification, as evaluation harnesses score multiple
+choice): for each prompt, the log-probability of each label's answer tokens; the prediction is the
+most likely label. It measures what a model knows whatever format its generated answer takes.
+
+A label's answer tokens are what training puts in the loss for that label as the assistant's reply:
+the label's tokens and the end-of-turn token. Including the end of the turn tells a label apart from
+a longer label it begins ("good" vs "good enough") and is what a fine-tuned model was taught.
+
+The prompt's forward pass is shared by every label: each batch of prompts runs once with its key/
+value cache, the cache is repeated once per label, and only the answer tokens run again. The cost
+is about one prompt pass plus one short pass, not one prompt pass per label.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tunesmith.data.examples import Example, Message
+from tunesmith.data.tokenize import encode_prompt, tokenize_examples
+from tunesmith.models.generate import LoadedModel, pad_rows
+
+
+@dataclass
+class LabelScores:
+    labels: list[str]
+    log_probs: np.ndarray  # [rows, labels]: summed log-probability of each label's answer tokens
+    token_counts: np.ndarray  # [labels]: answer tokens per label (its tokens and the end-of-turn token)
+    seconds: float
+
+    def predicted(self, normalized: bool = False) -> list[str]:
+        """The most likely label per row: by summed log-probability, or per answer token."""
+        scores = self.log_probs / self.token_counts[None, :] if normalized else self.log_probs
+        return [self.labels[int(i)] for i in scores.argmax(axis=1)]
+
+
+def answer_ids(loaded: LoadedModel, label: str) -> list[int]:
+    """The token ids training puts in the loss when `label` is the assistant's reply."""
+    probe = Example("label-probe", 0, "chat", messages=(Message("user", "x"), Message("assistant", label)))
+    tokenized = tokenize_examples([probe], loaded.tokenizer, loaded.info, "assistant")[0]
+    return tokenized.input_ids[tokenized.loss_mask].tolist()
+
+
+@torch.no_grad()
+def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[Message]], labels: list[str], *,
+                 batch_size: int = 16) -> LabelScores:
+    """[rows, labels] log-probabilities of each label's answer after each prompt, in batches of
+    similar prompt lengths (left-padded; positions from the attention mask)."""
+    started = time.perf_counter()
+    answers = [answer_ids(loaded, label) for label in labels]
+    encoded = [encode_prompt(loaded.tokenizer, loaded.info, list(p)) for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    scores = np.zeros((len(prompts), len(labels)), dtype=np.float64)
+    model = loaded.model
+    device = next(model.parameters()).device
+    pad_id = loaded.tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=True)
+        scores[chunk] = _score_batch(model, input_ids.to(device), attention.to(device), answers, pad_id)
+    return LabelScores(list(labels), scores, np.array([len(a) for a in answers], dtype=np.float64),
+                       time.perf_counter() - started)
+
+
+def _score_batch(model: torch.nn.Module, input_ids: torch.Tensor, attention: torch.Tensor, answers: list[list[int]],
+                 pad_id: int) -> np.ndarray:
+    rows, width = input_ids.shape
+    count = len(answers)
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [rows, vocab]: each answer's first token
+    result = torch.stack([first[:, ids[0]] for ids in answers], dim=1)  # [rows, labels]
+    longest = max(len(ids) for ids in answers)
+    if longest == 1:
+        return result.double().cpu().numpy()
+    # The rest of each answer, for every (row, label): the prompt's cache repeated once per label.
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(count)
+    follow = torch.full((count, longest - 1), pad_id, dtype=torch.long, device=input_ids.device)
+    follow_mask = torch.zeros((count, longest - 1), dtype=torch.long, device=input_ids.device)
+    for label, ids in enumerate(answers):
+        follow[label, :len(ids) - 1] = torch.tensor(ids[:-1])
+        follow_mask[label, :len(ids) - 1] = 1
+    follow_ids = follow.repeat(rows, 1)  # row-major: (row 0, label 0), (row 0, label 1), ...
+    mask = torch.cat([attention.repeat_interleave(count, dim=0), follow_mask.repeat(rows, 1)], dim=1)
+    start = attention.sum(-1).repeat_interleave(count)[:, None]
+    follow_positions = start + torch.arange(longest - 1, device=input_ids.device)[None, :]
+    logits = model(input_ids=follow_ids, attention_mask=mask, position_ids=follow_positions, past_key_values=cache,
+                   use_cache=False).logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1).view(rows, count, longest - 1, -1)
+    for label, ids in enumerate(answers):
+        if len(ids) > 1:
+            targets = torch.tensor(ids[1:], device=logits.device)
+            taken = log_probs[:, label, torch.arange(len(ids) - 1), targets]  # [rows, tokens]
+            result[:, label] += taken.sum(dim=-1)
+    return result.double().cpu().numpy()
