@@ -196,7 +196,7 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     items, task = load_items(test, data, task, config.task, max_rows=settings.max_rows)
     labels = list(task.labels) if task else None
     pool: list[EvalItem] = []
-    if settings.compare and settings.few_shot:
+    if settings.compare and (settings.few_shot or settings.rag.corpus == "train"):
         pool, _ = load_items(config.data.train, config.data, task, config.task, skip_invalid=True)
     if settings.compare:
         comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, say=say)

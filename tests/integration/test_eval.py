@@ -205,3 +205,17 @@ def test_candidate_base_models_are_compared_on_the_same_rows_before_training(tmp
     assert "gain over" not in out  # nothing was fine-tuned: candidates side by side, each with its interval
     assert "95% interval: other-tiny zero-shot: accuracy" in out
     assert main(["compare", "--data", str(test)]) == 2
+
+
+def test_rag_systems_sit_beside_the_others_on_the_same_rows(tmp_path: Path, tiny_model_dir: Path, capsys):
+    train = write_reviews_csv(tmp_path / "reviews.csv", 60, seed=1)
+    test = write_reviews_csv(tmp_path / "held_out.csv", 10, seed=2)
+    assert main(["train", "--model", str(tiny_model_dir), "--data", str(train), "--test", str(test),
+                 "--text-column", "review_text", "--label-column", "verdict", "--output", "rag", "--no-progress",
+                 "--set", f"output.dir={tmp_path / 'runs'}", "--set", "train.max_steps=2", "--set", "eval.few_shot=0",
+                 "--set", "eval.rag.corpus=train", "--set", "eval.rag.k=2", "--set", "eval.general_text=null"]) == 0
+    run = tmp_path / "runs" / "rag"
+    summary = json.loads((run / "eval" / "comparison.json").read_text())
+    assert set(summary["systems"]) == {"base zero-shot", "base + RAG", "fine-tuned", "fine-tuned + RAG"}
+    assert set(summary["intervals"]["gains"]) == {"base zero-shot", "base + RAG", "fine-tuned + RAG"}
+    assert any("RAG systems: the 2 best chunks of train" in note for note in summary["notes"])

@@ -145,10 +145,24 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
     general = _general_texts(settings)
     zero_shot = [item.prompt for item in items]
 
+    retrieved = None
+    if settings.rag.corpus:
+        from tunesmith.eval.rag import build_index, retrieve
+
+        index, inputs = build_index(settings.rag, pool)
+        retrieved = retrieve(items, index, inputs, settings.rag.k)
+        comparison.notes.append(f"RAG systems: the {settings.rag.k} best chunks of {settings.rag.corpus} by BM25 "
+                                "before each question" + _recall_note(items, retrieved.sources))
+
     tuned = load_for_generation(str(run_dir), precision=settings.precision)
     template = tuned.tokenizer.chat_template
     say(f"evaluating the fine-tuned model on {len(items)} rows")
     tuned_result = evaluate_system(tuned, "fine-tuned", zero_shot, items, labels, settings)
+    tuned_rag = None
+    if retrieved is not None:
+        say(f"evaluating the fine-tuned model with retrieval on {len(items)} rows")
+        tuned_rag = evaluate_system(tuned, "fine-tuned + RAG", retrieved.prompts, items, labels, settings,
+                                    with_perplexity=False)
     general_after = text_loss(tuned, general) if general else None
     del tuned
     gc.collect()
@@ -163,11 +177,27 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
         say(f"evaluating the base model {settings.few_shot}-shot on {len(items)} rows")
         comparison.systems.append(evaluate_system(base, f"base {settings.few_shot}-shot", prompts, items, labels, settings,
                                                   with_perplexity=False))
+    if retrieved is not None:
+        say(f"evaluating the base model with retrieval on {len(items)} rows")
+        comparison.systems.append(evaluate_system(base, "base + RAG", retrieved.prompts, items, labels, settings,
+                                                  with_perplexity=False))
     if general:
         comparison.forgetting = _forgetting(settings, len(general), text_loss(base, general), general_after)
     comparison.systems.append(tuned_result)
+    if tuned_rag is not None:
+        comparison.systems.append(tuned_rag)
     add_intervals(comparison, settings.resamples, seed)
     return comparison
+
+
+def _recall_note(items: list[EvalItem], sources: list[list[str]]) -> str:
+    """recall@k when the rows name the document their answer comes from (a `source` field)."""
+    from tunesmith.eval.retrieval import recall_at_k
+
+    wanted = [getattr(item, "source", None) for item in items]
+    recall = recall_at_k([[s.rsplit("/", 1)[-1] for s in found] for found in sources],
+                         [w.rsplit("/", 1)[-1] if w else None for w in wanted])
+    return "" if recall is None else f"; retrieval recall@k {recall:.3f} (rows whose source document was retrieved)"
 
 
 def add_intervals(comparison: Comparison, resamples: int, seed: int = 0) -> None:
