@@ -1,10 +1,12 @@
 """Evaluation decoding: batched generation against calling `generate` one example at a time.
 
-    python benchmarks/generation_throughput.py [--prompts 32] [--max-new-tokens 64]
+    python benchmarks/generation_throughput.py [--prompts 32] [--max-new-tokens 64] [--label-rows 64]
 
 Both decode the same held-out prompts greedily with the default model, in fp32 (evaluation's
 default) and in bf16. Printed: generated tokens per second for each, the ratio, and whether the
-answers are identical.
+answers are identical. Then, on movie-review rows zero-shot and 5-shot (balanced), the two ways a
+label task is scored, timed side by side in fp32: generated answers (evaluation's budget, stopping
+at the end of a line) and the likelihood of each label (the prompt's pass shared across labels).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--label-rows", type=int, default=64, help="movie-review rows for the label-scoring part (0: skip)")
     args = parser.parse_args()
 
     import torch
@@ -50,6 +53,41 @@ def main() -> None:
         ratio = (batched.new_tokens / batched.seconds) / (single_tokens / single_seconds)
         same = sum(a == b for a, b in zip([g.texts[0] for g in single], batched.texts))
         print(f"{precision}: batched / one at a time {ratio:.2f}x tokens/s; identical answers {same} of {len(prompts)}\n")
+    if args.label_rows:
+        label_scoring(args.label_rows, args.batch_size)
+
+
+def label_scoring(rows: int, batch_size: int) -> None:
+    """Generated answers vs label likelihood on the same movie-review prompts, fp32."""
+    import random
+
+    from tunesmith.config import DataConfig, EvalConfig, TaskConfig
+    from tunesmith.eval.compare import answer_budget
+    from tunesmith.eval.fewshot import few_shot_prompt, select_shots
+    from tunesmith.eval.items import load_items
+    from tunesmith.eval.metrics import label_metrics, map_answer_to_label
+    from tunesmith.models.generate import generate, load_for_generation
+    from tunesmith.models.score import score_labels
+
+    items, task = load_items("movie-review-polarity:test", DataConfig(), None, TaskConfig())
+    random.Random(0).shuffle(items)
+    items = items[:rows]
+    pool, _ = load_items("movie-review-polarity:train", DataConfig(), task, TaskConfig(), max_rows=400, skip_invalid=True)
+    labels, gold = list(task.labels), [item.label for item in items]
+    loaded = load_for_generation(MODEL, precision=EvalConfig().precision)
+    shots = [few_shot_prompt(item, select_shots(item, n, pool, 5, "random", 0)) for n, item in enumerate(items)]
+    print(f"label scoring, {len(items)} movie-review rows, fp32, batch {batch_size}")
+    print(f"{'prompts':<12}{'scoring':<34}{'accuracy':>9}{'unparsed':>9}{'seconds':>9}{'rows/s':>8}")
+    for name, prompts in (("zero-shot", [item.prompt for item in items]), ("5-shot", shots)):
+        generated = generate(loaded, prompts, max_new_tokens=answer_budget(loaded.tokenizer, labels, 256),
+                             batch_size=batch_size, stop_at_newline=True)
+        by_answer = label_metrics(gold, [map_answer_to_label(a, labels)[0] for a in generated.texts], labels)
+        scored = score_labels(loaded, prompts, labels, batch_size=batch_size)
+        by_likelihood = label_metrics(gold, scored.predicted(), labels)
+        for how, metrics, seconds in (("generated answer", by_answer, generated.seconds),
+                                      ("likelihood of each label", by_likelihood, scored.seconds)):
+            print(f"{name:<12}{how:<34}{metrics.accuracy:>9.3f}{metrics.unparsed:>9}{seconds:>9.1f}{len(items) / seconds:>8.1f}")
+        print(f"{name:<12}likelihood / generation speed {generated.seconds / scored.seconds:.2f}x")
 
 
 if __name__ == "__main__":
