@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--shots-from", help="with --model: solved rows the few-shot examples are drawn from")
     compare.add_argument("--data", required=True, help="held-out rows: a file or a named split (movie-review-polarity:test)")
     compare.add_argument("--few-shot", type=int, default=5, help="solved examples in the few-shot prompt (default 5)")
-    compare.add_argument("--selection", choices=["random", "similar"], default="random", help="how shots are chosen")
+    compare.add_argument("--selection", choices=["random", "similar", "fixed"], default="random",
+                         help="how shots are chosen: per row at random, the most similar, or one fixed draw for every row")
     _add_eval_flags(compare)
 
     predict = _command(commands, "predict", "predictions of a run's model for every row of a file", cmd_predict)
@@ -282,10 +283,11 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
     for entry in DATASETS.values():
         path = cache_dir() / "datasets" / f"{entry.name}.jsonl"
-        state = f"cached, {path.stat().st_size / 1e6:.1f} MB" if path.is_file() else "fetched on first use"
+        first_use = "generated on first use" if entry.generate else "fetched on first use"
+        state = f"cached, {path.stat().st_size / 1e6:.1f} MB" if path.is_file() else first_use
         splits = f"; splits {entry.name}:train ({entry.rows - entry.test_rows}) and {entry.name}:test ({entry.test_rows})" if entry.splits else ""
         print(f"{entry.name}: {entry.rows:,} rows ({state}){splits}\n    {entry.description}\n"
-              f"    from {entry.package}=={entry.version}; licence: {entry.licence}")
+              f"    {entry.origin}; licence: {entry.licence}")
     return 0
 
 

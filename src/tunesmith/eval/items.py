@@ -10,6 +10,7 @@ from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Message, Problem
 from tunesmith.data.pipeline import read_source
 from tunesmith.data.prompting import prompt_rows
+from tunesmith.data.read import read_records
 from tunesmith.data.tasks import LabelTask, build_label_task, check_labels
 from tunesmith.errors import DataError
 
@@ -21,6 +22,7 @@ class EvalItem:
     reference: str  # the reference answer (the label name, for label tasks)
     label: str | None  # the gold label, for label tasks
     key: str  # the task input (text to classify, or the last user message): for leakage checks and similarity
+    source: str | None = None  # the document the row's answer comes from (its `source` field): for retrieval recall
 
 
 def load_items(spec: str, data: DataConfig, task: LabelTask | None, task_config: TaskConfig | None = None,
@@ -44,5 +46,6 @@ def load_items(spec: str, data: DataConfig, task: LabelTask | None, task_config:
     problems += unaskable
     if problems and not skip_invalid:
         raise DataError(f"{path}: {len(problems)} problems in the evaluation data:", problems)
-    items = [EvalItem(row.where, row.messages, row.reference, row.label, row.key) for row in rows]
+    sources = {r.where: r.data["source"] for r in read_records(path) if r.data and isinstance(r.data.get("source"), str)}
+    items = [EvalItem(row.where, row.messages, row.reference, row.label, row.key, sources.get(row.where)) for row in rows]
     return (items[:max_rows] if max_rows else items), task
