@@ -151,7 +151,8 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
 
         index, inputs = build_index(settings.rag, pool)
         retrieved = retrieve(items, index, inputs, settings.rag.k)
-        comparison.notes.append(f"RAG systems: the {settings.rag.k} best chunks of {settings.rag.corpus} by BM25 "
+        comparison.notes.append(f"RAG systems: the {settings.rag.k} best chunks of {settings.rag.corpus} by "
+                                f"{'BM25' if settings.rag.retriever == 'bm25' else 'dense MiniLM embeddings'} "
                                 "before each question" + _recall_note(items, retrieved.sources))
 
     tuned = load_for_generation(str(run_dir), precision=settings.precision)

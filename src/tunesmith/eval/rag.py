@@ -16,7 +16,9 @@ from tunesmith.data.examples import Message
 from tunesmith.data.text import normalize
 from tunesmith.errors import ConfigError
 from tunesmith.eval.items import EvalItem
-from tunesmith.eval.retrieval import BM25Index, Chunk, load_corpus
+from tunesmith.eval.retrieval import BM25Index, Chunk, DenseIndex, load_corpus
+
+Index = BM25Index | DenseIndex
 
 PREAMBLE = "Here are documents that may help:"
 
@@ -28,22 +30,25 @@ class Retrieved:
     sources: list[list[str]]
 
 
-def build_index(settings: RagConfig, pool: list[EvalItem]) -> tuple[BM25Index, dict[str, str]]:
-    """The retriever over `settings.corpus`, and for `train` chunks the normalized input each holds."""
-    if settings.retriever != "bm25":
-        raise ConfigError(f"eval.rag.retriever={settings.retriever}: only bm25 is available in this version; "
-                          "set eval.rag.retriever=bm25")
+def build_index(settings: RagConfig, pool: list[EvalItem]) -> tuple[Index, dict[str, str]]:
+    """The retriever over `settings.corpus` (BM25, or dense embeddings from the catalog's MiniLM),
+    and for `train` chunks the normalized input each holds."""
+    if settings.retriever not in ("bm25", "dense"):
+        raise ConfigError(f"eval.rag.retriever={settings.retriever}: use bm25 or dense")
+    inputs: dict[str, str] = {}
     if settings.corpus == "train":
         if not pool:
             raise ConfigError("eval.rag.corpus=train: the run has no training rows to retrieve from")
         chunks = [Chunk(item.where, item.where, f"{item.key}\nAnswer: {item.reference}") for item in pool]
-        return BM25Index(chunks), {item.where: normalize(item.key) for item in pool}
-    from tunesmith.data.catalog import resolve_data_path
+        inputs = {item.where: normalize(item.key) for item in pool}
+    else:
+        from tunesmith.data.catalog import resolve_data_path
 
-    return BM25Index(load_corpus(resolve_data_path(settings.corpus), text_field=settings.text_field)), {}
+        chunks = load_corpus(resolve_data_path(settings.corpus), text_field=settings.text_field)
+    return (DenseIndex(chunks) if settings.retriever == "dense" else BM25Index(chunks)), inputs
 
 
-def retrieve(items: list[EvalItem], index: BM25Index, inputs: dict[str, str], k: int) -> Retrieved:
+def retrieve(items: list[EvalItem], index: Index, inputs: dict[str, str], k: int) -> Retrieved:
     """Each row's prompt with its k best chunks before the question (never a chunk holding the row's own input)."""
     prompts, ids, sources = [], [], []
     for item in items:

@@ -29,3 +29,21 @@ def test_train_rows_as_corpus_never_return_the_rows_own_input_and_keep_rank_orde
     assert body.startswith(PREAMBLE) and body.endswith("Classify: The lighthouse keeper of Zorbula is kind!")
     assert body.index("[1] zorbula lighthouse tour") < body.index("[2]")
     assert "Answer: positive" in body
+
+
+def test_dense_retriever_over_a_named_document_split_finds_each_questions_source():
+    """eval.rag.retriever=dense over invented-facts:documents: the catalog's MiniLM embeds, each
+    question's own document (its `source`) comes back among the 3 best for most rows."""
+    import json
+
+    from tunesmith.data.catalog import dataset_path
+    from tunesmith.eval.retrieval import DenseIndex, recall_at_k
+
+    index, inputs = build_index(RagConfig(corpus="invented-facts:documents", k=3, retriever="dense"), [])
+    assert isinstance(index, DenseIndex) and inputs == {}
+    rows = [json.loads(line) for line in dataset_path("invented-facts", "test").read_text().splitlines()[:40]]
+    items = [EvalItem(f"test:{n}", (Message("user", r["messages"][0]["content"]),), r["messages"][1]["content"], None,
+                      r["messages"][0]["content"], r["source"]) for n, r in enumerate(rows)]
+    retrieved = retrieve(items, index, inputs, 3)
+    assert all(len(ids) == 3 for ids in retrieved.chunk_ids)
+    assert recall_at_k(retrieved.sources, [i.source for i in items]) >= 0.8
