@@ -65,3 +65,30 @@ def test_length_normalization_can_change_the_decision():
 
     scores = LabelScores(["a", "a b c"], np.array([[-2.0, -3.0]]), np.array([1.0, 3.0]), 0.0)
     assert scores.predicted() == ["a"] and scores.predicted(normalized=True) == ["a b c"]
+
+
+def test_a_shared_prefix_runs_once_and_scores_equal_the_full_forward(tiny_model_dir: Path):
+    """Prompts after the same block of shots (fixed few-shot): the block's pass is shared, each row's
+    own tail is left-padded after it (padding in the middle), and every score equals the full
+    forward of that row alone; a row with another prefix in the same batch falls back to no sharing."""
+    loaded = load_for_generation(str(tiny_model_dir), precision="fp32")
+    shots = (Message("system", "Label the review."), Message("user", "Review: a joy from start to end"),
+             Message("assistant", "positive"), Message("user", "Review: two hours I will never get back"),
+             Message("assistant", "negative"))
+    tails = ["Review: fine", "Review: an overlong, tiresome and muddled sequel", "Review: loved it",
+             "Review: the cast is wonderful but the plot is thin and the ending is rushed", "Review: no"]
+    prompts = [shots + (Message("user", tail),) for tail in tails] + [PROMPTS[0]]
+    calls = []
+    hook = loaded.model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape),
+                                                  with_kwargs=True)
+    try:
+        shared = score_labels(loaded, prompts, LABELS, batch_size=5)
+    finally:
+        hook.remove()
+    unshared = score_labels(loaded, prompts, LABELS, batch_size=5, share_prefix=False)
+    expected = np.array([[_full_forward(loaded, p, label) for label in LABELS] for p in prompts])
+    assert np.allclose(shared.log_probs, expected, atol=1e-4)
+    assert np.allclose(unshared.log_probs, expected, atol=1e-4)
+    block = len(encode_prompt(loaded.tokenizer, loaded.info, list(shots)))
+    assert any(shape[0] == 1 and shape[1] >= block - 8 for shape in calls)  # the shots ran once, alone
+    assert max(shape[1] for shape in calls if shape[0] == 5) < block  # the batch of five ran only its tails
