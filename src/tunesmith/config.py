@@ -232,12 +232,16 @@ class EvalConfig:
         True, "Also run the base model zero-shot and few-shot on the same rows, and write report.md/.html."
     )
     few_shot: int = setting(5, "Solved training examples in the few-shot prompt (0: no few-shot baseline).")
-    few_shot_selection: Literal["random", "similar"] = setting(
-        "random", "How shots are chosen: at random (seeded per row) or the most similar inputs (TF-IDF)."
+    few_shot_selection: Literal["random", "similar", "fixed"] = setting(
+        "random",
+        "How shots are chosen (balanced over classes for label tasks): at random (seeded per row), the most "
+        "similar inputs (TF-IDF), or fixed (one seeded draw shown to every row; likelihood scoring then runs "
+        "the block of shots once, several times faster).",
     )
     max_rows: int | None = setting(None, "Evaluate at most this many test rows (unset: all).")
     max_new_tokens: int = setting(
-        256, "Longest generated answer for free-text tasks; label tasks use the longest label + 2."
+        256, "Longest generated answer for free-text tasks; label tasks get 32 tokens (or the longest label + 8) "
+        "and stop at the end of the first line."
     )
     batch_size: int = setting(16, "Prompts decoded together (left-padded).")
     precision: Literal["fp32", "auto", "bf16"] = setting(

@@ -48,6 +48,9 @@ class TfidfIndex:
         return ranked[:k]
 
 
+SELECTIONS = ("random", "similar", "fixed")
+
+
 def select_shots(item: EvalItem, position: int, pool: list[EvalItem], k: int, method: str, seed: int,
                  index: TfidfIndex | None = None) -> list[EvalItem]:
     """The k pool items to show before `item` (never one with the same input).
@@ -55,16 +58,23 @@ def select_shots(item: EvalItem, position: int, pool: list[EvalItem], k: int, me
     For a label task the shots are balanced: classes take turns in a seeded order, so k shots over c
     classes differ by at most one per class (5 binary shots are 3:2, never 4:1, which a small model
     would copy), random or most similar within each class, and shown in interleaved order."""
-    if method not in ("random", "similar"):
+    if method not in SELECTIONS:
         raise ValueError(f"unknown few-shot selection {method!r}")
     same_input = {i for i, candidate in enumerate(pool) if normalize(candidate.key) == normalize(item.key)}
-    rng = random.Random(f"{seed}-{position}")
+    # fixed: one seeded draw for every row (as HELM shows the same examples to every instance), so
+    # the prompts share the block of shots and likelihood scoring runs it once; a row whose own input
+    # is among them gets the next ones in the same draw instead.
+    rng = random.Random(f"{seed}-fixed" if method == "fixed" else f"{seed}-{position}")
     if method == "similar":
         index = index or TfidfIndex([p.key for p in pool])
         ranked = index.nearest(item.key, len(pool), same_input)
         rest = [i for i in range(len(pool)) if i not in same_input and i not in set(ranked)]
         rng.shuffle(rest)  # no word in common: the rest at random, after every similar row
         order = ranked + rest
+    elif method == "fixed":  # the draw before leaving out the row's own input, so it is every row's
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        order = [i for i in order if i not in same_input]
     else:
         order = [i for i in range(len(pool)) if i not in same_input]
         rng.shuffle(order)

@@ -13,7 +13,7 @@ POOL = [item(f"review number {i} {'great' if i % 2 else 'awful'}", "positive" if
 
 def test_no_test_row_ever_appears_in_its_own_prompt_even_when_it_is_also_in_the_pool():
     tests = [item(p.key.upper() + "!", p.label, f"test:{n}") for n, p in enumerate(POOL[:10])]  # same input, other case
-    for method in ("random", "similar"):
+    for method in ("random", "similar", "fixed"):
         for position, test in enumerate(tests):
             shots = select_shots(test, position, POOL, 5, method, seed=0)
             assert len(shots) == 5
@@ -48,7 +48,7 @@ def test_label_shots_are_balanced_over_the_classes_and_interleaved():
     three = [item(f"text {i}", ["a", "b", "c"][i % 3], f"train:{i}") for i in range(60)]
     lopsided = [item(f"text {i}", "positive" if i < 36 else "negative", f"train:{i}") for i in range(40)]  # 9:1
     for pool, classes in ((POOL, 2), (three, 3), (lopsided, 2)):
-        for method in ("random", "similar"):
+        for method in ("random", "similar", "fixed"):
             for position in range(30):
                 shots = select_shots(item(f"query {position}", "x"), position, pool, 5, method, seed=0)
                 counts = Counter(shot.label for shot in shots)
@@ -60,3 +60,12 @@ def test_similar_shots_are_the_nearest_within_each_class():
     shots = select_shots(item("number 12 awful", "negative"), 0, POOL, 2, "similar", seed=0)
     assert {s.label for s in shots} == {"negative", "positive"}
     assert "review number 12 awful" in [s.key for s in shots]  # the nearest row of its class comes first in its class
+
+
+def test_fixed_shots_are_the_same_for_every_row_except_one_whose_input_is_among_them():
+    shots = select_shots(item("something new", "x"), 0, POOL, 5, "fixed", seed=3)
+    assert all(select_shots(item(f"other {n}", "x"), n, POOL, 5, "fixed", seed=3) == shots for n in range(1, 20))
+    assert select_shots(item("something new", "x"), 0, POOL, 5, "fixed", seed=4) != shots  # seeded
+    own = shots[2]
+    replaced = select_shots(item(own.key, own.label), 7, POOL, 5, "fixed", seed=3)
+    assert own not in replaced and sum(s in shots for s in replaced) == 4
