@@ -4,9 +4,11 @@
 
 Both decode the same held-out prompts greedily with the default model, in fp32 (evaluation's
 default) and in bf16. Printed: generated tokens per second for each, the ratio, and whether the
-answers are identical. Then, on movie-review rows zero-shot and 5-shot (balanced), the two ways a
-label task is scored, timed side by side in fp32: generated answers (evaluation's budget, stopping
-at the end of a line) and the likelihood of each label (the prompt's pass shared across labels).
+answers are identical. Then, on movie-review rows zero-shot and 5-shot (balanced; shots drawn per
+row, or one fixed draw for every row), the two ways a label task is scored, timed side by side in
+fp32: generated answers (evaluation's budget, stopping at the end of a line) and the likelihood of
+each label (the prompt's pass shared across labels, and a shared block of shots run once), each
+against generated 5-shot with per-row shots (evaluation's default).
 """
 
 from __future__ import annotations
@@ -75,19 +77,30 @@ def label_scoring(rows: int, batch_size: int) -> None:
     pool, _ = load_items("movie-review-polarity:train", DataConfig(), task, TaskConfig(), max_rows=400, skip_invalid=True)
     labels, gold = list(task.labels), [item.label for item in items]
     loaded = load_for_generation(MODEL, precision=EvalConfig().precision)
-    shots = [few_shot_prompt(item, select_shots(item, n, pool, 5, "random", 0)) for n, item in enumerate(items)]
+    def shots(selection: str) -> list:
+        return [few_shot_prompt(item, select_shots(item, n, pool, 5, selection, 0)) for n, item in enumerate(items)]
+
     print(f"label scoring, {len(items)} movie-review rows, fp32, batch {batch_size}")
-    print(f"{'prompts':<12}{'scoring':<34}{'accuracy':>9}{'unparsed':>9}{'seconds':>9}{'rows/s':>8}")
-    for name, prompts in (("zero-shot", [item.prompt for item in items]), ("5-shot", shots)):
+    print(f"{'prompts':<18}{'scoring':<32}{'accuracy':>9}{'unparsed':>9}{'seconds':>9}{'rows/s':>8}"
+          f"{'vs gen. 5-shot':>16}")
+    reference = None
+    for name, prompts in (("zero-shot", [item.prompt for item in items]), ("5-shot per row", shots("random")),
+                          ("5-shot fixed", shots("fixed"))):
         generated = generate(loaded, prompts, max_new_tokens=answer_budget(loaded.tokenizer, labels, 256),
                              batch_size=batch_size, stop_at_newline=True)
         by_answer = label_metrics(gold, [map_answer_to_label(a, labels)[0] for a in generated.texts], labels)
+        if name == "5-shot per row":
+            reference = generated.seconds
+        unshared = score_labels(loaded, prompts, labels, batch_size=batch_size, share_prefix=False)
         scored = score_labels(loaded, prompts, labels, batch_size=batch_size)
+        assert scored.predicted() == unshared.predicted(), "a shared prefix changed a prediction"
         by_likelihood = label_metrics(gold, scored.predicted(), labels)
         for how, metrics, seconds in (("generated answer", by_answer, generated.seconds),
+                                      ("likelihood, no prefix sharing", by_likelihood, unshared.seconds),
                                       ("likelihood of each label", by_likelihood, scored.seconds)):
-            print(f"{name:<12}{how:<34}{metrics.accuracy:>9.3f}{metrics.unparsed:>9}{seconds:>9.1f}{len(items) / seconds:>8.1f}")
-        print(f"{name:<12}likelihood / generation speed {generated.seconds / scored.seconds:.2f}x")
+            versus = f"{reference / seconds:>15.2f}x" if reference else ""
+            print(f"{name:<18}{how:<32}{metrics.accuracy:>9.3f}{metrics.unparsed:>9}{seconds:>9.1f}"
+                  f"{len(items) / seconds:>8.1f}{versus}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,23 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class RagConfig:
+    """Retrieved text in the prompt: for the RAG baselines (eval.rag) and for retrieval-aware training (data.rag)."""
+
+    corpus: str | None = setting(
+        None,
+        "What to retrieve from: `train` (the training rows themselves, k nearest as solved examples), a folder "
+        "of .txt/.md documents, a .jsonl/.csv file with a text field, or a named corpus such as "
+        "invented-facts:documents. Unset: no RAG systems.",
+    )
+    k: int = setting(3, "Chunks put in each prompt.")
+    retriever: Literal["bm25", "dense"] = setting(
+        "bm25", "bm25 (word overlap, no weights) or dense (embeddings from the catalog's all-minilm-l6-v2)."
+    )
+    text_field: str = setting("text", "Field holding each document's text in a .jsonl/.csv corpus.")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the examples come from and how they become token ids."""
 
@@ -96,7 +113,12 @@ class DataConfig:
     system_prompt: str | None = setting(
         None, "System message added to conversations that have none (none added if unset)."
     )
-
+    rag: RagConfig = setting(
+        RagConfig(),
+        "Retrieval-aware training: each training prompt gets the k best chunks of `corpus` before its last "
+        "user turn, exactly as the RAG systems of the evaluation put them, so the model learns to answer from "
+        "documents (set eval.rag to the same corpus to evaluate it that way). A document corpus only.",
+    )
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -200,23 +222,6 @@ class TrainConfig:
         "first, and again for each new batch shape: worth it for long runs, on GPUs above all).",
     )
     log_every: int = setting(1, "Write training metrics every N optimizer steps.")
-
-
-@dataclass(frozen=True)
-class RagConfig:
-    """Retrieval-augmented baselines: the base and the fine-tuned model with retrieved text in the prompt."""
-
-    corpus: str | None = setting(
-        None,
-        "What to retrieve from: `train` (the training rows themselves, k nearest as solved examples), a folder "
-        "of .txt/.md documents, a .jsonl/.csv file with a text field, or a named corpus such as "
-        "invented-facts:documents. Unset: no RAG systems.",
-    )
-    k: int = setting(3, "Chunks put in each prompt.")
-    retriever: Literal["bm25", "dense"] = setting(
-        "bm25", "bm25 (word overlap, no weights) or dense (embeddings from the catalog's all-minilm-l6-v2)."
-    )
-    text_field: str = setting("text", "Field holding each document's text in a .jsonl/.csv corpus.")
 
 
 @dataclass(frozen=True)
@@ -515,6 +520,10 @@ def check_config(config: RunConfig) -> None:
         need(getattr(evaluation, name) >= 1, f"eval.{name}", getattr(evaluation, name), "must be at least 1")
     need(evaluation.resamples >= 100, "eval.resamples", evaluation.resamples, "must be at least 100")
     need(evaluation.rag.k >= 1, "eval.rag.k", evaluation.rag.k, "must be at least 1")
+    need(config.data.rag.k >= 1, "data.rag.k", config.data.rag.k, "must be at least 1")
+    need(config.data.rag.corpus != "train", "data.rag.corpus", config.data.rag.corpus,
+         "must be a document corpus (a folder, a .jsonl/.csv file or a named document set): training rows "
+         "retrieving each other would show a row its neighbours' answers")
     need(preference.beta > 0, "preference.beta", preference.beta, "must be positive")
     need(preference.simpo_gamma >= 0, "preference.simpo_gamma", preference.simpo_gamma, "must be 0 or more")
     need(preference.samples >= 2, "preference.samples", preference.samples, "must be at least 2 (a pair needs two samples)")

@@ -17,7 +17,7 @@ from tunesmith.config import DataConfig, TaskConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Example, Problem
 from tunesmith.data.formats import FORMATS, choose_format, convert_records
-from tunesmith.data.prompting import conversation
+from tunesmith.data.prompting import Retrieve, conversation, with_retrieved
 from tunesmith.data.read import read_records
 from tunesmith.data.tasks import LabelTask, build_label_task, check_labels
 from tunesmith.data.template import TemplateInfo
@@ -83,8 +83,9 @@ def read_source(path: Path, data: DataConfig) -> RawSource:
     return RawSource(path, row_format, len(records), examples, problems)
 
 
-def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None) -> RawSource:
-    """Label rows through the task template, then the default system prompt (data/prompting.py)."""
+def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None, retrieve: Retrieve | None = None) -> RawSource:
+    """Label rows through the task template, then the default system prompt (data/prompting.py);
+    with `retrieve` (data.rag), the documents retrieved for each row's question in its prompt."""
     examples, problems = check_labels(raw.examples, task)
     learnable = []
     for example in examples:
@@ -92,7 +93,8 @@ def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None) -> R
             problems.append(Problem(example.where, f"a {example.kind} row has no single reply to learn",
                                     "use train.method=dpo for preference pairs, online-dpo for prompts"))
         else:
-            learnable.append(conversation(example, data.system_prompt, task))
+            example = conversation(example, data.system_prompt, task)
+            learnable.append(with_retrieved(example, retrieve) if retrieve and example.messages else example)
     return RawSource(raw.path, raw.format, raw.rows, learnable, raw.problems + problems)
 
 
@@ -103,9 +105,10 @@ def tokenize_source(raw: RawSource, data: DataConfig, tokenizer: Any, info: Temp
     return SourceData(raw.path, raw.format, raw.rows, kept, problems, truncated, from_cache)
 
 
-def load_source(path: Path, data: DataConfig, tokenizer: Any, info: TemplateInfo, task: LabelTask | None = None) -> SourceData:
+def load_source(path: Path, data: DataConfig, tokenizer: Any, info: TemplateInfo, task: LabelTask | None = None,
+                retrieve: Retrieve | None = None) -> SourceData:
     """Read, convert, render, tokenize and length-check one data source."""
-    return tokenize_source(render_source(read_source(path, data), data, task), data, tokenizer, info)
+    return tokenize_source(render_source(read_source(path, data), data, task, retrieve), data, tokenizer, info)
 
 
 def check_lengths(examples: list[TokenizedExample], max_length: int, truncate: bool) -> tuple[list[TokenizedExample], list[Problem], int]:
@@ -133,16 +136,18 @@ def check_lengths(examples: list[TokenizedExample], max_length: int, truncate: b
     return kept, problems, truncated
 
 
-def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int, task_config: TaskConfig | None = None) -> PreparedData:
-    """Training and validation examples, or a DataError listing every bad row of every file."""
+def prepare_data(data: DataConfig, tokenizer: Any, info: TemplateInfo, seed: int, task_config: TaskConfig | None = None,
+                 retrieve: Retrieve | None = None) -> PreparedData:
+    """Training and validation examples, or a DataError listing every bad row of every file.
+    `retrieve`: the retriever of data.rag (built by the training method: retrieval needs models)."""
     if not data.train:
         raise ConfigError("no training data: set data.train (or pass --data FILE)")
     raw_train = read_source(resolve_data_path(data.train), data)
     task = build_label_task(raw_train.examples, task_config or TaskConfig())
-    train_source = tokenize_source(render_source(raw_train, data, task), data, tokenizer, info)
+    train_source = tokenize_source(render_source(raw_train, data, task, retrieve), data, tokenizer, info)
     sources = [train_source]
     if data.validation:
-        sources.append(load_source(resolve_data_path(data.validation), data, tokenizer, info, task))
+        sources.append(load_source(resolve_data_path(data.validation), data, tokenizer, info, task, retrieve))
     problems = [p for s in sources for p in s.problems]
     if problems and not data.skip_invalid:
         bad_rows = len({p.where for p in problems})

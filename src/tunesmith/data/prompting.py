@@ -9,7 +9,8 @@ trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from tunesmith.data.examples import Example, Message, Problem
 from tunesmith.data.formats import with_system_prompt
@@ -31,6 +32,35 @@ def conversation(example: Example, system_prompt: str | None, task: LabelTask | 
     if task is not None and example.kind == "label":
         example = task.to_chat(example)
     return with_system_prompt(example, system_prompt)
+
+
+DOCUMENTS_HEADING = "Here are documents that may help:"
+
+Retrieve = Callable[[str], list[str]]  # a question -> the texts of its best chunks, best first
+
+
+def with_documents(messages: tuple[Message, ...], documents: list[str], turn: int | None = None) -> tuple[Message, ...]:
+    """`messages` with the documents, numbered in rank order, before the text of user turn `turn`
+    (default: the last one): how the RAG systems ask, and how retrieval-aware training learns.
+    A system message stays first."""
+    if not documents:
+        return messages
+    turn = turn if turn is not None else max(i for i, m in enumerate(messages) if m.role == "user")
+    asked = messages[turn]
+    listed = "\n".join(f"[{n}] {text}" for n, text in enumerate(documents, start=1))
+    augmented = Message(asked.role, f"{DOCUMENTS_HEADING}\n{listed}\n\n{asked.content}", asked.train)
+    return messages[:turn] + (augmented,) + messages[turn + 1:]
+
+
+def with_retrieved(example: Example, retrieve: Retrieve) -> Example:
+    """A training conversation with the documents retrieved for the question its last reply answers."""
+    replies = [i for i, m in enumerate(example.messages) if m.role == "assistant"]
+    asked = [i for i, m in enumerate(example.messages) if m.role == "user" and (not replies or i < replies[-1])]
+    if not asked:
+        return example
+    question = asked[-1]
+    return replace(example, messages=with_documents(example.messages, retrieve(example.messages[question].content),
+                                                    question))
 
 
 def prompt_of(example: Example, system_prompt: str | None, task: LabelTask | None) -> PromptedRow | Problem:

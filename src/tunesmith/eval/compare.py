@@ -72,7 +72,7 @@ class Comparison:
         if self.kind == "label":
             scored = any(s.likelihood is not None for s in self.systems)
             return ["accuracy", "macro_f1", *(["likelihood_accuracy", "likelihood_macro_f1"] if scored else [])]
-        return ["exact_match", "normalized_exact_match", "rouge_l", "reference_ppl"]
+        return ["exact_match", "normalized_exact_match", "contains_answer", "rouge_l", "reference_ppl"]
 
     def system(self, name: str) -> SystemResult:
         return next(s for s in self.systems if s.name == name)
@@ -193,7 +193,7 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
 
 def _recall_note(items: list[EvalItem], sources: list[list[str]]) -> str:
     """recall@k when the rows name the document their answer comes from (a `source` field)."""
-    from tunesmith.eval.retrieval import recall_at_k
+    from tunesmith.models.retrieval import recall_at_k
 
     wanted = [getattr(item, "source", None) for item in items]
     recall = recall_at_k([[s.rsplit("/", 1)[-1] for s in found] for found in sources],

@@ -99,8 +99,16 @@ def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: 
     return LabelMetrics(correct / len(gold) if gold else 0.0, per_class, macro, confusion, labels, unparsed)
 
 
+def contains_answer(reference: str, prediction: str) -> bool:
+    """The reference, normalized, is a whole-word run inside the normalized prediction: open-domain
+    QA's "has answer" accuracy (as DPR and the RAG paper score generated answers), fair to a model
+    that answers in a sentence ("He was born in 1702.") where exact match counts it wrong."""
+    wanted = normalize_for_match(reference)
+    return bool(wanted) and f" {wanted} " in f" {normalize_for_match(prediction)} "
+
+
 def text_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Exact match, normalized exact match and mean ROUGE-L F-measure (Google's rouge-score)."""
+    """Exact match, normalized exact match, answer contained, and mean ROUGE-L F-measure (Google's rouge-score)."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -108,6 +116,7 @@ def text_metrics(references: Sequence[str], predictions: Sequence[str]) -> dict[
     return {
         "exact_match": sum(r.strip() == p.strip() for r, p in zip(references, predictions)) / count,
         "normalized_exact_match": sum(normalize_for_match(r) == normalize_for_match(p) for r, p in zip(references, predictions)) / count,
+        "contains_answer": sum(contains_answer(r, p) for r, p in zip(references, predictions)) / count,
         "rouge_l": sum(scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(references, predictions)) / count,
     }
 
@@ -122,4 +131,5 @@ def row_scores(labels: Sequence[str] | None, references: Sequence[object],
 
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     return {"exact_match": [float(str(a).strip() == str(r).strip()) for a, r in zip(answers, references)],
+            "contains_answer": [float(contains_answer(str(r), str(a))) for a, r in zip(answers, references)],
             "rouge_l": [scorer.score(str(r), str(a))["rougeL"].fmeasure for a, r in zip(answers, references)]}

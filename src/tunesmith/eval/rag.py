@@ -13,14 +13,15 @@ from dataclasses import dataclass
 
 from tunesmith.config import RagConfig
 from tunesmith.data.examples import Message
+from tunesmith.data.prompting import DOCUMENTS_HEADING, with_documents
 from tunesmith.data.text import normalize
 from tunesmith.errors import ConfigError
 from tunesmith.eval.items import EvalItem
-from tunesmith.eval.retrieval import BM25Index, Chunk, DenseIndex, load_corpus
+from tunesmith.models.retrieval import BM25Index, Chunk, DenseIndex, index_corpus
 
 Index = BM25Index | DenseIndex
 
-PREAMBLE = "Here are documents that may help:"
+PREAMBLE = DOCUMENTS_HEADING
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,8 @@ def build_index(settings: RagConfig, pool: list[EvalItem]) -> tuple[Index, dict[
             raise ConfigError("eval.rag.corpus=train: the run has no training rows to retrieve from")
         chunks = [Chunk(item.where, item.where, f"{item.key}\nAnswer: {item.reference}") for item in pool]
         inputs = {item.where: normalize(item.key) for item in pool}
-    else:
-        from tunesmith.data.catalog import resolve_data_path
-
-        chunks = load_corpus(resolve_data_path(settings.corpus), text_field=settings.text_field)
-    return (DenseIndex(chunks) if settings.retriever == "dense" else BM25Index(chunks)), inputs
+        return (DenseIndex(chunks) if settings.retriever == "dense" else BM25Index(chunks)), inputs
+    return index_corpus(settings.corpus, text_field=settings.text_field, retriever=settings.retriever), inputs
 
 
 def retrieve(items: list[EvalItem], index: Index, inputs: dict[str, str], k: int) -> Retrieved:
@@ -62,8 +60,4 @@ def retrieve(items: list[EvalItem], index: Index, inputs: dict[str, str], k: int
 
 def augment(prompt: tuple[Message, ...], documents: list[str]) -> tuple[Message, ...]:
     """The documents, numbered in rank order, before the text of the last user turn; a system message stays first."""
-    if not documents:
-        return prompt
-    *earlier, question = prompt
-    listed = "\n".join(f"[{n}] {text}" for n, text in enumerate(documents, start=1))
-    return (*earlier, Message(question.role, f"{PREAMBLE}\n{listed}\n\n{question.content}"))
+    return with_documents(tuple(prompt), documents)

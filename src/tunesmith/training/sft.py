@@ -9,6 +9,7 @@ import torch
 from tunesmith.config import RunConfig
 from tunesmith.data.batches import collate
 from tunesmith.data.pipeline import PreparedData, prepare_data
+from tunesmith.data.prompting import Retrieve
 from tunesmith.data.template import TemplateInfo
 from tunesmith.models.load import ModelSource, load_causal_lm
 from tunesmith.training.loop import LossFn
@@ -17,7 +18,18 @@ from tunesmith.training.registry import Method, register_method
 
 
 def prepare_chat_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
-    return prepare_data(config.data, tokenizer, info, config.train.seed, config.task)
+    return prepare_data(config.data, tokenizer, info, config.train.seed, config.task, training_retriever(config))
+
+
+def training_retriever(config: RunConfig) -> Retrieve | None:
+    """data.rag's retriever: each training question -> the texts of the k best chunks of its corpus."""
+    settings = config.data.rag
+    if not settings.corpus:
+        return None
+    from tunesmith.models.retrieval import index_corpus
+
+    index = index_corpus(settings.corpus, text_field=settings.text_field, retriever=settings.retriever)
+    return lambda question: [chunk.text for chunk, _ in index.search(question, settings.k)]
 
 
 def load_causal(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:

@@ -73,3 +73,15 @@ def test_text_metrics_match_hand_computed_values():
     expected = (2 * 1 * (5 / 6) / (1 + 5 / 6) + 1.0 + 2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2)) / 3
     assert metrics["rouge_l"] == pytest.approx(expected)
     assert normalize_for_match("The  Answer!") == "answer"
+
+
+def test_contains_answer_counts_a_whole_word_reference_inside_a_sentence():
+    from tunesmith.eval.metrics import contains_answer
+
+    assert contains_answer("1702", "Sasshe Fonhu was born in 1702.")
+    assert contains_answer("the Deilei", "It lies on the deilei river")  # articles, case, punctuation
+    assert not contains_answer("1702", "born in 17021")  # whole words only
+    assert not contains_answer("oak", "made of cloak")
+    assert not contains_answer("", "anything")
+    metrics = text_metrics(["1702", "oak", "Paris"], ["born in 1702", "pine", "Paris"])
+    assert metrics["contains_answer"] == pytest.approx(2 / 3) and metrics["exact_match"] == pytest.approx(1 / 3)

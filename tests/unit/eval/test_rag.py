@@ -37,7 +37,7 @@ def test_dense_retriever_over_a_named_document_split_finds_each_questions_source
     import json
 
     from tunesmith.data.catalog import dataset_path
-    from tunesmith.eval.retrieval import DenseIndex, recall_at_k
+    from tunesmith.models.retrieval import DenseIndex, recall_at_k
 
     index, inputs = build_index(RagConfig(corpus="invented-facts:documents", k=3, retriever="dense"), [])
     assert isinstance(index, DenseIndex) and inputs == {}

@@ -180,6 +180,17 @@ def _encoder_max_length(folder: Path, tokenizer: Any, config: Any) -> int:
     return min(limit for limit in limits if isinstance(limit, int) and limit > 0)
 
 
+def index_corpus(corpus: str, *, text_field: str = "text", retriever: str = "bm25") -> BM25Index | DenseIndex:
+    """The index of a document corpus (a folder, a data file or a named document set such as
+    invented-facts:documents), searched by BM25 or by the catalog's MiniLM (`retriever="dense"`)."""
+    from tunesmith.data.catalog import resolve_data_path
+
+    if retriever not in ("bm25", "dense"):
+        raise ConfigError(f"retriever={retriever!r}: use bm25 or dense")
+    chunks = load_corpus(resolve_data_path(corpus), text_field=text_field)
+    return DenseIndex(chunks) if retriever == "dense" else BM25Index(chunks)
+
+
 def recall_at_k(retrieved: list[list[str]], relevant: list[str | None]) -> float | None:
     """Share of rows whose named source is among their retrieved chunks' sources (rows naming none are left out)."""
     pairs = [(sources, wanted) for sources, wanted in zip(retrieved, relevant) if wanted]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tunesmith.errors import DataError
-from tunesmith.eval.retrieval import (
+from tunesmith.models.retrieval import (
     BM25Index,
     Chunk,
     DenseIndex,
