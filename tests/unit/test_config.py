@@ -108,3 +108,12 @@ def test_max_grad_norm_zero_means_no_clipping():
     assert torch.equal(parameter.grad, torch.tensor([3.0, 4.0, 0.0]))  # untouched, not scaled to zero
     assert _clip([parameter], 1.0) == pytest.approx(5.0)
     assert torch.allclose(parameter.grad.norm(), torch.tensor(1.0), atol=1e-5)  # a positive value clips
+
+
+def test_every_shipped_example_config_loads():
+    from tunesmith.config import load_config
+
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+    assert len(examples) >= 5
+    for path in examples:
+        load_config(str(path), [])  # unknown keys or bad values would raise, naming the file
