@@ -93,3 +93,34 @@ def inspect_data(path: str, config: RunConfig, *, rows: int = 2, table: bool = F
     return "\n".join(lines)
 
 
+
+
+def audit_data(path: str, config: RunConfig, *, held_out: list[str], report_dir: str | None, output: str | None,
+               dedupe: bool, scrub: bool) -> str:
+    """`tunesmith data audit`: the audit's summary, audit.json/.html in `report_dir`, and with
+    --dedupe/--scrub the cleaned rows in a new file `output`."""
+    from pathlib import Path
+
+    from tunesmith.data.audit import load_rows, run_audit
+    from tunesmith.data.audit.clean import write_cleaned
+    from tunesmith.data.audit.report import write_report
+    from tunesmith.errors import ConfigError
+
+    if (dedupe or scrub) and not output:
+        raise ConfigError("--dedupe and --scrub write a new file: give it with -o clean.jsonl (the input is never changed)")
+    source = resolve_data_path(path)
+    report = run_audit(source, config.data, [resolve_data_path(p) for p in held_out])
+    lines = report.summary_lines()
+    if report_dir:
+        lengths: dict[str, list[int]] = {}
+        for row in load_rows(source, config.data) if report.labels else []:
+            lengths.setdefault(str(row.label), []).append(len(row.input.split()))
+        page = write_report(report, Path(report_dir), lengths)
+        lines.append(f"report: {page} and {page.with_name('audit.json')}")
+    if output:
+        removed, replaced = write_cleaned(source, Path(output), duplicates=report.duplicates if dedupe else None,
+                                          scrub_pii=scrub)
+        done = [f"{removed} duplicate rows removed"] if dedupe else []
+        done += [f"{sum(replaced.values())} values replaced ({', '.join(f'{k} {n}' for k, n in replaced.items()) or 'none'})"] if scrub else []
+        lines.append(f"wrote {output}: {'; '.join(done)}; {source} is unchanged")
+    return "\n".join(lines)

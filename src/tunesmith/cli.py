@@ -79,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", help="data file, folder, or named dataset")
     _add_config_flags(validate, with_data=False)
     validate.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
+    audit = _command(data_commands, "audit", "duplicates, leakage, personal data, labels and suspicious rows of a "
+                     "whole data set; --dedupe/--scrub write a cleaned copy", cmd_data_audit)
+    audit.add_argument("path", help="training data file, folder, or named dataset")
+    _add_config_flags(audit, with_data=False)
+    audit.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
+    audit.add_argument("--test", dest="held_out", action="append", default=[],
+                       help="held-out rows to check for leakage (repeat for validation and test)")
+    audit.add_argument("--report-dir", default="audit", help="where audit.json and audit.html go (default ./audit)")
+    audit.add_argument("--dedupe", action="store_true", help="leave all but the first row of each duplicate group out of -o")
+    audit.add_argument("--scrub", action="store_true", help="replace personal and secret data with <EMAIL>, <CARD>, ... in -o")
+    audit.add_argument("-o", "--output", dest="clean_output", help="the cleaned file (.jsonl or .csv); never the input")
     _command(data_commands, "list", "named datasets that can be used by name", cmd_data_list)
     fetch = _command(data_commands, "fetch", "materialize a named dataset into the cache as JSONL", cmd_data_fetch)
     fetch.add_argument("name", help="dataset name, optionally with a split (movie-review-polarity:test)")
@@ -274,6 +285,15 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args, args.config_file)
     print(validate_data(args.path, config))
+    return 0
+
+
+def cmd_data_audit(args: argparse.Namespace) -> int:
+    from tunesmith.checks import audit_data
+
+    config = _config_from_args(args, args.config_file)
+    print(audit_data(args.path, config, held_out=args.held_out, report_dir=args.report_dir, output=args.clean_output,
+                     dedupe=args.dedupe, scrub=args.scrub))
     return 0
 
 

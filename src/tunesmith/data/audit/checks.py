@@ -1,0 +1,89 @@
+"""Checks of the data set as a whole that are not duplicates or personal data: labels, suspicious
+rows, preference pairs."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from pathlib import Path
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from tunesmith.data.audit.rows import AuditRow
+from tunesmith.data.text import normalize
+
+_MOJIBAKE = re.compile(r"Ã[\x80-\xbf¡-¿]|â€[™œ\x9d“”˜¦]|Â[ -¿]")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # e.g. "empty", "encoding", "length-outlier"
+    where: str  # file:line
+    what: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}; {self.fix}"
+
+
+def label_summary(rows: list[AuditRow]) -> dict | None:
+    """Counts, imbalance, mean length per class and labels seen once; None without labels."""
+    labels = [row.label for row in rows if row.label is not None]
+    if not labels:
+        return None
+    counts = Counter(labels)
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        if row.label is not None:
+            lengths[row.label].append(len(row.input.split()))
+    ratio = max(counts.values()) / min(counts.values())
+    return {"counts": dict(counts.most_common()), "imbalance_ratio": ratio,
+            "suggest_class_weights": ratio >= 3.0,  # task.class_weights=balanced pays off from about 3:1
+            "mean_words": {label: statistics.fmean(values) for label, values in lengths.items()},
+            "singletons": sorted(label for label, count in counts.items() if count == 1)}
+
+
+def suspicious_rows(rows: list[AuditRow]) -> list[Finding]:
+    findings = []
+    lengths = [len(row.text) for row in rows]
+    median = statistics.median(lengths) if lengths else 0
+    spread = statistics.median(abs(n - median) for n in lengths) if lengths else 0  # MAD: robust to the outliers
+    for row, length in zip(rows, lengths):
+        if not row.input.strip() or (row.answer == "" and row.label is None and row.rejected is None and not row.input):
+            findings.append(Finding("empty", row.where, "the row's input is empty or only whitespace",
+                                    "fill it in or remove the row"))
+        if "\ufffd" in row.text or _MOJIBAKE.search(row.text):
+            findings.append(Finding("encoding", row.where, "encoding damage (U+FFFD or mojibake such as 'Ã©')",
+                                    "re-export the file as UTF-8 from its source"))
+        delimiter = {".csv": ",", ".tsv": "\t"}.get(Path(row.where.rsplit(":", 1)[0]).suffix.lower())
+        if delimiter and sum(delimiter in line for line in row.text.splitlines()) >= 5:
+            findings.append(Finding("swallowed-rows", row.where, "one field holds many lines with delimiters and quotes, "
+                                    "the usual sign of an unclosed quote in a CSV", "close the quote on or before this line"))
+        if spread and length > median + 10 * spread and length > 4 * median:
+            findings.append(Finding("length-outlier", row.where, f"{length} characters, against a median of {median:.0f}",
+                                    "check that the row is what it should be"))
+        if row.answer and len(row.answer) > 20 and normalize(row.answer) in normalize(row.input):
+            findings.append(Finding("repeats-prompt", row.where, "the answer repeats text of the prompt",
+                                    "check the reply column"))
+    return findings
+
+
+def preference_findings(rows: list[AuditRow]) -> tuple[list[Finding], float | None]:
+    """chosen == rejected, contradicting pairs for one prompt, and the share where chosen is longer."""
+    pairs = [row for row in rows if row.rejected is not None]
+    if not pairs:
+        return [], None
+    findings = []
+    seen: dict[tuple[str, str, str], str] = {}
+    for row in pairs:
+        prompt, chosen, rejected = normalize(row.input), normalize(row.answer), normalize(row.rejected or "")
+        if chosen == rejected:
+            findings.append(Finding("same-pair", row.where, "chosen and rejected are the same reply",
+                                    "remove the row: it teaches nothing"))
+        if (prompt, rejected, chosen) in seen:
+            findings.append(Finding("contradicting-pair", row.where,
+                                    f"the same prompt and replies are ranked the other way at {seen[(prompt, rejected, chosen)]}",
+                                    "keep one of the two"))
+        seen.setdefault((prompt, chosen, rejected), row.where)
+    longer = sum(len(row.answer) > len(row.rejected or "") for row in pairs) / len(pairs)
+    return findings, longer

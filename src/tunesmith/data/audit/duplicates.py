@@ -1,0 +1,134 @@
+"""Exact and near duplicates, within a data set and across two (leakage).
+
+Near duplicates come from datasketch's MinHash LSH over word 3-gram shingles (the method of the
+GPT-3 and The Pile de-duplication, with shorter shingles for rows of a sentence or two), and every candidate pair the LSH proposes is checked against
+the true Jaccard similarity of the two shingle sets, so a reported pair is never an LSH artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tunesmith.data.text import normalize
+
+SHINGLE = 3  # words per shingle: one changed word in 30 still leaves a Jaccard of 0.8
+PERMUTATIONS = 64
+THRESHOLD = 0.7  # Jaccard similarity from which two rows count as near duplicates
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    rows: tuple[str, ...]  # file:line of each row in the group, first occurrence first
+    similarity: float  # 1.0 for exact duplicates (after normalization); the lowest pair's Jaccard otherwise
+    exact: bool
+
+
+def shingles(text: str, size: int = SHINGLE) -> set[str]:
+    words = normalize(text).split()
+    if len(words) <= size:
+        return {" ".join(words)} if words else set()
+    return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(normalize(text).encode(), digest_size=16).hexdigest()
+
+
+def _minhashes(shingle_sets: list[set[str]]):
+    from datasketch import MinHash
+
+    # bulk hashing is several times faster than updating one MinHash at a time
+    return MinHash.bulk([[s.encode() for s in sorted(group)] or [b""] for group in shingle_sets],
+                        num_perm=PERMUTATIONS, seed=1)
+
+
+def find_duplicates(wheres: list[str], texts: list[str], threshold: float = THRESHOLD) -> list[DuplicateGroup]:
+    """Groups of rows whose texts are equal after normalization, then groups of near duplicates
+    (Jaccard >= threshold) among the rest, each listed once."""
+    from datasketch import MinHashLSH
+
+    by_digest: dict[str, list[int]] = defaultdict(list)
+    for i, text in enumerate(texts):
+        by_digest[_digest(text)].append(i)
+    groups = [DuplicateGroup(tuple(wheres[i] for i in rows), 1.0, True) for rows in by_digest.values() if len(rows) > 1]
+    firsts = [rows[0] for rows in by_digest.values()]  # one row per exact group takes part in the near search
+    sets = [shingles(texts[i]) for i in firsts]
+    lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
+    hashes = _minhashes(sets)
+    parent = list(range(len(firsts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    lowest: dict[int, float] = {}
+    for i, minhash in enumerate(hashes):
+        for j in lsh.query(minhash):
+            similarity = jaccard(sets[i], sets[j])
+            if similarity >= threshold:
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)
+                lowest[min(a, b)] = min(lowest.get(min(a, b), 1.0), lowest.get(max(a, b), 1.0), similarity)
+        lsh.insert(i, minhash)
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(firsts)):
+        members[root(i)].append(i)
+    for top, rows in members.items():
+        if len(rows) > 1:
+            groups.append(DuplicateGroup(tuple(wheres[firsts[i]] for i in sorted(rows)), lowest.get(top, threshold), False))
+    return groups
+
+
+@dataclass(frozen=True)
+class Leak:
+    train: str  # file:line of the training row
+    held_out: str  # file:line of the validation or test row
+    kind: str  # "exact", "near" or "ngram"
+    similarity: float
+
+
+def find_leaks(train_wheres: list[str], train_texts: list[str], held_wheres: list[str], held_texts: list[str],
+               train_answers: list[str], held_answers: list[str], *, threshold: float = THRESHOLD,
+               ngram: int = 13) -> list[Leak]:
+    """Held-out rows that equal or nearly equal a training row, or share a long run of words
+    (`ngram` words, as GPT-3's contamination check) between their answers; at most one leak per
+    held-out row, the strongest."""
+    from datasketch import MinHashLSH
+
+    digests: dict[str, int] = {}
+    for i, text in enumerate(train_texts):
+        digests.setdefault(_digest(text), i)
+    train_sets = [shingles(text) for text in train_texts]
+    lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
+    for i, minhash in enumerate(_minhashes(train_sets)):
+        lsh.insert(i, minhash)
+    grams: dict[str, int] = {}
+    for i, answer in enumerate(train_answers):
+        for gram in shingles(answer, ngram) if len(normalize(answer).split()) >= ngram else ():
+            grams.setdefault(gram, i)
+    leaks = []
+    held_sets = [shingles(text) for text in held_texts]
+    for j, minhash in enumerate(_minhashes(held_sets)):
+        if (i := digests.get(_digest(held_texts[j]))) is not None:
+            leaks.append(Leak(train_wheres[i], held_wheres[j], "exact", 1.0))
+            continue
+        near = [(jaccard(held_sets[j], train_sets[i]), i) for i in lsh.query(minhash)]
+        near = [pair for pair in near if pair[0] >= threshold]
+        if near:
+            similarity, i = max(near)
+            leaks.append(Leak(train_wheres[i], held_wheres[j], "near", similarity))
+            continue
+        answer = held_answers[j]
+        if len(normalize(answer).split()) >= ngram:
+            shared = next((grams[g] for g in sorted(shingles(answer, ngram)) if g in grams), None)
+            if shared is not None:
+                leaks.append(Leak(train_wheres[shared], held_wheres[j], "ngram", 0.0))
+    return leaks
