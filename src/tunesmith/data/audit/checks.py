@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import statistics
-from pathlib import Path
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 from tunesmith.data.audit.rows import AuditRow
 from tunesmith.data.text import normalize
