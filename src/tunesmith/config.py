@@ -105,6 +105,12 @@ class DataConfig:
     skip_invalid: bool = setting(
         False, "Leave out invalid rows (their count and reasons are printed) instead of stopping."
     )
+    audit: Literal["warn", "strict", "off"] = setting(
+        "warn",
+        "The data audit before training (duplicates, leakage into validation/test rows, personal data, "
+        "suspicious rows; `tunesmith data audit` shows it whole): warn prints its summary, strict stops on any "
+        "finding, off skips it.",
+    )
     loss_on: Literal["assistant", "all"] = setting(
         "assistant",
         "Which tokens the loss covers: the assistant's replies (and their end-of-turn token) or "

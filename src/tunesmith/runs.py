@@ -18,6 +18,7 @@ from tunesmith.config import (
     stage_config,
     stage_name,
 )
+from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Example, Problem
 from tunesmith.data.prompting import PromptedRow, prompt_rows
 from tunesmith.data.tasks import LabelTask
@@ -55,6 +56,7 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
     ask, and write the report."""
     if config.stages:
         return train_stages(config, resume=resume, show_progress=show_progress)
+    audit_before_training(config)
     result = run_method(config, resume=resume, show_progress=show_progress)
     evaluate_after_training(result, config)
     return result
@@ -270,6 +272,26 @@ def evaluate_model(target: str, test: str, settings: EvalConfig, *, columns: dic
     result = evaluate_system(loaded, Path(target).name, [i.prompt for i in items], items,
                              list(task.labels) if task else None, settings)
     return result
+
+
+def audit_before_training(config: RunConfig) -> None:
+    """data.audit: the audit's summary before any model loads; with `strict`, a DataError on any finding."""
+    if config.data.audit == "off" or not config.data.train:
+        return
+    from tunesmith.data.audit import run_audit
+
+    held_out = [resolve_data_path(spec) for spec in (config.data.validation, config.eval.test) if spec]
+    report = run_audit(resolve_data_path(config.data.train), config.data, held_out)
+    for line in report.summary_lines(examples=2):
+        say(line)
+    if config.data.audit == "strict" and not report.clean:
+        raise DataError(f"{config.data.train}: the data audit found problems and data.audit=strict; fix them (tunesmith "
+                        "data audit --dedupe/--scrub -o writes a cleaned copy) or set data.audit=warn:",
+                        [Problem(f.where, f.what, f.fix) for f in report.findings]
+                        + [Problem(g.rows[0], f"duplicated at {', '.join(g.rows[1:])}", "--dedupe") for g in report.duplicates]
+                        + [Problem(leak.held_out, f"also in the training data at {leak.train} ({leak.kind})",
+                                   "remove it from one of the two files") for leak in report.leaks]
+                        + [Problem(where, f"holds {kind}", "--scrub") for kind, wheres in report.pii.items() for where in wheres])
 
 
 def leakage_notes(items: list[EvalItem], pool: list[EvalItem]) -> list[str]:
