@@ -295,12 +295,18 @@ def audit_before_training(config: RunConfig) -> None:
 
 
 def leakage_notes(items: list[EvalItem], pool: list[EvalItem]) -> list[str]:
-    seen = {normalize(p.key) for p in pool}
-    leaked = sum(normalize(item.key) in seen for item in items)
-    if not leaked:
+    """The data audit's leakage check on the evaluated rows: exact, near and long shared answer runs."""
+    from tunesmith.data.audit.duplicates import find_leaks
+
+    leaks = find_leaks([p.where for p in pool], [p.key for p in pool], [i.where for i in items], [i.key for i in items],
+                       [p.reference for p in pool], [i.reference for i in items])
+    if not leaks:
         return []
-    return [f"{leaked} of {len(items)} test rows also appear in the training data: the scores overstate how well "
-            "the model does on new inputs; remove them from one of the two files"]
+    kinds = ", ".join(f"{sum(leak.kind == kind for leak in leaks)} {kind}" for kind in ("exact", "near", "ngram")
+                      if any(leak.kind == kind for leak in leaks))
+    return [f"{len(leaks)} of {len(items)} test rows also appear in the training data ({kinds}; e.g. {leaks[0].held_out} ~ "
+            f"{leaks[0].train}): the scores overstate how well the model does on new inputs; remove them from one of "
+            "the two files (tunesmith data audit TRAIN --test TEST lists them all)"]
 
 
 def run_config(run_dir: Path) -> RunConfig:
