@@ -8,6 +8,7 @@ the true Jaccard similarity of the two shingle sets, so a reported pair is never
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -43,9 +44,10 @@ def _digest(text: str) -> str:
 def _minhashes(shingle_sets: list[set[str]]):
     from datasketch import MinHash
 
-    # bulk hashing is several times faster than updating one MinHash at a time
-    return MinHash.bulk([[s.encode() for s in sorted(group)] or [b""] for group in shingle_sets],
-                        num_perm=PERMUTATIONS, seed=1)
+    # bulk hashing is several times faster than updating one MinHash at a time, and CRC-32 (C, stable
+    # across processes) hashes a shingle in a third of the time of datasketch's default SHA-1
+    return MinHash.bulk([[s.encode() for s in group] or [b""] for group in shingle_sets],
+                        num_perm=PERMUTATIONS, seed=1, hashfunc=zlib.crc32)
 
 
 def find_duplicates(wheres: list[str], texts: list[str], threshold: float = THRESHOLD) -> list[DuplicateGroup]:

@@ -95,10 +95,22 @@ DETECTORS: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
 KINDS = [kind for kind, _, _ in DETECTORS]
 
 
+_DIGIT = re.compile(r"\d")
+
+# A cheap test that must pass before a detector's pattern runs (most rows hold no '@' or '://').
+_NEEDS: dict[str, Callable[[str], bool]] = {
+    "PRIVATE_KEY": lambda text: "-----BEGIN" in text, "URL_CREDENTIALS": lambda text: "://" in text,
+    "EMAIL": lambda text: "@" in text,
+}
+
+
 def find_pii(text: str) -> list[Found]:
     """Every finding in `text`, non-overlapping, in order; an earlier detector wins an overlap."""
     taken: list[Found] = []
+    digits = _DIGIT.search(text) is not None
     for kind, pattern, check in DETECTORS:
+        if (kind in _NEEDS and not _NEEDS[kind](text)) or (not digits and kind not in _NEEDS and kind != "API_KEY"):
+            continue  # every other detector needs a digit
         for match in pattern.finditer(text):
             if check is not None and not check(match.group()):
                 continue
