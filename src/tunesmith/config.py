@@ -275,6 +275,11 @@ class EvalConfig:
         False, "Likelihood scoring: compare labels by mean log-probability per token instead of the sum."
     )
     rag: RagConfig = setting(RagConfig(), "Retrieval-augmented baselines.")
+    groups: str | None = setting(
+        None,
+        "A YAML of group name -> terms (e.g. gendered words): label tasks also get each system's accuracy per "
+        "group of test rows mentioning its terms, and the gap between groups.",
+    )
     resamples: int = setting(
         2000, "Bootstrap resamples for the 95% intervals on every score and every gain (paired over rows)."
     )

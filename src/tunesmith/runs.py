@@ -207,6 +207,8 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
         comparison = Comparison("label" if labels else "generation", items,
                                 [evaluate_system(loaded, "fine-tuned", [i.prompt for i in items], items, labels, settings)], labels)
     comparison.notes.extend(leakage_notes(items, pool))
+    if settings.groups and labels:
+        comparison.notes.extend(group_notes(comparison, settings.groups))
     save_comparison(comparison, run_dir / "eval")
     markdown, html = write_report(run_dir, comparison)
     print(f"\n{comparison.table()}\n", flush=True)
@@ -272,6 +274,22 @@ def evaluate_model(target: str, test: str, settings: EvalConfig, *, columns: dic
     result = evaluate_system(loaded, Path(target).name, [i.prompt for i in items], items,
                              list(task.labels) if task else None, settings)
     return result
+
+
+def group_notes(comparison: Comparison, groups_file: str) -> list[str]:
+    """eval.groups: each system's accuracy per group of rows and the gap between groups."""
+    from tunesmith.data.audit.slices import accuracy_by_group, load_groups
+
+    groups = load_groups(groups_file)
+    texts, gold = [item.key for item in comparison.items], [item.label for item in comparison.items]
+    notes = []
+    for system in comparison.systems:
+        found = accuracy_by_group(texts, gold, system.predicted, groups)
+        parts = [f"{name} {g['accuracy']:.3f} (n={g['rows']})" if g["accuracy"] is not None else f"{name} no rows"
+                 for name, g in found["groups"].items()]
+        gap = f"; gap {found['gap']:.3f}" if found["gap"] is not None else ""
+        notes.append(f"accuracy by group ({groups_file}), {system.name}: {', '.join(parts)}{gap}")
+    return notes
 
 
 def audit_before_training(config: RunConfig) -> None:

@@ -46,6 +46,9 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
             "--text-column", "review_text", "--label-column", "verdict", "--output", "reviews", "--no-progress",
             "--set", f"output.dir={tmp_path / 'runs'}", "--set", "train.max_steps=6", "--set", "train.learning_rate=2e-2",
             "--set", "eval.few_shot=2", "--set", "eval.general_rows=4", "--set", "data.validation_split=0.1"]
+    groups = tmp_path / "groups.yaml"
+    groups.write_text(f"praised: [{', '.join(WORDS['positive'])}]\npanned: [{', '.join(WORDS['negative'])}]\n")
+    args += ["--set", f"eval.groups={groups}"]
     assert main(args) == 0
     out = capsys.readouterr().out
     run = tmp_path / "runs" / "reviews"
@@ -78,6 +81,9 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
     for heading in ("## Data", "## Training", "## Fine-tuned vs base model", "## Per class", "## Forgetting", "## Settings"):
         assert heading in report
     assert "95% paired bootstrap intervals" in report
+    # eval.groups: each system's accuracy per group of rows and the gap between the groups
+    by_group = [note for note in summary["notes"] if note.startswith("accuracy by group")]
+    assert len(by_group) == 3 and all("praised" in note and "panned" in note for note in by_group)
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html  # self-contained: images inline
 

@@ -33,6 +33,7 @@ class AuditReport:
     pii: dict[str, list[str]] = field(default_factory=dict)  # kind -> file:line of each row holding one
     labels: dict | None = None
     findings: list[Finding] = field(default_factory=list)
+    groups: dict | None = None  # --groups: rows and label rates per group
     chosen_longer: float | None = None  # preference rows: share where the chosen reply is the longer one
     seconds: float = 0.0
 
@@ -45,7 +46,8 @@ class AuditReport:
         return {"version": AUDIT_VERSION, "source": self.source, "rows": self.rows, "seconds": self.seconds,
                 "duplicates": [asdict(g) for g in self.duplicates], "leaks": [asdict(leak) for leak in self.leaks],
                 "held_out": self.held_out, "pii": self.pii, "labels": self.labels,
-                "findings": [asdict(f) for f in self.findings], "chosen_longer": self.chosen_longer}
+                "findings": [asdict(f) for f in self.findings], "groups": self.groups,
+                "chosen_longer": self.chosen_longer}
 
     def summary_lines(self, examples: int = 3) -> list[str]:
         lines = [f"audit of {self.source}: {self.rows} rows in {self.seconds:.1f} s"]
@@ -73,6 +75,9 @@ class AuditReport:
                          + ("; consider task.class_weights=balanced" if self.labels["suggest_class_weights"] else ""))
             if self.labels["singletons"]:
                 lines.append(f"  labels seen once: {', '.join(self.labels['singletons'])}")
+        for name, group in (self.groups or {}).items():
+            rates = ", ".join(f"{label} {share:.0%}" for label, share in group["label_rates"].items())
+            lines.append(f"group {name}: {group['rows']} rows; {rates or 'no rows'}")
         if self.chosen_longer is not None:
             lines.append(f"preference pairs: the chosen reply is the longer one in {self.chosen_longer:.0%} of pairs"
                          + (" (a length bias the model may learn)" if abs(self.chosen_longer - 0.5) > 0.2 else ""))
@@ -95,8 +100,10 @@ def load_rows(path: Path, data: DataConfig, problems: list[Finding] | None = Non
     return [audit_row(example) for example in source.examples]
 
 
-def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] | None = None) -> AuditReport:
-    """Every check on the rows of `train`; leakage against each of `held_out`."""
+def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] | None = None,
+              groups: str | Path | None = None) -> AuditReport:
+    """Every check on the rows of `train`; leakage against each of `held_out`; with `groups` (a YAML
+    of group -> terms), the label rates of each group."""
     started = time.perf_counter()
     data = data or DataConfig()
     invalid: list[Finding] = []
@@ -114,6 +121,11 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
         for kind in dict.fromkeys(found.kind for found in find_pii(row.text)):
             report.pii.setdefault(kind, []).append(row.where)
     report.labels = label_summary(rows)
+    if groups and report.labels:
+        from tunesmith.data.audit.slices import label_rates, load_groups
+
+        labelled = [row for row in rows if row.label is not None]
+        report.groups = label_rates([r.input for r in labelled], [str(r.label) for r in labelled], load_groups(groups))
     if report.labels:
         report.findings += _label_noise(rows, report.duplicates)
     report.findings += suspicious_rows(rows)
