@@ -96,7 +96,7 @@ def inspect_data(path: str, config: RunConfig, *, rows: int = 2, table: bool = F
 
 
 def audit_data(path: str, config: RunConfig, *, held_out: list[str], report_dir: str | None, output: str | None,
-               dedupe: bool, scrub: bool, groups: str | None = None) -> str:
+               dedupe: bool, scrub: bool, groups: str | None = None, pii: str = "builtin") -> str:
     """`tunesmith data audit`: the audit's summary, audit.json/.html in `report_dir`, and with
     --dedupe/--scrub the cleaned rows in a new file `output`."""
     from pathlib import Path
@@ -109,7 +109,7 @@ def audit_data(path: str, config: RunConfig, *, held_out: list[str], report_dir:
     if (dedupe or scrub) and not output:
         raise ConfigError("--dedupe and --scrub write a new file: give it with -o clean.jsonl (the input is never changed)")
     source = resolve_data_path(path)
-    report = run_audit(source, config.data, [resolve_data_path(p) for p in held_out], groups=groups)
+    report = run_audit(source, config.data, [resolve_data_path(p) for p in held_out], groups=groups, pii_detector=pii)
     lines = report.summary_lines()
     if report_dir:
         lengths: dict[str, list[int]] = {}

@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--config", dest="config_file", help="YAML config whose data settings apply")
     audit.add_argument("--test", dest="held_out", action="append", default=[],
                        help="held-out rows to check for leakage (repeat for validation and test)")
+    audit.add_argument("--pii", choices=["builtin", "presidio"], default="builtin",
+                       help="personal-data detectors: built-in patterns and checksums (offline), or also Presidio")
     audit.add_argument("--groups", help="YAML of group name -> terms: label rates per group of rows mentioning them")
     audit.add_argument("--report-dir", default="audit", help="where audit.json and audit.html go (default ./audit)")
     audit.add_argument("--dedupe", action="store_true", help="leave all but the first row of each duplicate group out of -o")
@@ -294,7 +296,7 @@ def cmd_data_audit(args: argparse.Namespace) -> int:
 
     config = _config_from_args(args, args.config_file)
     print(audit_data(args.path, config, held_out=args.held_out, report_dir=args.report_dir, output=args.clean_output,
-                     dedupe=args.dedupe, scrub=args.scrub, groups=args.groups))
+                     dedupe=args.dedupe, scrub=args.scrub, groups=args.groups, pii=args.pii))
     return 0
 
 

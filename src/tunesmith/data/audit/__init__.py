@@ -14,7 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tunesmith.config import DataConfig
-from tunesmith.data.audit.checks import Finding, label_summary, preference_findings, suspicious_rows
+from tunesmith.data.audit.checks import (
+    Finding,
+    label_summary,
+    language_outliers,
+    preference_findings,
+    suspicious_rows,
+)
 from tunesmith.data.audit.duplicates import DuplicateGroup, Leak, find_duplicates, find_leaks
 from tunesmith.data.audit.pii import find_pii
 from tunesmith.data.audit.rows import AuditRow, audit_row
@@ -101,9 +107,15 @@ def load_rows(path: Path, data: DataConfig, problems: list[Finding] | None = Non
 
 
 def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] | None = None,
-              groups: str | Path | None = None) -> AuditReport:
+              groups: str | Path | None = None, pii_detector: str = "builtin") -> AuditReport:
     """Every check on the rows of `train`; leakage against each of `held_out`; with `groups` (a YAML
-    of group -> terms), the label rates of each group."""
+    of group -> terms), the label rates of each group. `pii_detector="presidio"` adds Presidio's
+    findings to the built-in ones."""
+    extra = None
+    if pii_detector == "presidio":
+        from tunesmith.data.audit.pii import presidio_finder
+
+        extra = presidio_finder()
     started = time.perf_counter()
     data = data or DataConfig()
     invalid: list[Finding] = []
@@ -118,7 +130,8 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
         report.leaks += find_leaks(wheres, [row.input for row in rows], [row.where for row in held],
                                    [row.input for row in held], [row.answer for row in rows], [row.answer for row in held])
     for row in rows:
-        for kind in dict.fromkeys(found.kind for found in find_pii(row.text)):
+        found = find_pii(row.text) + (extra(row.text) if extra else [])
+        for kind in dict.fromkeys(f.kind for f in found):
             report.pii.setdefault(kind, []).append(row.where)
     report.labels = label_summary(rows)
     if groups and report.labels:
@@ -129,6 +142,7 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
     if report.labels:
         report.findings += _label_noise(rows, report.duplicates)
     report.findings += suspicious_rows(rows)
+    report.findings += language_outliers(rows)
     pair_findings, report.chosen_longer = preference_findings(rows)
     report.findings += pair_findings
     report.seconds = time.perf_counter() - started

@@ -68,6 +68,48 @@ def suspicious_rows(rows: list[AuditRow]) -> list[Finding]:
     return findings
 
 
+# A few hundred frequent words decide a Latin-script language well enough to spot the odd row out;
+# a library (langdetect, fastText's lid.176) would add weights or a dependency for the same flag.
+_STOPWORDS = {
+    "en": {"the", "and", "is", "of", "to", "in", "it", "that", "was", "for", "with", "this", "you", "are", "not"},
+    "de": {"der", "die", "und", "ist", "nicht", "das", "ein", "eine", "zu", "mit", "ich", "sie", "es", "auf", "den"},
+    "fr": {"le", "la", "les", "et", "est", "une", "un", "des", "du", "que", "pas", "pour", "dans", "ce", "il"},
+    "es": {"el", "la", "los", "las", "y", "es", "una", "un", "que", "no", "por", "para", "con", "del", "se"},
+    "nl": {"de", "het", "een", "en", "is", "niet", "van", "dat", "ik", "je", "op", "te", "zijn", "met", "voor"},
+    "it": {"il", "la", "e", "che", "non", "di", "un", "una", "per", "con", "sono", "del", "gli", "le", "lo"},
+}
+_SCRIPTS = [("Cyrillic", 0x0400, 0x04FF), ("Greek", 0x0370, 0x03FF), ("Arabic", 0x0600, 0x06FF),
+            ("Hebrew", 0x0590, 0x05FF), ("Devanagari", 0x0900, 0x097F), ("CJK", 0x3040, 0x9FFF), ("Hangul", 0xAC00, 0xD7AF)]
+
+
+def language_of(text: str) -> str | None:
+    """The row's script, or for Latin script its language by frequent words; None when unsure."""
+    letters = [c for c in text if c.isalpha()]
+    if len(letters) < 20:
+        return None
+    for name, low, high in _SCRIPTS:
+        if sum(low <= ord(c) <= high for c in letters) > len(letters) / 2:
+            return name
+    words = re.findall(r"[a-zà-ÿ]+", text.lower())
+    scores = {language: sum(word in stop for word in words) for language, stop in _STOPWORDS.items()}
+    best = max(scores, key=scores.get)
+    return best if scores[best] >= 2 and scores[best] >= 2 * sorted(scores.values())[-2] else None
+
+
+def language_outliers(rows: list[AuditRow]) -> list[Finding]:
+    """Rows in another language than most rows (when most rows have one)."""
+    languages = [language_of(row.input + " " + row.answer) for row in rows]
+    known = Counter(language for language in languages if language)
+    if not known:
+        return []
+    majority, count = known.most_common(1)[0]
+    if count < 0.6 * len(rows):
+        return []
+    return [Finding("language", row.where, f"reads as {language}, while {count} of {len(rows)} rows read as {majority}",
+                    "check that the row belongs in this data set") for row, language in zip(rows, languages)
+            if language and language != majority]
+
+
 def preference_findings(rows: list[AuditRow]) -> tuple[list[Finding], float | None]:
     """chosen == rejected, contradicting pairs for one prompt, and the share where chosen is longer."""
     pairs = [row for row in rows if row.rejected is not None]

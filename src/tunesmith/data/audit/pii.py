@@ -18,6 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tunesmith.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Found:
@@ -126,3 +128,20 @@ def scrub(text: str) -> tuple[str, list[Found]]:
     for f in reversed(found):
         text = text[:f.start] + f"<{f.kind}>" + text[f.end:]
     return text, found
+
+
+def presidio_finder(language: str = "en") -> Callable[[str], list[Found]]:
+    """Microsoft Presidio's analyzer (pattern and NER recognizers; names, locations, ...) as a
+    second detector, for users who have it and a spaCy model installed; its entity types become
+    the kinds (PERSON, LOCATION, ...)."""
+    try:
+        from presidio_analyzer import AnalyzerEngine
+    except ImportError:
+        raise ConfigError("the presidio detector needs presidio-analyzer and a spaCy model: pip install "
+                          "presidio-analyzer && python -m spacy download en_core_web_lg (or leave --pii builtin)") from None
+    try:
+        engine = AnalyzerEngine()
+    except Exception as exc:  # spaCy model missing or not loadable: Presidio raises OSError/ValueError
+        raise ConfigError(f"Presidio could not start ({exc}); install a spaCy model (python -m spacy download "
+                          "en_core_web_lg) or leave --pii builtin") from None
+    return lambda text: [Found(r.entity_type, r.start, r.end) for r in engine.analyze(text=text, language=language)]

@@ -137,3 +137,24 @@ def test_cli_audit_writes_reports_and_a_cleaned_copy_leaving_the_input_alone(tmp
         from tunesmith.data.audit.clean import write_cleaned
 
         write_cleaned(train, train, scrub_pii=True)
+
+
+def test_a_row_in_another_language_or_script_is_flagged(tmp_path: Path):
+    english = [{"text": f"this is the review number {i} and it was not bad at all for the money", "label": "pos"}
+               for i in range(30)]
+    german = {"text": "das ist nicht der film den ich sehen wollte und die musik ist zu laut", "label": "neg"}
+    russian = {"text": "это был очень хороший фильм и я рекомендую его всем друзьям", "label": "pos"}
+    report = run_audit(write_jsonl(tmp_path / "rows.jsonl", english + [german, russian]))
+    flagged = {f.where.rsplit(":", 1)[1]: f.what for f in report.findings if f.check == "language"}
+    assert set(flagged) == {"31", "32"} and "de" in flagged["31"] and "Cyrillic" in flagged["32"]
+
+
+def test_presidio_without_the_package_is_one_line_naming_what_to_install(tmp_path: Path):
+    try:
+        import presidio_analyzer  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("presidio-analyzer is installed here; the message is for machines without it")
+    with pytest.raises(ConfigError, match="pip install presidio-analyzer"):
+        run_audit(write_jsonl(tmp_path / "rows.jsonl", [{"text": "hello there", "label": "a"}]), pii_detector="presidio")
