@@ -102,6 +102,8 @@ def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[
     if comparison.intervals:
         blocks.append(("p", "How sure: 95% paired bootstrap intervals over the rows (the same resampled rows for "
                             "every system). " + " ".join(f"{line[0].upper()}{line[1:]}." for line in comparison.interval_lines())))
+    for note in comparison.notes:  # leakage, retrieval, accuracy by group
+        blocks.append(("p", f"Note: {note}"))
     blocks.append(("img", images["comparison"]))
     if comparison.kind == "label":
         blocks.append(("h", "Per class"))

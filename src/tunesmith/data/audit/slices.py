@@ -45,6 +45,11 @@ def label_rates(texts: Sequence[str], labels: Sequence[str], groups: dict[str, r
     return result
 
 
+def rows_by_group(texts: Sequence[str], groups: dict[str, re.Pattern[str]]) -> dict[str, list[int]]:
+    """Per group, the indices of the texts that mention one of its terms (a text can be in several)."""
+    return {name: [i for i, text in enumerate(texts) if pattern.search(text)] for name, pattern in groups.items()}
+
+
 def accuracy_by_group(texts: Sequence[str], gold: Sequence[str], predicted: Sequence[str | None],
                       groups: dict[str, re.Pattern[str]]) -> dict:
     """Accuracy per group and the gap between the best and the worst group with rows."""
