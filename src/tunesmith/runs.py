@@ -306,8 +306,12 @@ def audit_before_training(config: RunConfig) -> None:
         return
     from tunesmith.data.audit import run_audit
 
-    held_out = [resolve_data_path(spec) for spec in (config.data.validation, config.eval.test) if spec]
-    report = run_audit(resolve_data_path(config.data.train), config.data, held_out)
+    train = resolve_data_path(config.data.train)
+    held_out = [path for path in (resolve_data_path(s) for s in (config.data.validation, config.eval.test) if s)
+                if path.exists()]
+    if not train.exists():  # the run's own checks name it, after the model (same order as without the audit)
+        return
+    report = run_audit(train, config.data, held_out)
     for line in report.summary_lines(examples=2):
         say(line)
     if config.data.audit == "strict" and not report.clean:

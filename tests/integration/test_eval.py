@@ -82,8 +82,10 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
         assert heading in report
     assert "95% paired bootstrap intervals" in report
     # eval.groups: each system's accuracy per group of rows and the gap between the groups
-    by_group = [note for note in summary["notes"] if note.startswith("accuracy by group")]
-    assert len(by_group) == 3 and all("praised" in note and "panned" in note for note in by_group)
+    by_group = [note for note in summary["notes"] if note.startswith("by group")]
+    assert len(by_group) == 3 and all("praised accuracy" in note and "panned accuracy" in note and "macro F1" in note
+                                      and "gap" in note for note in by_group)
+    assert by_group[0] in report
     html = (run / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html  # self-contained: images inline
 
