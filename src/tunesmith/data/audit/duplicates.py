@@ -16,6 +16,9 @@ from tunesmith.data.text import normalize
 
 SHINGLE = 3  # words per shingle: one changed word in 30 still leaves a Jaccard of 0.8
 PERMUTATIONS = 64
+# The LSH's bands are tuned below the reported threshold: tuned at it, MinHash LSH misses about
+# half of the pairs that sit right at it; every candidate is confirmed by its true Jaccard anyway.
+LSH_MARGIN = 0.2
 THRESHOLD = 0.7  # Jaccard similarity from which two rows count as near duplicates
 
 
@@ -61,7 +64,7 @@ def find_duplicates(wheres: list[str], texts: list[str], threshold: float = THRE
     groups = [DuplicateGroup(tuple(wheres[i] for i in rows), 1.0, True) for rows in by_digest.values() if len(rows) > 1]
     firsts = [rows[0] for rows in by_digest.values()]  # one row per exact group takes part in the near search
     sets = [shingles(texts[i]) for i in firsts]
-    lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
+    lsh = MinHashLSH(threshold=max(threshold - LSH_MARGIN, 0.1), num_perm=PERMUTATIONS)
     hashes = _minhashes(sets)
     parent = list(range(len(firsts)))
 
@@ -109,7 +112,7 @@ def find_leaks(train_wheres: list[str], train_texts: list[str], held_wheres: lis
     for i, text in enumerate(train_texts):
         digests.setdefault(_digest(text), i)
     train_sets = [shingles(text) for text in train_texts]
-    lsh = MinHashLSH(threshold=threshold, num_perm=PERMUTATIONS)
+    lsh = MinHashLSH(threshold=max(threshold - LSH_MARGIN, 0.1), num_perm=PERMUTATIONS)
     for i, minhash in enumerate(_minhashes(train_sets)):
         lsh.insert(i, minhash)
     grams: dict[str, int] = {}

@@ -158,3 +158,24 @@ def test_presidio_without_the_package_is_one_line_naming_what_to_install(tmp_pat
         pytest.skip("presidio-analyzer is installed here; the message is for machines without it")
     with pytest.raises(ConfigError, match="pip install presidio-analyzer"):
         run_audit(write_jsonl(tmp_path / "rows.jsonl", [{"text": "hello there", "label": "a"}]), pii_detector="presidio")
+
+
+def test_pairs_just_above_the_threshold_are_found():
+    """Pairs at Jaccard 0.70-0.75 (the LSH must not be tuned at the threshold itself, where it misses half)."""
+    from tunesmith.data.audit.duplicates import THRESHOLD, jaccard, shingles
+
+    rng = random.Random(5)
+    texts, planted = [], 0
+    for i in range(100):
+        words = [f"w{rng.randrange(10**6)}" for _ in range(60)]
+        copy = list(words)
+        for position in rng.sample(range(60), 60):
+            similarity = jaccard(shingles(" ".join(words)), shingles(" ".join(copy)))
+            if similarity < THRESHOLD + 0.05:
+                break
+            copy[position] = f"x{i}-{position}"
+        if jaccard(shingles(" ".join(words)), shingles(" ".join(copy))) >= THRESHOLD:
+            planted += 1
+        texts += [" ".join(words), " ".join(copy)]
+    groups = find_duplicates([f"f:{n}" for n in range(len(texts))], texts)
+    assert planted >= 80 and len(groups) >= 0.95 * planted
