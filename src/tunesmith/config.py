@@ -416,19 +416,25 @@ def _merge(base: dict[str, Any], layer: Any, where: str) -> dict[str, Any]:
     return merged
 
 
+def read_yaml(path: Path, missing: str) -> Any:
+    """A YAML file's content; a ConfigError saying `missing` when it does not exist, or naming the
+    line of a syntax error."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+
+
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file (or none) and apply `a.b=c` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such config file; check the path")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        loaded = read_yaml(path, "no such config file; check the path")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

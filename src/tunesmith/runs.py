@@ -279,24 +279,19 @@ def evaluate_model(target: str, test: str, settings: EvalConfig, *, columns: dic
 def group_notes(comparison: Comparison, groups_file: str) -> list[str]:
     """eval.groups: each system's accuracy and macro F1 per group of rows, and the gaps between groups."""
     from tunesmith.data.audit.slices import load_groups, rows_by_group
-    from tunesmith.eval.metrics import label_metrics
+    from tunesmith.eval.metrics import metrics_by_group
 
     members = rows_by_group([item.key for item in comparison.items], load_groups(groups_file))
+    gold = [item.label for item in comparison.items]
     notes = []
     for system in comparison.systems:
-        scores = {}
-        for name, rows in members.items():
-            if rows:
-                metrics = label_metrics([comparison.items[i].label for i in rows], [system.predicted[i] for i in rows],
-                                        comparison.labels)
-                scores[name] = (metrics.accuracy, metrics.macro["f1"], len(rows))
-        parts = [f"{name} accuracy {a:.3f}, macro F1 {f:.3f} (n={n})" for name, (a, f, n) in scores.items()]
-        parts += [f"{name} no rows" for name, rows in members.items() if not rows]
-        gap = ""
-        if len(scores) > 1:
-            accuracies, f1s = [v[0] for v in scores.values()], [v[1] for v in scores.values()]
-            gap = f"; gap {max(accuracies) - min(accuracies):.3f} in accuracy, {max(f1s) - min(f1s):.3f} in macro F1"
-        notes.append(f"by group ({groups_file}), {system.name}: {'; '.join(parts)}{gap}")
+        found = metrics_by_group(members, gold, system.predicted, comparison.labels)
+        parts = [f"{name} accuracy {g['accuracy']:.3f}, macro F1 {g['macro_f1']:.3f} (n={g['rows']})"
+                 for name, g in found["groups"].items() if g["rows"]]
+        parts += [f"{name} no rows" for name, g in found["groups"].items() if not g["rows"]]
+        gap = found["gap"]
+        gap_text = f"; gap {gap['accuracy']:.3f} in accuracy, {gap['macro_f1']:.3f} in macro F1" if gap else ""
+        notes.append(f"by group ({groups_file}), {system.name}: {'; '.join(parts)}{gap_text}")
     return notes
 
 

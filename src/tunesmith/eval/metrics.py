@@ -99,6 +99,24 @@ def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: 
     return LabelMetrics(correct / len(gold) if gold else 0.0, per_class, macro, confusion, labels, unparsed)
 
 
+def metrics_by_group(members: dict[str, list[int]], gold: Sequence[str], predicted: Sequence[str | None],
+                     labels: Sequence[str]) -> dict:
+    """Accuracy and macro F1 of the rows of each group (`members`: group -> row indices), and the
+    gaps between the best and the worst group with rows (None with fewer than two such groups)."""
+    groups = {}
+    for name, rows in members.items():
+        if not rows:
+            groups[name] = {"rows": 0, "accuracy": None, "macro_f1": None}
+            continue
+        scored = label_metrics([gold[i] for i in rows], [predicted[i] for i in rows], labels)
+        groups[name] = {"rows": len(rows), "accuracy": scored.accuracy, "macro_f1": scored.macro["f1"]}
+    found = [g for g in groups.values() if g["rows"]]
+    gap = None
+    if len(found) > 1:
+        gap = {key: max(g[key] for g in found) - min(g[key] for g in found) for key in ("accuracy", "macro_f1")}
+    return {"groups": groups, "gap": gap}
+
+
 def contains_answer(reference: str, prediction: str) -> bool:
     """The reference, normalized, is a whole-word run inside the normalized prediction: open-domain
     QA's "has answer" accuracy (as DPR and the RAG paper score generated answers), fair to a model

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tunesmith.data.audit import run_audit
-from tunesmith.data.audit.slices import accuracy_by_group, load_groups
+from tunesmith.data.audit.slices import load_groups, rows_by_group
 from tunesmith.errors import ConfigError
+from tunesmith.eval.metrics import metrics_by_group
 
 
 def groups_file(tmp_path: Path) -> Path:
@@ -23,11 +24,11 @@ def test_a_planted_gap_between_groups_is_measured(tmp_path: Path):
     texts = ["she was great"] * 10 + ["he was great"] * 10 + ["the film"] * 5
     gold = ["pos"] * 25
     predicted = ["pos"] * 9 + ["neg"] + ["pos"] * 5 + ["neg"] * 5 + ["pos"] * 5  # women 0.9, men 0.5
-    found = accuracy_by_group(texts, gold, predicted, groups)
-    assert found["groups"]["women"] == {"rows": 10, "accuracy": 0.9}
-    assert found["groups"]["men"] == {"rows": 10, "accuracy": 0.5}
-    assert found["gap"] == pytest.approx(0.4)
-    assert accuracy_by_group(["History of the shell"], ["x"], ["x"], groups)["groups"]["women"]["rows"] == 0  # whole words
+    found = metrics_by_group(rows_by_group(texts, groups), gold, predicted, ["neg", "pos"])
+    assert found["groups"]["women"]["rows"] == 10 and found["groups"]["women"]["accuracy"] == 0.9
+    assert found["groups"]["men"]["rows"] == 10 and found["groups"]["men"]["accuracy"] == 0.5
+    assert found["gap"]["accuracy"] == pytest.approx(0.4)
+    assert rows_by_group(["History of the shell"], groups)["women"] == []  # whole words
 
 
 def test_data_audit_reports_label_rates_per_group(tmp_path: Path):
