@@ -101,7 +101,7 @@ def audit_data(path: str, config: RunConfig, *, held_out: list[str], report_dir:
     --dedupe/--scrub the cleaned rows in a new file `output`."""
     from pathlib import Path
 
-    from tunesmith.data.audit import load_rows, run_audit
+    from tunesmith.data.audit import run_audit
     from tunesmith.data.audit.clean import write_cleaned
     from tunesmith.data.audit.report import write_report
     from tunesmith.errors import ConfigError
@@ -112,10 +112,7 @@ def audit_data(path: str, config: RunConfig, *, held_out: list[str], report_dir:
     report = run_audit(source, config.data, [resolve_data_path(p) for p in held_out], groups=groups, pii_detector=pii)
     lines = report.summary_lines()
     if report_dir:
-        lengths: dict[str, list[int]] = {}
-        for row in load_rows(source, config.data) if report.labels else []:
-            lengths.setdefault(str(row.label), []).append(len(row.input.split()))
-        page = write_report(report, Path(report_dir), lengths)
+        page = write_report(report, Path(report_dir), report.words_by_label)
         lines.append(f"report: {page} and {page.with_name('audit.json')}")
     if output:
         removed, replaced = write_cleaned(source, Path(output), duplicates=report.duplicates if dedupe else None,

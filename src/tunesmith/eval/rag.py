@@ -13,15 +13,13 @@ from dataclasses import dataclass
 
 from tunesmith.config import RagConfig
 from tunesmith.data.examples import Message
-from tunesmith.data.prompting import DOCUMENTS_HEADING, with_documents
+from tunesmith.data.prompting import with_documents
 from tunesmith.data.text import normalize
 from tunesmith.errors import ConfigError
 from tunesmith.eval.items import EvalItem
-from tunesmith.models.retrieval import BM25Index, Chunk, DenseIndex, index_corpus
+from tunesmith.models.retrieval import BM25Index, Chunk, DenseIndex, index_chunks, index_corpus
 
 Index = BM25Index | DenseIndex
-
-PREAMBLE = DOCUMENTS_HEADING
 
 
 @dataclass(frozen=True)
@@ -34,16 +32,12 @@ class Retrieved:
 def build_index(settings: RagConfig, pool: list[EvalItem]) -> tuple[Index, dict[str, str]]:
     """The retriever over `settings.corpus` (BM25, or dense embeddings from the catalog's MiniLM),
     and for `train` chunks the normalized input each holds."""
-    if settings.retriever not in ("bm25", "dense"):
-        raise ConfigError(f"eval.rag.retriever={settings.retriever}: use bm25 or dense")
-    inputs: dict[str, str] = {}
     if settings.corpus == "train":
         if not pool:
             raise ConfigError("eval.rag.corpus=train: the run has no training rows to retrieve from")
         chunks = [Chunk(item.where, item.where, f"{item.key}\nAnswer: {item.reference}") for item in pool]
-        inputs = {item.where: normalize(item.key) for item in pool}
-        return (DenseIndex(chunks) if settings.retriever == "dense" else BM25Index(chunks)), inputs
-    return index_corpus(settings.corpus, text_field=settings.text_field, retriever=settings.retriever), inputs
+        return index_chunks(chunks, settings.retriever), {item.where: normalize(item.key) for item in pool}
+    return index_corpus(settings.corpus, text_field=settings.text_field, retriever=settings.retriever), {}
 
 
 def retrieve(items: list[EvalItem], index: Index, inputs: dict[str, str], k: int) -> Retrieved:
@@ -52,12 +46,8 @@ def retrieve(items: list[EvalItem], index: Index, inputs: dict[str, str], k: int
     for item in items:
         own = normalize(item.key)
         found = [chunk for chunk, _ in index.search(item.key, k + 8) if inputs.get(chunk.id) != own][:k]
-        prompts.append(augment(item.prompt, [chunk.text for chunk in found]))
+        prompts.append(with_documents(tuple(item.prompt), [chunk.text for chunk in found]))
         ids.append([chunk.id for chunk in found])
         sources.append([chunk.source for chunk in found])
     return Retrieved(prompts, ids, sources)
 
-
-def augment(prompt: tuple[Message, ...], documents: list[str]) -> tuple[Message, ...]:
-    """The documents, numbered in rank order, before the text of the last user turn; a system message stays first."""
-    return with_documents(tuple(prompt), documents)

@@ -185,9 +185,13 @@ def index_corpus(corpus: str, *, text_field: str = "text", retriever: str = "bm2
     invented-facts:documents), searched by BM25 or by the catalog's MiniLM (`retriever="dense"`)."""
     from tunesmith.data.catalog import resolve_data_path
 
+    return index_chunks(load_corpus(resolve_data_path(corpus), text_field=text_field), retriever)
+
+
+def index_chunks(chunks: list[Chunk], retriever: str = "bm25") -> BM25Index | DenseIndex:
+    """`chunks` searched by BM25 or by the catalog's MiniLM (`retriever="dense"`)."""
     if retriever not in ("bm25", "dense"):
         raise ConfigError(f"retriever={retriever!r}: use bm25 or dense")
-    chunks = load_corpus(resolve_data_path(corpus), text_field=text_field)
     return DenseIndex(chunks) if retriever == "dense" else BM25Index(chunks)
 
 

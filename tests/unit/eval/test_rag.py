@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from tunesmith.config import RagConfig
 from tunesmith.data.examples import Message
+from tunesmith.data.prompting import DOCUMENTS_HEADING
 from tunesmith.eval.items import EvalItem
-from tunesmith.eval.rag import PREAMBLE, build_index, retrieve
+from tunesmith.eval.rag import build_index, retrieve
 
 
 def item(text: str, label: str, where: str) -> EvalItem:
@@ -26,7 +27,7 @@ def test_train_rows_as_corpus_never_return_the_rows_own_input_and_keep_rank_orde
     prompt = retrieved.prompts[0]
     assert prompt[0] == Message("system", "S") and prompt[-1].role == "user"
     body = prompt[-1].content
-    assert body.startswith(PREAMBLE) and body.endswith("Classify: The lighthouse keeper of Zorbula is kind!")
+    assert body.startswith(DOCUMENTS_HEADING) and body.endswith("Classify: The lighthouse keeper of Zorbula is kind!")
     assert body.index("[1] zorbula lighthouse tour") < body.index("[2]")
     assert "Answer: positive" in body
 

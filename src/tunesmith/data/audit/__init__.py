@@ -20,6 +20,7 @@ from tunesmith.data.audit.checks import (
     language_outliers,
     preference_findings,
     suspicious_rows,
+    words_by_label,
 )
 from tunesmith.data.audit.duplicates import DuplicateGroup, Leak, find_duplicates, find_leaks
 from tunesmith.data.audit.pii import find_pii
@@ -40,6 +41,7 @@ class AuditReport:
     labels: dict | None = None
     findings: list[Finding] = field(default_factory=list)
     groups: dict | None = None  # --groups: rows and label rates per group
+    words_by_label: dict[str, list[int]] = field(default_factory=dict)  # for the report's plot; not in the JSON
     chosen_longer: float | None = None  # preference rows: share where the chosen reply is the longer one
     seconds: float = 0.0
 
@@ -134,6 +136,7 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
         for kind in dict.fromkeys(f.kind for f in found):
             report.pii.setdefault(kind, []).append(row.where)
     report.labels = label_summary(rows)
+    report.words_by_label = words_by_label(rows)
     if groups and report.labels:
         from tunesmith.data.audit.slices import label_rates, load_groups
 

@@ -26,16 +26,22 @@ class Finding:
         return f"{self.where}: {self.what}; {self.fix}"
 
 
+def words_by_label(rows: list[AuditRow]) -> dict[str, list[int]]:
+    """The words of each labelled row's input, by label (for the mean and the report's histogram)."""
+    lengths: dict[str, list[int]] = defaultdict(list)
+    for row in rows:
+        if row.label is not None:
+            lengths[row.label].append(len(row.input.split()))
+    return dict(lengths)
+
+
 def label_summary(rows: list[AuditRow]) -> dict | None:
     """Counts, imbalance, mean length per class and labels seen once; None without labels."""
     labels = [row.label for row in rows if row.label is not None]
     if not labels:
         return None
     counts = Counter(labels)
-    lengths: dict[str, list[int]] = defaultdict(list)
-    for row in rows:
-        if row.label is not None:
-            lengths[row.label].append(len(row.input.split()))
+    lengths = words_by_label(rows)
     ratio = max(counts.values()) / min(counts.values())
     return {"counts": dict(counts.most_common()), "imbalance_ratio": ratio,
             "suggest_class_weights": ratio >= 3.0,  # task.class_weights=balanced pays off from about 3:1

@@ -77,44 +77,49 @@ def _secret(text: str) -> bool:
             and _entropy(text) >= 4.0)
 
 
-# (kind, pattern, check): the order is the order of precedence where two overlap
-DETECTORS: list[tuple[str, re.Pattern[str], Callable[[str], bool] | None]] = [
-    ("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), None),
-    ("URL_CREDENTIALS", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@[^\s/]+"), None),
-    ("API_KEY", re.compile(r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|sk_live_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{36,}"
-                           r"|github_pat_[A-Za-z0-9_]{40,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}"
-                           r"|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z]{30,})"), None),
-    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), None),
-    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), iban_ok),
-    ("CARD", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
-    ("SSN", re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), _ssn),
-    ("NINO", re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), None),
-    ("IP", re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"), _ip),
-    ("IP", re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}|(?=::))(?::[0-9a-fA-F]{0,4}){2,7}(?![\w:])"), _ip),
-    ("PHONE", re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?\d{3,4}|\d{2,4}[ .-]\d{3,4})"
-                         r"[ .-]?\d{3,4}(?![\w-])(?![ .-]?\d)"), lambda text: 9 <= sum(c.isdigit() for c in text) <= 15),
-    ("SECRET", re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9_+/=-]{32,}(?![A-Za-z0-9])"), _secret),
-]
-KINDS = list(dict.fromkeys(kind for kind, _, _ in DETECTORS))
-
-
 _DIGIT = re.compile(r"\d")
 
-# A cheap test that must pass before a detector's pattern runs: each pattern scan costs about as
-# much as the whole test set, and most rows hold no '@', '://', '-' or ':'.
-_NEEDS: list[Callable[[str], bool]] = [
-    lambda text: "-----BEGIN" in text, lambda text: "://" in text, lambda text: True, lambda text: "@" in text,
-    lambda text: _DIGIT.search(text) is not None, lambda text: _DIGIT.search(text) is not None,
-    lambda text: "-" in text, lambda text: _DIGIT.search(text) is not None, lambda text: "." in text,
-    lambda text: ":" in text, lambda text: _DIGIT.search(text) is not None, lambda text: _DIGIT.search(text) is not None,
-]  # in the order of DETECTORS
+
+def _has(marker: str) -> Callable[[str], bool]:
+    return lambda text: marker in text
+
+
+def _has_digit(text: str) -> bool:
+    return _DIGIT.search(text) is not None
+
+
+def _always(text: str) -> bool:
+    return True
+
+
+# (kind, a cheap test that must pass before the pattern runs, pattern, check): the order is the order of
+# precedence where two overlap. Each pattern scan costs about as much as the pre-tests of all of them,
+# and most rows hold no '@', '://', '-' or ':'.
+DETECTORS: list[tuple[str, Callable[[str], bool], re.Pattern[str], Callable[[str], bool] | None]] = [
+    ("PRIVATE_KEY", _has("-----BEGIN"), re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"), None),
+    ("URL_CREDENTIALS", _has("://"), re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s:/@]+:[^\s/@]+@[^\s/]+"), None),
+    ("API_KEY", _always, re.compile(r"\b(?:sk-(?:proj-)?[A-Za-z0-9_-]{20,}|sk_live_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{36,}"
+                           r"|github_pat_[A-Za-z0-9_]{40,}|AKIA[0-9A-Z]{16}|xox[abposr]-[A-Za-z0-9-]{10,}"
+                           r"|AIza[0-9A-Za-z_-]{35}|hf_[A-Za-z]{30,})"), None),
+    ("EMAIL", _has("@"), re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), None),
+    ("IBAN", _has_digit, re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), iban_ok),
+    ("CARD", _has_digit, re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
+    ("SSN", _has("-"), re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"), _ssn),
+    ("NINO", _has_digit, re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), None),
+    ("IP", _has("."), re.compile(r"(?<![\w.])\d{1,3}(?:\.\d{1,3}){3}(?![\w.])"), _ip),
+    ("IP", _has(":"), re.compile(r"(?<![\w:])(?:[0-9a-fA-F]{1,4}|(?=::))(?::[0-9a-fA-F]{0,4}){2,7}(?![\w:])"), _ip),
+    ("PHONE", _has_digit, re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?\d{3,4}|\d{2,4}[ .-]\d{3,4})"
+                         r"[ .-]?\d{3,4}(?![\w-])(?![ .-]?\d)"), lambda text: 9 <= sum(c.isdigit() for c in text) <= 15),
+    ("SECRET", _has_digit, re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9_+/=-]{32,}(?![A-Za-z0-9])"), _secret),
+]
+KINDS = list(dict.fromkeys(kind for kind, _, _, _ in DETECTORS))
 
 
 def find_pii(text: str) -> list[Found]:
     """Every finding in `text`, non-overlapping, in order; an earlier detector wins an overlap."""
     taken: list[Found] = []
-    for (kind, pattern, check), needs in zip(DETECTORS, _NEEDS, strict=True):
-        if not needs(text):
+    for kind, needed, pattern, check in DETECTORS:
+        if not needed(text):
             continue
         for match in pattern.finditer(text):
             if check is not None and not check(match.group()):
