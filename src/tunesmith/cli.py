@@ -220,8 +220,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {result.run_dir}")
     for name, path in result.outputs.items():
         print(f"  {name}: {path}")
-    if result.method == "classify":
-        print(f"try it: tunesmith predict {result.run_dir} --data rows.csv")
+    if result.method in ("classify", "token-classify"):
+        print(f"try it: tunesmith predict {result.run_dir} --data rows.{'csv' if result.method == 'classify' else 'jsonl'}")
+    elif result.method == "extractive-qa":
+        print(f"try it: tunesmith predict {result.run_dir} --data questions.jsonl  (rows with a context and a question)")
     else:
         print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
     return 0

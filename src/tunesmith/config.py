@@ -102,6 +102,11 @@ class DataConfig:
     truncate: bool = setting(
         False, "Cut examples longer than `max_length` instead of reporting them as errors."
     )
+    stride: int = setting(
+        128,
+        "train.method=extractive-qa: tokens that consecutive windows of a context longer than `max_length` share, "
+        "so that an answer cut by one window's edge lies whole in the next.",
+    )
     skip_invalid: bool = setting(
         False, "Leave out invalid rows (their count and reasons are printed) instead of stopping."
     )
@@ -139,6 +144,9 @@ class TaskConfig:
     label_names: dict[str, str] = setting(
         {}, "Rename raw labels for the prompt and the answers, e.g. {'1': positive, '-1': negative}."
     )
+    max_answer_tokens: int = setting(
+        30, "train.method=extractive-qa: the longest answer span the reader may give, in tokens (SQuAD's convention)."
+    )
     class_weights: Literal["none", "balanced"] = setting(
         "none",
         "train.method=classify: weigh each class's loss by n / (classes x n_class), for imbalanced labels.",
@@ -172,7 +180,9 @@ class TrainConfig:
         "sft",
         "Training method: sft (learn the assistant's replies), pretrain (continued pretraining on domain "
         "text, loss on every token), classify (a classification head on labelled rows), dpo (preference "
-        "pairs), online-dpo (pairs from the model's own samples, scored by preference.reward).",
+        "pairs), online-dpo (pairs from the model's own samples, scored by preference.reward), token-classify (a tag "
+        "per token: named entities from CoNLL files or entity spans), extractive-qa (answer spans in a context, "
+        "from SQuAD-style rows).",
     )
     epochs: float = setting(1.0, "Passes over the training rows (fractions allowed).")
     max_steps: int | None = setting(
@@ -243,6 +253,11 @@ class EvalConfig:
         True, "Also run the base model zero-shot and few-shot on the same rows, and write report.md/.html."
     )
     few_shot: int = setting(5, "Solved training examples in the few-shot prompt (0: no few-shot baseline).")
+    prompt_model: str | None = setting(
+        None,
+        "token-classify and extractive-qa runs: the causal LM prompted zero- and few-shot for the same entities or "
+        "answers as the baseline. Unset: the run's base model when it generates text, else smollm2-135m-instruct.",
+    )
     few_shot_selection: Literal["random", "similar", "fixed"] = setting(
         "random",
         "How shots are chosen (balanced over classes for label tasks): at random (seeded per row), the most "
@@ -508,6 +523,9 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError("; ".join(problems))
     need(0.0 <= data.validation_split < 1.0, "data.validation_split", data.validation_split, "must be in [0, 1)")
     need(data.max_length >= 8, "data.max_length", data.max_length, "is too small; use at least 8 tokens")
+    need(train.method != "extractive-qa" or 0 <= data.stride < data.max_length // 2, "data.stride", data.stride,
+         f"must be 0 or more and under half of data.max_length={data.max_length}")
+    need(config.task.max_answer_tokens >= 1, "task.max_answer_tokens", config.task.max_answer_tokens, "must be at least 1")
     need(lora.rank >= 1, "lora.rank", lora.rank, "must be at least 1")
     need(lora.alpha > 0, "lora.alpha", lora.alpha, "must be positive")
     need(0.0 <= lora.dropout < 1.0, "lora.dropout", lora.dropout, "must be in [0, 1)")

@@ -33,6 +33,7 @@ from tunesmith.eval.compare import (
     run_comparison,
     save_comparison,
 )
+from tunesmith.eval.extraction import SpanComparison
 from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.preference import pair_accuracy_summary, win_rate
@@ -144,6 +145,11 @@ def evaluate_after_training(result: RunResult, config: RunConfig) -> None:
             result.comparison = evaluate_classifier_run(result.run_dir, config.eval.test, config.eval)
         else:
             write_report(result.run_dir, None)
+    elif result.method in ("token-classify", "extractive-qa"):
+        if config.eval.test:
+            result.comparison = evaluate_span_run(result.run_dir, config.eval.test, config.eval)
+        else:
+            write_report(result.run_dir, None)
     elif result.method == "pretrain":
         result.comparison = None
         write_report(result.run_dir, None, perplexity=pretrain_perplexity(result, config.eval))
@@ -171,6 +177,79 @@ def evaluate_classifier_run(run_dir: Path, test: str, settings: EvalConfig, *,
     markdown, html = write_report(run_dir, comparison)
     print(f"\n{comparison.table()}\n\nreport: {markdown} and {html}", flush=True)
     return comparison
+
+
+def evaluate_span_run(run_dir: Path, test: str, settings: EvalConfig) -> SpanComparison:
+    """A token-classify run's entities or an extractive-qa run's answers on `test`, beside the
+    prompting baselines (settings.compare); writes eval/ and the report."""
+    from tunesmith.data.qa import read_qa
+    from tunesmith.data.spans import read_entity_file, read_entity_rows
+    from tunesmith.eval import extraction
+    from tunesmith.models.reader import load_reader, read_answers
+    from tunesmith.models.tagger import find_entities, load_tagger
+
+    run_dir = Path(run_dir)
+    config = run_config(run_dir)
+    seed, shots = config.train.seed, settings.few_shot if config.data.train else 0
+    loaded = None
+    if settings.compare:
+        model = prompting_model(config)
+        say(f"baselines: {model} prompted zero-shot" + (f" and {shots}-shot" if shots else ""))
+        loaded = load_for_generation(model, precision=settings.precision)
+    if config.train.method == "token-classify":
+        tagger = load_tagger(str(run_dir))
+        types = sorted({tag[2:] for tag in tagger.tags if tag != "O"})
+        rows = read_entity_file(resolve_data_path(test), set(types))[:settings.max_rows]
+        (found, cut), seconds = extraction.timed(find_entities, tagger, [r.text for r in rows], batch_size=settings.batch_size)
+        pool = [] if not shots else [row for row in read_entity_rows(resolve_data_path(config.data.train))[0]
+                                     if {e.label for e in row.entities} <= set(types)]
+        prompted = [] if loaded is None else [
+            extraction.prompted_entities(loaded, f"base {k}-shot" if k else "base zero-shot", rows, pool, types, k, settings, seed)
+            for k in dict.fromkeys([0, shots])]
+        comparison = extraction.compare_entities(rows, (str(run_dir), found, seconds), prompted, settings, shots)
+        if cut:
+            comparison.notes.append(f"{cut} of {len(rows)} test texts are longer than the tagger reads "
+                                    f"({tagger.max_length} tokens): their words past the cut count as untagged")
+        keys, pool_keys = [r.text for r in rows], [r.text for r in pool]
+    else:
+        reader = load_reader(str(run_dir))
+        rows = read_qa(resolve_data_path(test))[:settings.max_rows]
+        found, seconds = extraction.timed(read_answers, reader, rows, batch_size=settings.batch_size)
+        pool = read_qa(resolve_data_path(config.data.train)) if shots else []
+        allow_none = reader.unanswerable or any(not row.answers for row in rows)
+        prompted = [] if loaded is None else [
+            extraction.prompted_answers(loaded, f"base {k}-shot" if k else "base zero-shot", rows, pool, allow_none, k, settings, seed)
+            for k in dict.fromkeys([0, shots])]
+        comparison = extraction.compare_answers(rows, (str(run_dir), found, seconds), prompted, settings, shots)
+        keys, pool_keys = [f"{r.question} {r.context}" for r in rows], [f"{r.question} {r.context}" for r in pool]
+    seen = {normalize(key) for key in pool_keys}
+    leaked = sum(normalize(key) in seen for key in keys)
+    if leaked:
+        comparison.notes.append(f"{leaked} of {len(rows)} test rows also appear in the training data: the scores "
+                                "overstate how well the model does on new inputs")
+    extraction.save_span_comparison(comparison, run_dir / "eval")
+    markdown, html = write_report(run_dir, None, spans=comparison)
+    print(f"\n{comparison.table()}\n", flush=True)
+    for line in comparison.interval_lines():
+        print(f"95% interval: {line}")
+    for note in comparison.notes:
+        print(f"note: {note}")
+    print(f"report: {markdown} and {html}")
+    return comparison
+
+
+def prompting_model(config: RunConfig) -> str:
+    """eval.prompt_model, else the run's base model when it generates text, else the catalog's causal LM."""
+    from tunesmith.models.load import resolve_model
+
+    if config.eval.prompt_model:
+        return config.eval.prompt_model
+    source = resolve_model(config.model.name)
+    if source.kind == "hub":
+        return config.model.name
+    settings = Path(source.location) / "config.json"
+    architectures = json.loads(settings.read_text()).get("architectures") or [] if settings.is_file() else []
+    return config.model.name if any(a.endswith("ForCausalLM") for a in architectures) else "smollm2-135m-instruct"
 
 
 def pretrain_perplexity(result: RunResult, settings: EvalConfig) -> dict:

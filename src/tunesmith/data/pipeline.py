@@ -47,6 +47,7 @@ class PreparedData:
     task: LabelTask | None = None
     unit: str = "examples"  # what one item is, for messages: examples, pairs, prompts, blocks
     extras: dict[str, Any] = field(default_factory=dict)  # what a method computes from the data (reference log-probs)
+    record: dict[str, Any] | None = None  # the task as the manifest records it, when it is not a label task (tags)
 
     def summary(self) -> dict[str, Any]:
         def tokens(rows: list[TokenizedExample]) -> dict[str, int]:

@@ -41,6 +41,7 @@ class Window:
     offsets: list[tuple[int, int] | None]  # character span in the context of each token; None outside it
     start: int  # token position of the first answer's first token, 0 (the first token) when not inside
     end: int
+    type_ids: list[int] | None = None  # segment ids (question 0, context 1) for models that read them (BERT)
 
 
 def _answers(raw: Any) -> list[tuple[Any, Any]] | None:
@@ -132,7 +133,8 @@ def windows(rows: list[QARow], tokenizer: Any, *, max_length: int = 384, stride:
             if inside and offsets[inside[0]][0] <= first and offsets[inside[-1]][1] >= last:
                 start = next(i for i in inside if offsets[i][1] > first)
                 end = max(i for i in inside if offsets[i][0] < last)
-        result.append(Window(row, list(input_ids), offsets, start, end))
+        type_ids = encoded["token_type_ids"][index] if "token_type_ids" in encoded else None
+        result.append(Window(row, list(input_ids), offsets, start, end, list(type_ids) if type_ids is not None else None))
     return result
 
 

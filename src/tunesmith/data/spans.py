@@ -176,24 +176,50 @@ def check_spans(row: SpanRow, labels: set[str] | None = None) -> list[Problem]:
     return problems
 
 
-def read_entity_file(path: str | Path) -> list[SpanRow]:
-    """Rows of a .conll/.txt/.tsv tag file or a .jsonl span file; a DataError lists every problem."""
+def read_entity_rows(path: str | Path, labels: set[str] | None = None) -> tuple[list[SpanRow], list[Problem]]:
+    """Rows of a .conll/.txt/.tsv/.bio tag file or a .jsonl span file, and every problem found in
+    them (rows with a problem are still returned: the caller decides whether to leave them out)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; give a CoNLL file (token and tag per line) or a JSONL file of spans")
     rows, problems = read_span_rows(path) if path.suffix.lower() in (".jsonl", ".json") else read_conll(path)
     for row in rows:
-        problems += check_spans(row)
+        problems += check_spans(row, labels)
+    return rows, problems
+
+
+def read_entity_file(path: str | Path, labels: set[str] | None = None) -> list[SpanRow]:
+    """Rows of an entity file; a DataError lists every problem."""
+    rows, problems = read_entity_rows(path, labels)
     if problems:
         raise DataError(f"{path}: {len(problems)} problems in the entity data:", problems)
     return rows
+
+
+def tag_names(types: list[str]) -> list[str]:
+    """The BIO tag set of entity `types`, in a fixed order: O, then B- and I- of each type."""
+    return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in ("B", "I"))]
+
+
+def word_tags(text: str, entities: tuple[Entity, ...] | list[Entity]) -> list[str]:
+    """The BIO tag of every word of `text` (words as align_tags splits them), for entity-level scoring."""
+    tags = []
+    for start, _ in words_of(text):
+        entity = next((e for e in entities if e.start <= start < e.end), None)
+        tags.append("O" if entity is None else f"{'B' if start == entity.start else 'I'}-{entity.label}")
+    return tags
+
+
+def words_of(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of each word: a run of letters and digits, or one punctuation mark."""
+    return [m.span() for m in _WORD.finditer(text)]
 
 
 def word_of_tokens(text: str, offsets: list[tuple[int, int]]) -> list[int | None]:
     """For each sub-token, the index of the word (a run of letters and digits, or one punctuation
     mark) its first visible character falls in; None for special tokens and bare spaces. Byte-level
     tokenizers put the leading space inside a token (" York"); the word is where its text starts."""
-    words = [m.span() for m in _WORD.finditer(text)]
+    words = words_of(text)
     starts = [start for start, _ in words]
     result: list[int | None] = []
     for start, end in offsets:
@@ -212,7 +238,7 @@ def align_tags(text: str, offsets: list[tuple[int, int]], entities: tuple[Entity
     """BIO label ids for a tokenized text: the first sub-token of each word gets the word's tag; later
     sub-tokens of the word, special tokens and bare spaces get IGNORE (as transformers' token-
     classification examples label them)."""
-    words = [m.span() for m in _WORD.finditer(text)]
+    words = words_of(text)
     result, seen = [], set()
     for word in word_of_tokens(text, offsets):
         if word is None or word in seen:
@@ -232,7 +258,7 @@ def align_tags(text: str, offsets: list[tuple[int, int]], entities: tuple[Entity
 def spans_from_tags(text: str, offsets: list[tuple[int, int]], tag_ids: list[int],
                     id_to_tag: dict[int, str]) -> tuple[Entity, ...]:
     """Entities back from the tag predicted at each word's first sub-token (the inverse of align_tags)."""
-    words = [m.span() for m in _WORD.finditer(text)]
+    words = words_of(text)
     first_tag: dict[int, str] = {}
     for word, tag in zip(word_of_tokens(text, offsets), tag_ids):
         if word is not None and word not in first_tag:

@@ -131,3 +131,21 @@ def system_intervals(labels: Sequence[str] | None, references: Sequence[object],
                 result["gains"][name]["macro_f1"] = gain_interval(f1, values, answers[tuned], references,
                                                                   resamples=resamples, seed=seed)
     return result
+
+
+def micro_f1_intervals(counts: dict[str, np.ndarray], tuned: str | None, *, resamples: int = RESAMPLES,
+                       seed: int = 0) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """Micro F1 (2 correct / (predicted + gold), as entity-level scores define it) of each system,
+    and the gain of `tuned` over each other, from per-row counts ([rows, 3]: correct, predicted,
+    gold), resampling whole rows (sentences) with the same draws for every system."""
+    def f1(totals: np.ndarray) -> np.ndarray:
+        denominator = totals[..., 1] + totals[..., 2]
+        return np.where(denominator > 0, 2 * totals[..., 0] / np.maximum(denominator, 1), 0.0)
+
+    rows = len(next(iter(counts.values())))
+    draws = resample_indices(rows, resamples=resamples, seed=seed)
+    resampled = {name: f1(values[draws].sum(axis=1)) for name, values in counts.items()}
+    systems = {name: _interval(float(f1(values.sum(axis=0))), resampled[name], LEVEL) for name, values in counts.items()}
+    gains = {name: _interval(systems[tuned].estimate - systems[name].estimate, resampled[tuned] - resampled[name], LEVEL)
+             for name in counts if tuned in counts and name != tuned}
+    return systems, gains

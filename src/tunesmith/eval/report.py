@@ -14,13 +14,14 @@ import yaml
 
 from tunesmith.eval.compare import Comparison, disagreements
 from tunesmith.eval.diagnostics import forgetting_note, overfitting_notes
+from tunesmith.eval.extraction import SpanComparison
 from tunesmith.eval.metrics import UNPARSED
 from tunesmith.files import write_atomic
 from tunesmith.training.metrics import read_metrics
 
 
 def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None,
-                 preference: dict | None = None) -> tuple[Path, Path]:
+                 preference: dict | None = None, spans: SpanComparison | None = None) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     images: dict[str, Path] = {}
@@ -33,6 +34,8 @@ def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: di
     blocks = _blocks(run_dir, manifest, comparison, images, perplexity)
     if preference:
         blocks[-2:-2] = _preference_blocks(preference)
+    if spans:
+        blocks[-2:-2] = _span_blocks(spans)
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
     # report.md last: its presence tells a resumed chain that this stage's evaluation finished
     write_atomic(html_path, _html(blocks, run_dir.name))
@@ -145,6 +148,33 @@ def _preference_blocks(figures: dict) -> list[Block]:
         blocks.append(("p", "Reward accuracy: how often the implicit reward of the chosen reply exceeds the rejected "
                             "one's (ties count half, so 0.5 before any training). Likelihood accuracy: how often the "
                             "model gives the chosen reply the higher log-probability per token."))
+    return blocks
+
+
+def _span_blocks(comparison: SpanComparison) -> list[Block]:
+    what = ("Entities scored as seqeval scores them (a found entity counts only with its type and both boundaries "
+            "right)" if comparison.task == "entities" else "Answers scored as the official SQuAD script scores them "
+            "(normalized exact match and token F1, the best over the gold answers)")
+    blocks: list[Block] = [("h", "Fine-tuned vs prompting the base model"),
+                           ("p", f"{what}, on the same {len(comparison.rows)} held-out rows. The prompted baselines' "
+                                 "replies are parsed into the same form and scored by the same code"
+                                 + (f"; few-shot examples ({comparison.few_shot}) come from the training rows." if comparison.few_shot else ".")
+                                 + " Each figure has its 95% bootstrap interval over the rows.")]
+    blocks.append(("table", comparison.cells()))
+    if comparison.intervals.get("gains"):
+        blocks.append(("p", " ".join(f"{line[0].upper()}{line[1:]}." for line in comparison.interval_lines())))
+    for note in comparison.notes:
+        blocks.append(("p", f"Note: {note}"))
+    if comparison.task == "entities":
+        for system in comparison.systems:
+            per_type = system.metrics["per_type"]
+            rows = [[kind, _number(v["precision"]), _number(v["recall"]), _number(v["f1"]), v["support"]] for kind, v in per_type.items()]
+            blocks.append(("p", f"{system.name}, per entity type"
+                                + (f"; types confused (gold -> found, same boundaries): "
+                                   f"{', '.join(f'{k} x{v}' for k, v in system.metrics['confusion'].items() if k.split(' -> ')[0] != k.split(' -> ')[1])}"
+                                   if any(k.split(' -> ')[0] != k.split(' -> ')[1] for k in system.metrics["confusion"]) else "") + ":"))
+            blocks.append(("table", (["type", "precision", "recall", "F1", "support"], rows)))
+    blocks.append(("p", "Every row's answer from every system: eval/predictions.jsonl."))
     return blocks
 
 

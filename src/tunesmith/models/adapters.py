@@ -10,6 +10,18 @@ import torch
 from tunesmith.config import LoraConfig
 from tunesmith.errors import ConfigError
 
+# peft trains these task heads in full (modules_to_save); its `all-linear` leaves out only the heads of
+# causal LMs and sequence classifiers, and a token-classification or QA head it would also wrap in LoRA,
+# which its modules_to_save then refuses.
+HEADS = {"TOKEN_CLS": ("classifier", "score"), "QUESTION_ANS": ("qa_outputs",)}
+
+
+def body_linear_layers(model: Any) -> list[str]:
+    """Every linear layer but a task head: what `all-linear` means for a tagging or QA model."""
+    heads = {name for names in HEADS.values() for name in names}
+    return [name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] not in heads]
+
 
 def make_trainable(model: Any, lora: LoraConfig, *, task_type: str = "CAUSAL_LM", extra_trainable: list[str] | None = None) -> Any:
     """Wrap `model` with LoRA adapters (peft), or unfreeze it for full fine-tuning. Every trained
@@ -25,7 +37,8 @@ def make_trainable(model: Any, lora: LoraConfig, *, task_type: str = "CAUSAL_LM"
         r=lora.rank,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=body_linear_layers(model) if lora.target_modules == "all-linear" and task_type in HEADS
+        else lora.target_modules,
         task_type=task_type,
         modules_to_save=extra_trainable,
     )

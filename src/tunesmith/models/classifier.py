@@ -59,32 +59,47 @@ def position_limit(model: Any) -> int | None:
 
 def load_classifier(target: str) -> Classifier:
     """A run folder's (or model folder's) sequence classifier, in fp32 for stable probabilities."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
+
+    model, tokenizer, max_length = load_trained_head(target, AutoModelForSequenceClassification, "classify")
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return Classifier(model, tokenizer, labels, str(target), max_length)
+
+
+HEAD_NAMES = {"classify": "classification head", "token-classify": "token-classification head",
+              "extractive-qa": "question-answering head"}
+
+
+def load_trained_head(target: str, auto_class: Any, method: str) -> tuple[Any, Any, int]:
+    """The model under a trained task head (auto_class, e.g. AutoModelForTokenClassification) in a
+    run folder (its model/) or a model folder, in fp32 on the best device; its tokenizer; and the
+    longest input the run trained with."""
+    from transformers import AutoConfig
 
     path = Path(target)
     folder = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (folder / "config.json").is_file():
         hint = ("this LoRA run kept only its adapter; train it again with output.save_merged=true"
-                if (path / "adapter").is_dir() else "give the run folder of a train.method=classify run")
+                if (path / "adapter").is_dir() else f"give the run folder of a train.method={method} run")
         raise ModelError(f"{target}: no model folder with config.json; {hint}")
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{folder}: config.json could not be read ({_first_line(exc)}); "
-                         "give the run folder of a train.method=classify run, or train it again") from exc
+                         f"give the run folder of a train.method={method} run, or train it again") from exc
     architectures = config.architectures or []
-    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+    suffix = auto_class.__name__.removeprefix("AutoModel")
+    if not any(name.endswith(suffix) for name in architectures):
         raise ModelError(f"{folder}: holds a {', '.join(architectures) or config.model_type} model, not a "
-                         "classification head; give the run folder of a train.method=classify run")
+                         f"{HEAD_NAMES[method]}; give the run folder of a train.method={method} run")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        model = auto_class.from_pretrained(folder)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"{folder}: the classifier could not be loaded ({_first_line(exc)}); "
-                         "train it again with train.method=classify") from exc
+        raise ModelError(f"{folder}: the model could not be loaded ({_first_line(exc)}); "
+                         f"train it again with train.method={method}") from exc
     model = model.to(resolve_device("auto")).eval()
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     tokenizer = load_tokenizer(ModelSource(target, "folder", str(folder)))
-    return Classifier(model, tokenizer, labels, str(target), _trained_max_length(path))
+    return model, tokenizer, _trained_max_length(path)
 
 
 def _trained_max_length(run_dir: Path) -> int:

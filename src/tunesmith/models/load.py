@@ -108,26 +108,29 @@ def load_sequence_classifier(
 ) -> Any:
     """The model with transformers' sequence-classification head for `labels` (new, untrained).
     `pad_token_id` is the id batches are padded with (the tokenizer's)."""
-    import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = _from_hub_or_local(
-        AutoModelForSequenceClassification.from_pretrained,
-        source,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        attn_implementation=attn_implementation,
-        dtype=dtype or torch.float32,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
+    model = load_with_head(AutoModelForSequenceClassification, source, labels, revision=revision,
+                           trust_remote_code=trust_remote_code, attn_implementation=attn_implementation, dtype=dtype)
     if hasattr(model, "score") and pad_token_id is not None:
         # transformers' heads on causal LMs (all named `score`) read the last token that is not the
         # config's pad id: make it the id batches are padded with, so the saved model/ folder reads
         # right-padded batches right in plain transformers too (tunesmith reads by the attention mask).
         model.config.get_text_config().pad_token_id = pad_token_id
     return model
+
+
+def load_with_head(auto_class: Any, source: ModelSource, labels: list[str] | None, *, revision: str | None = None,
+                   trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype: Any = None) -> Any:
+    """The model under one of transformers' task heads (`auto_class`, e.g.
+    AutoModelForTokenClassification), the head new and untrained; with `labels`, their map saved in
+    the model's config (id2label / label2id)."""
+    import torch
+
+    named = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+             "label2id": {label: i for i, label in enumerate(labels)}} if labels else {}
+    return _from_hub_or_local(auto_class.from_pretrained, source, revision=revision, trust_remote_code=trust_remote_code,
+                              attn_implementation=attn_implementation, dtype=dtype or torch.float32, **named)
 
 
 def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:

@@ -1,3 +1,11 @@
 """The built-in training methods; importing this module registers them (see registry.register_method)."""
 
-from tunesmith.training import classify, online_dpo, preference, pretrain, sft  # noqa: F401
+from tunesmith.training import (  # noqa: F401
+    classify,
+    extractive_qa,
+    online_dpo,
+    preference,
+    pretrain,
+    sft,
+    token_classify,
+)

@@ -289,7 +289,7 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
         "chat_template": template_source,
         "stop_token_ids": list(info.stop_token_ids) if info else [],
         "task": {"type": "label", "labels": list(data.task.labels), "prompt_template": data.task.prompt_template}
-        if data.task else {"type": "generation"},
+        if data.task else data.record or {"type": "generation"},
         "data": data.summary(),
         "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,0 +1,171 @@
+"""Extractive question answering: a start and an end position of the answer in a context, read by
+transformers' question-answering head (start/end logits) on a pre-trained encoder.
+
+Rows are SQuAD-style (data/qa.py): the question and its context are cut into overlapping windows
+of data.max_length tokens (data.stride shared); a window that does not hold the whole answer, and
+every window of an unanswerable question, points at its first token, as transformers' SQuAD
+examples label them. The loss is the mean of the start and end cross-entropies, as the head's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tunesmith.config import RunConfig
+from tunesmith.data.catalog import resolve_data_path
+from tunesmith.data.pipeline import PreparedData, SourceData, split_validation
+from tunesmith.data.qa import QARow, read_qa, windows
+from tunesmith.data.template import TemplateInfo
+from tunesmith.errors import ConfigError, DataError
+from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
+from tunesmith.training.classify import check_positions
+from tunesmith.training.loop import LossFn
+from tunesmith.training.registry import Method, register_method
+
+
+@dataclass(frozen=True)
+class SpanExample:
+    input_ids: np.ndarray  # int32 [n]: the question, then a window of its context
+    type_ids: np.ndarray | None  # int32 [n] segment ids, for models that read them
+    start: int  # answer's first and last token; 0 and 0 when the window holds no answer
+    end: int
+    source: str
+    line: str  # the row's line (JSONL) or id (SQuAD JSON), then the window number
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    @property
+    def n_loss_tokens(self) -> int:
+        return 1  # one answer per window: the loss is averaged over windows
+
+    def fingerprint(self) -> bytes:
+        return self.input_ids.tobytes() + np.array([self.start, self.end], dtype=np.int64).tobytes()
+
+
+@dataclass
+class SpanBatch:
+    input_ids: torch.Tensor  # [B, L], right-padded
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor | None
+    starts: torch.Tensor  # [B]
+    ends: torch.Tensor
+    n_loss_tokens: int
+    n_tokens: int
+
+    def to(self, device: torch.device | str) -> SpanBatch:
+        types = self.token_type_ids.to(device) if self.token_type_ids is not None else None
+        return SpanBatch(self.input_ids.to(device), self.attention_mask.to(device), types, self.starts.to(device),
+                         self.ends.to(device), self.n_loss_tokens, self.n_tokens)
+
+
+def prepare_qa_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
+    data = config.data
+    if not data.train:
+        raise ConfigError("no training data: set data.train (SQuAD-style rows: a context, a question and answers)")
+    train_path = resolve_data_path(data.train)
+    train_rows = read_qa(train_path)
+    if data.validation:
+        validation_path = resolve_data_path(data.validation)
+        validation_rows = read_qa(validation_path)
+    else:  # held out by question, so that no window of a validation question is trained on
+        train_rows, validation_rows = split_validation(train_rows, data.validation_split, config.train.seed)
+    train = encode_windows(train_rows, tokenizer, data.max_length, data.stride)
+    validation = encode_windows(validation_rows, tokenizer, data.max_length, data.stride)
+    if not train:
+        raise DataError(f"{train_path}: no questions to train on")
+    sources = [SourceData(train_path, "squad", len(train_rows) + (0 if data.validation else len(validation_rows)), train, [])]
+    if data.validation:
+        sources.append(SourceData(validation_path, "squad", len(validation_rows), validation, []))
+    unanswerable = any(not row.answers for row in train_rows)
+    return PreparedData(train, validation, sources, unit="windows",
+                        record={"type": "spans", "unanswerable": unanswerable, "stride": data.stride,
+                                "max_answer_tokens": config.task.max_answer_tokens})
+
+
+def encode_windows(rows: list[QARow], tokenizer: Any, max_length: int, stride: int) -> list[SpanExample]:
+    if not rows:
+        return []
+    try:
+        cut = windows(rows, tokenizer, max_length=max_length, stride=stride)
+    except Exception as exc:  # the tokenizer refuses a stride that leaves no room after a long question
+        raise DataError(f"the questions and contexts could not be cut into windows of data.max_length={max_length} "
+                        f"with data.stride={stride} ({str(exc).splitlines()[0]}); lower data.stride or raise "
+                        "data.max_length") from exc
+    examples, seen = [], {}
+    for window in cut:
+        row = rows[window.row]
+        number = seen[window.row] = seen.get(window.row, 0) + 1
+        source, _, line = row.where.rpartition(":")
+        types = np.asarray(window.type_ids, dtype=np.int32) if window.type_ids is not None else None
+        examples.append(SpanExample(np.asarray(window.input_ids, dtype=np.int32), types, window.start, window.end,
+                                    source, f"{line}#{number}"))
+    return examples
+
+
+def load_reader_model(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
+    from transformers import AutoModelForQuestionAnswering
+
+    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+    model = load_with_head(AutoModelForQuestionAnswering, source, None, revision=config.model.revision,
+                           trust_remote_code=config.model.trust_remote_code,
+                           attn_implementation=config.model.attn_implementation, dtype=dtype)
+    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    check_positions(model, data, config)
+    return model
+
+
+def collate_spans(examples: list[SpanExample], plan: list[list[int]], pad_id: int) -> SpanBatch:
+    rows = [examples[row[0]] for row in plan]
+    width = max(len(e) for e in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if rows[0].type_ids is not None else None
+    for number, example in enumerate(rows):
+        input_ids[number, :len(example)] = torch.from_numpy(example.input_ids.astype(np.int64))
+        attention[number, :len(example)] = 1
+        if types is not None:
+            types[number, :len(example)] = torch.from_numpy(example.type_ids.astype(np.int64))
+    starts = torch.tensor([e.start for e in rows], dtype=torch.long)
+    ends = torch.tensor([e.end for e in rows], dtype=torch.long)
+    return SpanBatch(input_ids, attention, types, starts, ends, len(rows), int(attention.sum()))
+
+
+def span_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, L] start and end logits; padding columns at -inf so that no answer is ever read there."""
+    extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+    output = model(input_ids=input_ids, attention_mask=attention_mask, **extra)
+    padding = attention_mask == 0
+    return (output.start_logits.float().masked_fill(padding, float("-inf")),
+            output.end_logits.float().masked_fill(padding, float("-inf")))
+
+
+def span_loss(config: RunConfig, data: PreparedData) -> LossFn:
+    def loss_sum(model: Any, batch: SpanBatch) -> torch.Tensor:
+        starts, ends = span_logits(model, batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        return (F.cross_entropy(starts, batch.starts, reduction="sum") + F.cross_entropy(ends, batch.ends, reduction="sum")) / 2
+
+    return loss_sum
+
+
+EXTRACTIVE_QA = register_method(Method(
+    name="extractive-qa",
+    description="answer spans in a context (SQuAD-style rows) with a start/end head on an encoder",
+    prepare_data=prepare_qa_data,
+    load_model=load_reader_model,
+    collate=collate_spans,
+    make_loss=span_loss,
+    peft_task_type="QUESTION_ANS",
+    uses_chat_template=False,
+    batching="group_by_length",
+))
