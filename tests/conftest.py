@@ -104,3 +104,37 @@ def chat_rows(count: int, *, seed: int = 0) -> list[dict]:
 def chat_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "chat.jsonl", chat_rows(48))
 
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A 2-layer encoder (BERT) with a real tokenizer, to test the encoder path of classification."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_wordpiece_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT with all-MiniLM-L6-v2's real WordPiece tokenizer ([CLS] question [SEP] context
+    [SEP], segment ids), for the encoder paths of tagging and extractive QA."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from tunesmith.models.catalog import materialize
+
+    folder = tmp_path_factory.mktemp("tiny-wordpiece-bert")
+    tokenizer = AutoTokenizer.from_pretrained(materialize("all-minilm-l6-v2"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -378,6 +378,10 @@ def audit_before_training(config: RunConfig) -> None:
     """data.audit: the audit's summary before any model loads; with `strict`, a DataError on any finding."""
     if config.data.audit == "off" or not config.data.train:
         return
+    if config.train.method in ("token-classify", "extractive-qa"):
+        say(f"data audit: not run for {config.train.method} rows (the audit reads rows of text, labels and chats); "
+            "the entity and answer checks run as the data loads")
+        return
     from tunesmith.data.audit import run_audit
 
     train = resolve_data_path(config.data.train)
@@ -433,8 +437,14 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
 
     path = Path(target)
     config = run_config(path) if (path / "config.yaml").is_file() else RunConfig()
-    source, examples = rows_to_predict(data_spec, config.data, columns)
     manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
+    if manifest.get("method") in ("token-classify", "extractive-qa"):
+        source = resolve_data_path(data_spec)
+        rows = predict_spans(path, manifest["method"], source, config.data, columns, batch_size)
+        output = output or path / "predictions" / f"{source.stem}.jsonl"
+        write_predictions(output, rows)
+        return output
+    source, examples = rows_to_predict(data_spec, config.data, columns)
     rows: list[dict] = []
     if manifest.get("method") == "classify":
         texts = texts_to_classify(source, examples)
@@ -456,6 +466,34 @@ def predict(target: str, data_spec: str, output: Path | None = None, *, columns:
     output = output or (path if path.is_dir() else Path(".")) / "predictions" / f"{Path(source).stem}.jsonl"
     write_predictions(output, rows)
     return output
+
+
+def predict_spans(run_dir: Path, method: str, source: Path, data: DataConfig, columns: dict[str, str] | None,
+                  batch_size: int) -> list[dict]:
+    """token-classify: each text's entities with their types, offsets and scores (texts from a CoNLL
+    file or rows with a text); extractive-qa: each question's answer in its context, its offset and score."""
+    if method == "extractive-qa":
+        from tunesmith.data.qa import read_qa
+        from tunesmith.models.reader import load_reader, read_answers
+
+        rows = read_qa(source)
+        answers = read_answers(load_reader(str(run_dir)), rows, batch_size=batch_size)
+        return [{"where": row.where, "id": row.id, "question": row.question, **answer.as_dict()}
+                for row, answer in zip(rows, answers)]
+    from tunesmith.data.spans import TAG_FILES, read_entity_rows
+    from tunesmith.models.tagger import find_entities, load_tagger
+
+    if source.suffix.lower() in TAG_FILES:
+        wheres, texts = zip(*[(row.where, row.text) for row in read_entity_rows(source)[0]]) if source.stat().st_size else ((), ())
+    else:
+        _, examples = rows_to_predict(str(source), data, columns)
+        wheres, texts = [e.where for e in examples], texts_to_classify(source, examples)
+    tagger = load_tagger(str(run_dir))
+    found, cut = find_entities(tagger, list(texts), batch_size=batch_size)
+    if cut:
+        say(f"{cut} texts are longer than the tagger reads ({tagger.max_length} tokens): their words past the cut are untagged")
+    return [{"where": where, "text": text, "entities": [entity.as_dict() for entity in entities]}
+            for where, text, entities in zip(wheres, texts, found)]
 
 
 def rows_to_predict(data_spec: str, data: DataConfig, columns: dict[str, str] | None = None) -> tuple[Path, list[Example]]:

@@ -8,27 +8,11 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 
 import tunesmith
 from tests.integration.helpers import tiny_config
 from tests.integration.test_eval import write_reviews_csv
 from tunesmith.cli import main
-
-
-@pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
-    """A 2-layer encoder (BERT) with a real tokenizer, to test the encoder path of classification."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize("body", ["causal", "encoder"])

@@ -19,6 +19,7 @@ from typing import Any
 from tunesmith.data.examples import Problem
 from tunesmith.errors import DataError
 
+TAG_FILES = (".conll", ".bio", ".iob", ".iob2", ".bioes", ".txt", ".tsv")  # token-and-tag files; others hold JSON rows
 IGNORE = -100  # transformers' ignore index: sub-tokens after a word's first, special tokens, padding
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -182,7 +183,7 @@ def read_entity_rows(path: str | Path, labels: set[str] | None = None) -> tuple[
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file; give a CoNLL file (token and tag per line) or a JSONL file of spans")
-    rows, problems = read_span_rows(path) if path.suffix.lower() in (".jsonl", ".json") else read_conll(path)
+    rows, problems = read_conll(path) if path.suffix.lower() in TAG_FILES else read_span_rows(path)
     for row in rows:
         problems += check_spans(row, labels)
     return rows, problems

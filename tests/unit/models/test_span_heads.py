@@ -1,0 +1,92 @@
+"""Inference with tagging and QA heads: batched equals each row alone, spans obey their rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.data.qa import Answer, QARow
+from tunesmith.models.reader import Reader, best_span, read_answers
+from tunesmith.models.tagger import Tagger, entities_of, find_entities
+
+TAGS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+@pytest.fixture(scope="module")
+def wordpiece(tiny_wordpiece_bert_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_wordpiece_bert_dir)
+
+
+def test_entities_come_from_each_words_first_sub_token_by_the_conll_rules(wordpiece):
+    text = "Unbelievably Wei Chen flew to New York"
+    encoded = wordpiece(text, return_offsets_mapping=True)
+    tokens = wordpiece.convert_ids_to_tokens(encoded["input_ids"])
+    wanted = {"wei": "B-PER", "chen": "I-PER", "new": "I-LOC", "york": "I-LOC"}  # an I- after O starts an entity
+    probabilities = torch.zeros(len(tokens), len(TAGS))
+    for position, token in enumerate(tokens):
+        probabilities[position, TAGS.index(wanted.get(token, "O"))] = 0.9
+        if token.startswith("##"):  # a later sub-token: its tag is never read
+            probabilities[position] = 0
+            probabilities[position, TAGS.index("B-PER")] = 1.0
+    found = entities_of(text, encoded["offset_mapping"], probabilities, TAGS)
+    assert [(f.text, f.label) for f in found] == [("Wei Chen", "PER"), ("New York", "LOC")]
+    assert all(f.score == pytest.approx(0.9) for f in found)
+
+
+def test_batched_tagging_equals_each_text_alone(tiny_wordpiece_bert_dir: Path, wordpiece):
+    from transformers import AutoModelForTokenClassification
+
+    torch.manual_seed(1)
+    model = AutoModelForTokenClassification.from_pretrained(tiny_wordpiece_bert_dir, num_labels=len(TAGS)).eval()
+    with torch.no_grad():
+        model.classifier.weight.mul_(40)  # a confident random head: many entities to compare
+    tagger = Tagger(model, wordpiece, TAGS, "tiny", 64)
+    texts = ["Wei Chen flew to Lima .", "A much longer sentence about Anna Berg , Oslo and the Red Cross in spring .", "Hi"]
+    together, cut = find_entities(tagger, texts, batch_size=8)
+    alone = [find_entities(tagger, [text], batch_size=1)[0][0] for text in texts]
+    assert cut == 0 and sum(map(len, together)) > 0
+    assert [[(f.start, f.end, f.label) for f in e] for e in together] == [[(f.start, f.end, f.label) for f in e] for e in alone]
+    for batched, single in zip(together, alone):
+        assert [f.score for f in batched] == pytest.approx([f.score for f in single], abs=1e-5)
+    assert find_entities(Tagger(model, wordpiece, TAGS, "tiny", 6), texts)[1] == 2  # two texts cut at 6 tokens
+
+
+def test_the_best_span_ends_after_it_starts_stays_short_and_inside_the_context():
+    context = "Mara lives in Vesk"
+    offsets = [None, None, (0, 4), (5, 10), (11, 13), (14, 18), None]  # question tokens, then the context's, then [SEP]
+    starts = torch.tensor([9.0, 9.0, 0.0, 1.0, 0.0, 5.0, 9.0])
+    ends = torch.tensor([9.0, 9.0, 8.0, 0.0, 0.0, 0.0, 9.0])
+    score, found = best_span(starts, ends, offsets, 30, context)
+    assert (found.text, found.start) == ("Mara", 0)  # end before start (5 -> 2) is not allowed; outside tokens neither
+    assert score == pytest.approx(8.0)
+    _, short = best_span(starts, ends, offsets, 1, context)
+    assert short.text == "Mara"
+    starts, ends = torch.tensor([0.0, 0, 0, 4, 2, 0, 0]), torch.tensor([0.0, 0, 0, 0, 0, 3, 0])
+    assert best_span(starts, ends, offsets, 3, context)[1].text == "lives in Vesk"
+    assert best_span(starts, ends, offsets, 2, context)[1].text == "in Vesk"  # at most 2 tokens
+    assert best_span(starts, ends, [None] * 7, 30, context) is None
+
+
+def test_batched_reading_equals_each_question_alone(tiny_wordpiece_bert_dir: Path, wordpiece):
+    from transformers import AutoModelForQuestionAnswering
+
+    torch.manual_seed(2)
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_wordpiece_bert_dir).eval()
+    long_context = "The mill stands by the river and grinds wheat. " * 12 + "Mara lives in Vesk."
+    rows = [QARow("f:1", "1", "Where does Mara live?", long_context, (Answer("Vesk", long_context.index("Vesk")),)),
+            QARow("f:2", "2", "Who bakes?", "Mara bakes bread in Vesk.", ()),
+            QARow("f:3", "3", "What grinds wheat?", "The mill grinds wheat.", ())]
+    for unanswerable in (False, True):
+        reader = Reader(model, wordpiece, "tiny", max_length=48, stride=16, unanswerable=unanswerable)
+        together = read_answers(reader, rows, batch_size=16)
+        alone = [read_answers(reader, [row], batch_size=1)[0] for row in rows]
+        assert [(a.text, a.start) for a in together] == [(a.text, a.start) for a in alone]
+        assert [a.score for a in together] == pytest.approx([a.score for a in alone], abs=1e-5)
+        for row, answer in zip(rows, together):
+            assert answer.text == "" or row.context[answer.start:answer.start + len(answer.text)] == answer.text
+        if not unanswerable:
+            assert all(answer.text for answer in together)  # a reader never trained on no-answer always answers
