@@ -229,11 +229,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _span_run(target: str | None) -> bool:
+    """A token-classify or extractive-qa run folder (evaluated by its own scores, not by generation)."""
+    import json
+    from pathlib import Path
+
+    manifest = Path(target or "") / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("method") in ("token-classify", "extractive-qa")
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
     from tunesmith.config import EvalConfig
-    from tunesmith.runs import evaluate_model
+    from tunesmith.runs import evaluate_model, evaluate_span_run
 
     settings = EvalConfig(max_rows=args.max_rows, batch_size=args.batch_size)
+    if _span_run(args.target):
+        evaluate_span_run(Path(args.target), args.data, replace(settings, compare=False))
+        return 0
     result = evaluate_model(args.target, args.data, settings, columns=_columns(args))
     shown = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
     print(f"{args.target} on {args.data}:")
@@ -260,6 +275,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     if not args.run:
         raise ConfigError("compare: give a run folder, or candidate base models with --model A --model B")
+    if _span_run(args.run):
+        from pathlib import Path
+
+        from tunesmith.runs import evaluate_span_run
+
+        evaluate_span_run(Path(args.run), args.data, settings)
+        return 0
     evaluate_run(args.run, args.data, settings, columns=_columns(args))
     return 0
 

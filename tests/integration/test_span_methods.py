@@ -109,7 +109,10 @@ def test_a_reader_trains_answers_from_the_context_and_predicts(tmp_path: Path, t
     assert result.val_loss < result.baseline_val_loss
     AutoModelForQuestionAnswering.from_pretrained(run / "model")  # a plain transformers QA model
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["task"] == {"type": "spans", "unanswerable": True, "stride": 16, "max_answer_tokens": 30}
+    task = manifest["task"]
+    assert {k: task[k] for k in ("type", "unanswerable", "stride", "max_answer_tokens")} == \
+        {"type": "spans", "unanswerable": True, "stride": 16, "max_answer_tokens": 30}
+    assert isinstance(task["null_threshold"], float) and 0 <= task["validation_f1"] <= 1  # tuned on the validation questions
     assert manifest["data"]["validation"]["examples"] > 0
 
     summary = json.loads((run / "eval" / "comparison.json").read_text())

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.assets import cache_dir, fetch_package_member
-from tunesmith.data.synthetic import invented_facts
+from tunesmith.data.synthetic import invented_entities, invented_facts, invented_qa
 from tunesmith.errors import DataError
 from tunesmith.files import write_atomic
 
@@ -138,6 +138,20 @@ DATASETS: dict[str, NamedDataset] = {
                         "task for retrieval (test facts are in the documents, never in training rows); "
                         "the documents are invented-facts:documents (200)",
             generate=invented_facts, rows=800, test_rows=100, parts=("documents",),
+            licence="tunesmith's own generated data (invented entities), free to use for any purpose",
+        ),
+        NamedDataset(
+            name="invented-entities",
+            description="named-entity rows (PER, LOC, PRODUCT, DATE as character spans) made from the sentences of "
+                        "invented-facts' documents: names no model has seen; the test split is 40 whole documents",
+            generate=invented_entities, rows=938, test_rows=193,
+            licence="tunesmith's own generated data (invented entities), free to use for any purpose",
+        ),
+        NamedDataset(
+            name="invented-qa",
+            description="extractive QA rows (SQuAD 2.0 style) from invented-facts: each question with its source "
+                        "document as the context; every 8th is asked of another document and has no answer",
+            generate=invented_qa, rows=800, test_rows=100,
             licence="tunesmith's own generated data (invented entities), free to use for any purpose",
         ),
     ]

@@ -13,6 +13,7 @@ from the seed: the same seed gives the same rows, byte for byte.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +180,74 @@ class _NameMaker:
                 self.used.add(word)
                 return word.capitalize()
 
+
+
+TEST_DOCUMENTS = 40  # invented-entities: the sentences of this many documents are the test split
+_YEAR = re.compile(r"\b1[6-9]\d\d\b")
+
+
+def invented_entities(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Named-entity rows ({text, entities: [{start, end, label}]}) made from invented-facts'
+    documents, one row per sentence: people (PER, full and short names), towns and rivers (LOC),
+    inventions (PRODUCT) and years (DATE). No model has seen these names; the tags follow from how
+    each sentence was generated. The test split is every sentence of 40 documents drawn by the seed."""
+    facts = invented_facts(seed)
+    gazetteer = _gazetteer(facts)
+    names = sorted(gazetteer, key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(name) for name in names) + r")\b")
+    rng = random.Random(f"invented-entities-{seed}")
+    test_ids = set(rng.sample(sorted(d["id"] for d in facts["documents"]), TEST_DOCUMENTS))
+    parts: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for document in facts["documents"]:
+        for sentence in re.split(r"(?<=\.) ", document["text"]):
+            found = [(m.start(), m.end(), gazetteer[m.group(0)]) for m in pattern.finditer(sentence)]
+            found += [(m.start(), m.end(), "DATE") for m in _YEAR.finditer(sentence)]
+            entities = [{"start": s, "end": e, "label": label} for s, e, label in sorted(found)]
+            parts["test" if document["id"] in test_ids else "train"].append(
+                {"text": sentence, "entities": entities, "document": document["id"]})
+    return parts
+
+
+def _gazetteer(facts: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Every invented name and its type, from the documents' titles and the question rows' answers."""
+    kind_of_attribute = {"birth_year": "PER", "founded": "LOC", "inventor": "PRODUCT"}  # one attribute each kind has
+    names: dict[str, str] = {}
+    for row in facts["train"] + facts["test"]:
+        if row["attribute"] in kind_of_attribute:
+            names[row["entity"]] = kind_of_attribute[row["attribute"]]
+        if row["attribute"] == "river":
+            names[row["messages"][1]["content"]] = "LOC"
+    names.update({name.split()[-1]: "PER" for name, kind in list(names.items()) if kind == "PER"})  # a person's short name
+    return names
+
+
+UNANSWERABLE_EVERY = 8  # invented-qa: every 8th question is asked of another document, which cannot answer it
+
+
+def invented_qa(seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Extractive QA rows (SQuAD 2.0 style: {id, question, context, answers: {text, answer_start}})
+    from invented-facts: each question with its source document as the context, the answer where
+    the document states it; every 8th question instead gets a document about another entity of the
+    same kind (no answer). The splits are invented-facts' own: no test fact is stated in a training row."""
+    facts = invented_facts(seed)
+    documents = {d["id"]: d for d in facts["documents"]}
+    by_kind: dict[str, list[str]] = {}
+    for row in facts["train"] + facts["test"]:
+        by_kind.setdefault(row["attribute"], []).append(row["source"])
+    rng = random.Random(f"invented-qa-{seed}")
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for split in ("train", "test"):
+        parts[split] = []
+        for number, row in enumerate(facts[split]):
+            question, answer = row["messages"][0]["content"], row["messages"][1]["content"]
+            source = row["source"]
+            if number % UNANSWERABLE_EVERY == UNANSWERABLE_EVERY - 1:
+                source = rng.choice([d for d in sorted(set(by_kind[row["attribute"]])) if d != row["source"]])
+            context = documents[source]["text"]
+            start = context.find(answer) if source == row["source"] else -1
+            if source == row["source"] and start < 0:
+                raise ValueError(f"invented-qa: the answer {answer!r} is not in its document {source}")
+            answers = {"text": [answer], "answer_start": [start]} if start >= 0 else {"text": [], "answer_start": []}
+            parts[split].append({"id": f"{split}-{number}", "question": question, "context": context, "answers": answers,
+                                 "source": source})
+    return parts

@@ -31,6 +31,7 @@ class Reader:
     stride: int = 128
     max_answer_tokens: int = 30
     unanswerable: bool = False  # trained on questions without an answer: may answer nothing
+    null_threshold: float = 0.0  # no answer when the null score beats the best span's by more than this
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,54 @@ def load_reader(target: str) -> Reader:
     task = json.loads(manifest_path.read_text()).get("task", {}) if manifest_path.is_file() else {}
     limit = position_limit(model)
     return Reader(model, tokenizer, str(target), min(max_length, limit) if limit else max_length,
-                  task.get("stride", 128), task.get("max_answer_tokens", 30), task.get("unanswerable", False))
+                  task.get("stride", 128), task.get("max_answer_tokens", 30), task.get("unanswerable", False),
+                  task.get("null_threshold", 0.0))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One question's best span over its windows (None: no window had context tokens) and its null score."""
+
+    span: FoundAnswer | None
+    span_score: float
+    null_score: float
+    null_probability: float
+
+
+def read_answers(reader: Reader, rows: list[QARow], *, batch_size: int = 32) -> list[FoundAnswer]:
+    """The answer to each row's question in its context."""
+    return [choose(scored, reader) for scored in score_answers(reader, rows, batch_size=batch_size)]
+
+
+def choose(scored: Scored, reader: Reader) -> FoundAnswer:
+    no_answer = scored.span is None or (reader.unanswerable and scored.null_score - scored.span_score > reader.null_threshold)
+    return FoundAnswer("", -1, scored.null_probability) if no_answer else scored.span
+
+
+def tune_null_threshold(scored: list[Scored], golds: list[list[str]]) -> tuple[float, float]:
+    """The threshold on (null score - best span score) above which answering nothing gives the best
+    mean F1 on these questions, and that F1, as the official SQuAD 2.0 script's best-threshold search
+    does; ties keep the threshold nearest zero."""
+    from tunesmith.eval.squad import f1
+
+    span_f1 = [max(f1(g, s.span.text) for g in (gold or [""])) if s.span else 0.0 for s, gold in zip(scored, golds)]
+    empty_f1 = [1.0 if not gold else 0.0 for gold in golds]
+    margins = [s.null_score - s.span_score for s in scored if s.span is not None]
+    if not margins:
+        return 0.0, sum(empty_f1) / max(len(scored), 1)
+    candidates = {0.0, min(margins) - 1.0, max(margins) + 1.0, *margins}  # each margin: the rows above it abstain
+    best: tuple[float, float] | None = None
+    for threshold in sorted(candidates, key=abs):  # nearest zero first: ties keep it
+        total = sum(e if s.span is None or s.null_score - s.span_score > threshold else a
+                    for s, a, e in zip(scored, span_f1, empty_f1))
+        if best is None or total > best[0] + 1e-9:
+            best = (total, threshold)
+    return best[1], best[0] / len(scored)
 
 
 @torch.no_grad()
-def read_answers(reader: Reader, rows: list[QARow], *, batch_size: int = 32) -> list[FoundAnswer]:
-    """The answer to each row's question in its context."""
+def score_answers(reader: Reader, rows: list[QARow], *, batch_size: int = 32) -> list[Scored]:
+    """Each row's best span and null score over its windows."""
     cut = windows(rows, reader.tokenizer, max_length=reader.max_length, stride=reader.stride)
     device = next(reader.model.parameters()).device
     best: dict[int, tuple[float, FoundAnswer]] = {}
@@ -82,14 +125,8 @@ def read_answers(reader: Reader, rows: list[QARow], *, batch_size: int = 32) -> 
             null_probability = float(torch.softmax(starts, 0)[0] * torch.softmax(ends, 0)[0])
             if window.row not in null or null_score < null[window.row][0]:
                 null[window.row] = (null_score, null_probability)
-    answers = []
-    for index in range(len(rows)):
-        span = best.get(index)
-        if span is None or (reader.unanswerable and null[index][0] > span[0]):
-            answers.append(FoundAnswer("", -1, null[index][1]))
-        else:
-            answers.append(span[1])
-    return answers
+    return [Scored(best[index][1] if index in best else None, best[index][0] if index in best else float("-inf"),
+                   *null[index]) for index in range(len(rows))]
 
 
 def best_span(starts: torch.Tensor, ends: torch.Tensor, offsets: list[tuple[int, int] | None], longest: int,

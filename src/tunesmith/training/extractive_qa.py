@@ -23,6 +23,7 @@ from tunesmith.data.qa import QARow, read_qa, windows
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
+from tunesmith.models.reader import Reader, score_answers, tune_null_threshold
 from tunesmith.training.classify import check_positions
 from tunesmith.training.loop import LossFn
 from tunesmith.training.registry import Method, register_method
@@ -87,7 +88,7 @@ def prepare_qa_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
     if data.validation:
         sources.append(SourceData(validation_path, "squad", len(validation_rows), validation, []))
     unanswerable = any(not row.answers for row in train_rows)
-    return PreparedData(train, validation, sources, unit="windows",
+    return PreparedData(train, validation, sources, unit="windows", extras={"validation_rows": validation_rows},
                         record={"type": "spans", "unanswerable": unanswerable, "stride": data.stride,
                                 "max_answer_tokens": config.task.max_answer_tokens})
 
@@ -158,6 +159,25 @@ def span_loss(config: RunConfig, data: PreparedData) -> LossFn:
     return loss_sum
 
 
+@torch.no_grad()
+def tune_no_answer(model: Any, data: PreparedData, tokenizer: Any, config: RunConfig) -> None:
+    """When training had unanswerable questions: the margin by which the null score must beat the
+    best span before the reader answers nothing, chosen for the best F1 on the validation questions
+    (as SQuAD 2.0 systems tune it on their dev set); saved with the run's task (manifest.json)."""
+    rows = data.extras.get("validation_rows") or []
+    if not data.record["unanswerable"] or not rows:
+        return
+    was_training = model.training
+    model.eval()
+    reader = Reader(model, tokenizer, "validation", config.data.max_length, config.data.stride,
+                    config.task.max_answer_tokens, unanswerable=True)
+    threshold, f1 = tune_null_threshold(score_answers(reader, rows, batch_size=config.train.batch_size),
+                                        [[a.text for a in row.answers] for row in rows])
+    model.train(was_training)
+    data.record["null_threshold"] = round(threshold, 6)
+    data.record["validation_f1"] = round(f1, 6)
+
+
 EXTRACTIVE_QA = register_method(Method(
     name="extractive-qa",
     description="answer spans in a context (SQuAD-style rows) with a start/end head on an encoder",
@@ -168,4 +188,5 @@ EXTRACTIVE_QA = register_method(Method(
     peft_task_type="QUESTION_ANS",
     uses_chat_template=False,
     batching="group_by_length",
+    after_fit=tune_no_answer,
 ))

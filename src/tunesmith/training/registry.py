@@ -38,6 +38,9 @@ class Method:
     # (model, data, config, run folder, device, precision, tokenizer, info) -> (window source, validation):
     # for methods that make their batches as they train, in place of a BatchStream over data.train
     window_source: Callable[..., tuple[WindowSource, Validation]] | None = None
+    # (model, data, tokenizer, config): work on the final weights before they are saved, e.g.
+    # extractive-qa's no-answer threshold, tuned on the validation questions into data.record
+    after_fit: Callable[..., None] | None = None
 
 
 METHODS: dict[str, Method] = {}

@@ -160,6 +160,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         state = fit(model, optimizer, stream, validation, plan, state)
 
     final_val = final_weights(model, run_folder, state)
+    if method.after_fit is not None:
+        method.after_fit(model, data, tokenizer, config)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
     outputs = save_outputs(model, tokenizer, run_folder, config, info, source, method, data)
     result = RunResult(run_folder.path, method.name, state.step, last_train_loss(run_folder), final_val,

@@ -90,3 +90,21 @@ def test_batched_reading_equals_each_question_alone(tiny_wordpiece_bert_dir: Pat
             assert answer.text == "" or row.context[answer.start:answer.start + len(answer.text)] == answer.text
         if not unanswerable:
             assert all(answer.text for answer in together)  # a reader never trained on no-answer always answers
+
+
+def test_the_no_answer_threshold_is_the_one_with_the_best_f1_and_nearest_zero_on_ties():
+    from tunesmith.models.reader import FoundAnswer, Scored, choose, tune_null_threshold
+
+    def scored(text: str, margin: float) -> Scored:  # margin: null score - best span score
+        return Scored(FoundAnswer(text, 0, 0.5), 0.0, margin, 0.5)
+
+    # two unanswerable questions with margins 2 and 3, two answerable ones (right spans) with margins -1 and 1
+    rows = [scored("x", 2.0), scored("y", 3.0), scored("Vesk", -1.0), scored("Mara", 1.0)]
+    golds = [[], [], ["Vesk"], ["Mara"]]
+    threshold, f1 = tune_null_threshold(rows, golds)
+    assert f1 == 1.0 and 1.0 <= threshold < 2.0  # abstain above 1, answer at or below it
+    reader = Reader(None, None, "r", unanswerable=True, null_threshold=threshold)
+    assert [choose(s, reader).text for s in rows] == ["", "", "Vesk", "Mara"]
+    assert [choose(s, Reader(None, None, "r")).text for s in rows] == ["x", "y", "Vesk", "Mara"]  # never trained to abstain
+    threshold, f1 = tune_null_threshold([scored("Vesk", 5.0)], [["Vesk"]])
+    assert threshold >= 5.0 and f1 == 1.0  # answering is right: it answers even against a null score 5 higher
