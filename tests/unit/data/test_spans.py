@@ -99,3 +99,20 @@ def test_a_sentence_without_entities_is_all_o():
     row = SpanRow("f:1", "nothing here", ())
     assert check_spans(row) == []
     assert align_tags(row.text, [(0, 7), (7, 12)], (), {"O": 0}) == [0, 0]
+
+
+def test_tagged_word_lines_become_one_span_per_word_that_train_as_bio_tags(tmp_path: Path):
+    from tunesmith.data.catalog import _tagged_words
+    from tunesmith.data.spans import read_entity_file, word_tags
+
+    source = tmp_path / "tagged.txt"
+    source.write_text("Mr./NNP Vinken/NNP is/VBZ 1/2/CD ./.\n\nIt/PRP rose/VBD\n")
+    rows = list(_tagged_words(source))
+    assert [r["text"] for r in rows] == ["Mr. Vinken is 1/2 .", "It rose"]
+    jsonl = tmp_path / "tagged.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    first = read_entity_file(jsonl)[0]
+    assert [(first.text[e.start:e.end], e.label) for e in first.entities] == \
+        [("Mr.", "NNP"), ("Vinken", "NNP"), ("is", "VBZ"), ("1/2", "CD"), (".", ".")]
+    # a word the tokenizer's word rule splits ("Mr." -> "Mr", ".") keeps one tag: B- then I-
+    assert word_tags(first.text, first.entities)[:3] == ["B-NNP", "I-NNP", "B-NNP"]
