@@ -16,7 +16,7 @@ from tunesmith.errors import ConfigError, TunesmithError
 
 # The registered training methods (training/methods.py), named here so that --help needs no torch import;
 # a test checks the two lists agree.
-METHOD_NAMES = ("sft", "pretrain", "classify", "dpo", "online-dpo")
+METHOD_NAMES = ("sft", "pretrain", "classify", "token-classify", "extractive-qa", "dpo", "online-dpo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

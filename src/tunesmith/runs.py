@@ -220,7 +220,40 @@ def evaluate_span_run(run_dir: Path, test: str, settings: EvalConfig) -> SpanCom
         prompted = [] if loaded is None else [
             extraction.prompted_answers(loaded, f"base {k}-shot" if k else "base zero-shot", rows, pool, allow_none, k, settings, seed)
             for k in dict.fromkeys([0, shots])]
+        retrieval_note = None
+        if settings.rag.corpus:  # the open setting: no context given, the k best chunks of the corpus instead
+            from tunesmith.models.retrieval import index_corpus
+
+            index = index_corpus(settings.rag.corpus, text_field=settings.rag.text_field, retriever=settings.rag.retriever)
+            open_rows, recall = extraction.retrieved_contexts(rows, index, settings.rag.k)
+            opened, open_seconds = extraction.timed(read_answers, reader, open_rows, batch_size=settings.batch_size)
+            prompted.append(extraction.reader_system("fine-tuned + retrieval", str(run_dir), open_rows, opened, open_seconds))
+            if loaded is not None:
+                prompted.append(extraction.prompted_answers(loaded, "base + RAG", open_rows, [], allow_none, 0, settings, seed))
+            retrieval_note = (f"+ retrieval and + RAG read the {settings.rag.k} best chunks of {settings.rag.corpus} "
+                              f"({settings.rag.retriever}) for the question alone, not the given context"
+                              + (f"; recall@{settings.rag.k} of the source document {recall:.3f}" if recall is not None else ""))
         comparison = extraction.compare_answers(rows, (str(run_dir), found, seconds), prompted, settings, shots)
+        if retrieval_note:
+            comparison.notes.append(retrieval_note)
+            scores = {system.name: values for system, values in prompted}
+            if "base + RAG" in scores:
+                from tunesmith.eval.intervals import mean_gain_interval
+
+                # A question unanswerable from its given context may be answered by another document of
+                # the corpus, so its gold "no answer" does not hold in the open setting: the gain is
+                # measured on the answerable questions alone.
+                answerable = [i for i, row in enumerate(rows) if row.answers]
+                base_f1 = [scores["base + RAG"]["f1"][i] for i in answerable]
+                tuned_f1 = [scores["fine-tuned + retrieval"]["f1"][i] for i in answerable]
+                gain = mean_gain_interval(base_f1, tuned_f1, resamples=settings.resamples)
+                comparison.notes.append(
+                    f"the open setting's rows above count the {len(rows) - len(answerable)} questions unanswerable "
+                    f"from their given context as unanswerable, though a retrieved document may answer them; on the "
+                    f"{len(answerable)} answerable ones F1 is {sum(tuned_f1) / max(len(answerable), 1):.3f} "
+                    f"(fine-tuned + retrieval) and {sum(base_f1) / max(len(answerable), 1):.3f} (base + RAG)")
+                comparison.notes.append(gain.verdict(f"on the {len(answerable)} answerable questions without their "
+                                                     "context, the F1 gain of fine-tuned + retrieval over base + RAG"))
         keys, pool_keys = [f"{r.question} {r.context}" for r in rows], [f"{r.question} {r.context}" for r in pool]
     seen = {normalize(key) for key in pool_keys}
     leaked = sum(normalize(key) in seen for key in keys)

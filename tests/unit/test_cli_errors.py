@@ -32,7 +32,8 @@ def test_a_bad_device_is_a_one_line_config_error(capsys):
     assert err.count("\n") == 1 and "train.device='gpu0' is not a device" in err
 
 
-def test_help_lists_the_registered_methods_and_keeps_lora_full_apart(capsys):
+def test_help_lists_the_registered_methods_and_keeps_lora_full_apart(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps help at hyphens ("online-" / "dpo") on narrow terminals
     from tunesmith.training.session import METHODS, get_method
 
     get_method("sft")  # registers the built-in methods
@@ -40,7 +41,7 @@ def test_help_lists_the_registered_methods_and_keeps_lora_full_apart(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "training method (sets train.method): sft, pretrain, classify, dpo, online-dpo" in out
+    assert "training method (sets train.method): sft, pretrain, classify, token-classify, extractive-qa, dpo, online-dpo" in out
     assert "--tuning {lora,full}" in out
     assert cli.main(["train", "--data", "x.jsonl", "--method", "lora"]) == 2
     assert "use --tuning lora" in capsys.readouterr().err

@@ -32,6 +32,7 @@ class QARow:
     question: str
     context: str
     answers: tuple[Answer, ...]  # empty: the question has no answer in the context (SQuAD 2.0)
+    source: str | None = None  # the document the context comes from (its `source` field): for retrieval recall
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,9 @@ def _row(where: str, data: dict, problems: list[Problem]) -> QARow | None:
         answers.append(Answer(text, start))
     if data.get("is_impossible") is False and not answers:
         problems.append(Problem(where, "an answerable question has no answer", "add one or set is_impossible"))
-    return QARow(where, str(data.get("id", where)), question, context, tuple(answers))
+    source = data.get("source")
+    return QARow(where, str(data.get("id", where)), question, context, tuple(answers),
+                 source if isinstance(source, str) else None)
 
 
 def read_qa(path: str | Path) -> list[QARow]:

@@ -20,11 +20,11 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.examples import Message
 from tunesmith.data.qa import QARow
 from tunesmith.data.spans import Entity, SpanRow, word_tags, words_of
+from tunesmith.data.squad import exact, f1, normalize_answer, squad_scores
 from tunesmith.eval.entities import entity_scores
 from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
 from tunesmith.eval.intervals import Interval, mean_gain_interval, micro_f1_intervals
 from tunesmith.eval.items import EvalItem
-from tunesmith.eval.squad import exact, f1, normalize_answer, squad_scores
 from tunesmith.files import write_atomic
 from tunesmith.models.generate import LoadedModel, generate
 
@@ -231,8 +231,8 @@ def compare_answers(rows: list[QARow], tuned: tuple[str, list[Any], float],
                     prompted: list[tuple[SpanSystem, dict[str, list[float]]]], settings: EvalConfig, few_shot: int) -> SpanComparison:
     """The reader's answers (`tuned`: model name, found answers per row, seconds) beside the prompted systems."""
     model, found, seconds = tuned
-    metrics, per_row = answer_metrics(rows, [a.text for a in found])
-    systems = [SpanSystem("fine-tuned", model, [a.as_dict() for a in found], metrics, seconds), *(s for s, _ in prompted)]
+    system, per_row = reader_system("fine-tuned", model, rows, found, seconds)
+    systems = [system, *(s for s, _ in prompted)]
     comparison = SpanComparison("answers", [r.where for r in rows], systems, few_shot)
     scores = {"fine-tuned": per_row, **{system.name: values for system, values in prompted}}
     zero = [0.0] * len(rows)
@@ -242,6 +242,28 @@ def compare_answers(rows: list[QARow], tuned: tuple[str, list[Any], float],
         "gains": {name: {m: mean_gain_interval(v, per_row[m], resamples=settings.resamples) for m, v in values.items()}
                   for name, values in scores.items() if name != "fine-tuned"}}
     return comparison
+
+
+def retrieved_contexts(rows: list[QARow], index: Any, k: int) -> tuple[list[QARow], float | None]:
+    """The rows with their context replaced by the `k` chunks `index` retrieves for the question
+    (the open setting: no context given), and recall@k of the rows' source documents."""
+    from dataclasses import replace
+
+    from tunesmith.models.retrieval import recall_at_k
+
+    found = [index.search(row.question, k) for row in rows]
+    open_rows = [replace(row, context="\n\n".join(chunk.text for chunk, _ in hits)) for row, hits in zip(rows, found)]
+    # a question without an answer in its given context names that context's document, not the one
+    # that answers it: left out of recall
+    recall = recall_at_k([[chunk.source for chunk, _ in hits] for hits in found],
+                         [row.source if row.answers else None for row in rows])
+    return open_rows, recall
+
+
+def reader_system(name: str, model: str, rows: list[QARow], found: list[Any], seconds: float) -> tuple[SpanSystem, dict[str, list[float]]]:
+    """A reader's answers (models/reader.FoundAnswer) as a system beside the others."""
+    metrics, per_row = answer_metrics(rows, [a.text for a in found])
+    return SpanSystem(name, model, [a.as_dict() for a in found], metrics, seconds), per_row
 
 
 def _with_shots(items: list[EvalItem], pool: list[EvalItem], shots: int, settings: EvalConfig, seed: int) -> list:

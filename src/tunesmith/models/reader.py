@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.qa import QARow, windows
+from tunesmith.data.squad import f1
 from tunesmith.models.classifier import load_trained_head, position_limit
 from tunesmith.models.device import attention_kernel
 from tunesmith.models.generate import pad_rows
@@ -81,7 +82,6 @@ def tune_null_threshold(scored: list[Scored], golds: list[list[str]]) -> tuple[f
     """The threshold on (null score - best span score) above which answering nothing gives the best
     mean F1 on these questions, and that F1, as the official SQuAD 2.0 script's best-threshold search
     does; ties keep the threshold nearest zero."""
-    from tunesmith.eval.squad import f1
 
     span_f1 = [max(f1(g, s.span.text) for g in (gold or [""])) if s.span else 0.0 for s, gold in zip(scored, golds)]
     empty_f1 = [1.0 if not gold else 0.0 for gold in golds]

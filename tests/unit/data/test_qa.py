@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tunesmith.data.qa import Answer, QARow, read_qa, windows
+from tunesmith.data.squad import f1, normalize_answer, squad_scores
 from tunesmith.errors import DataError
-from tunesmith.eval.squad import f1, normalize_answer, squad_scores
 
 
 def test_squad_json_and_flat_jsonl_read_the_same_and_a_misplaced_answer_is_named(tmp_path: Path):
