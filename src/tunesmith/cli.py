@@ -130,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("target", help="run folder, model folder, .gguf file, catalog name or hub id")
     _add_decoding_flags(chat)
 
+    serve = _command(commands, "serve", "an OpenAI-compatible HTTP server for run folders (needs the serve extra)", cmd_serve)
+    serve.add_argument("targets", nargs="+", metavar="RUN",
+                       help="run folders (LoRA runs on one base share it), NAME=FOLDER to name one, or a base model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key-file", help="file with one API key per line (also TUNESMITH_API_KEYS, comma-separated)")
+    serve.add_argument("--admin-key-file", help="keys that may load and unload adapters (also TUNESMITH_ADMIN_KEYS)")
+    serve.add_argument("--max-queue", type=int, default=64, help="rows queued or decoding before 429 (default 64)")
+    serve.add_argument("--max-batch", type=int, default=16, help="rows decoded together (default 16)")
+    serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for (default 1024)")
+    serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
+
     _command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
     _command(commands, "settings", "every setting with its default and meaning", cmd_settings)
     demo = _command(commands, "demo", "the main job: fine-tune the default model and show what changed", cmd_demo)
@@ -348,6 +360,22 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     path = dataset_path(*parsed)
     rows = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
     print(f"{path} ({rows:,} rows)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from tunesmith.serve.app import ServeTarget, read_keys, serve
+    except ImportError as exc:
+        raise ConfigError(f"tunesmith serve needs the serve extra ({exc.name} is missing); "
+                          "install it with: pip install 'tunesmith[serve]'") from exc
+    from tunesmith.config import ServeConfig
+
+    config = ServeConfig(host=args.host, port=args.port, api_keys=read_keys(args.api_key_file, "TUNESMITH_API_KEYS"),
+                         admin_keys=read_keys(args.admin_key_file, "TUNESMITH_ADMIN_KEYS"), max_queue=args.max_queue,
+                         max_batch=args.max_batch, max_tokens=args.max_tokens,
+                         max_loaded_adapters=args.max_loaded_adapters)
+    serve([ServeTarget.parse(target) for target in args.targets], config)
     return 0
 
 

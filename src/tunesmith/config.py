@@ -714,3 +714,21 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"{key}={value!r}: expected text")
     raise ConfigError(f"{key}: unsupported setting type {kind!r}")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `tunesmith serve` listens, whom it answers, and how much it takes on at once."""
+
+    host: str = setting("127.0.0.1", "Address to bind; 127.0.0.1 (this machine only) unless told otherwise.")
+    port: int = setting(8000, "Port to listen on.")
+    api_keys: tuple[str, ...] = setting((), "Keys a client must send as `Authorization: Bearer KEY`. None: "
+                                            "development mode, only clients on this machine are answered.")
+    admin_keys: tuple[str, ...] = setting((), "Keys that may load and unload adapters (POST /v1/load_lora_adapter). "
+                                              "None: only in development mode, from this machine.")
+    max_queue: int = setting(64, "Rows (choices) queued or decoding at once; a request beyond it gets 429.")
+    max_batch: int = setting(16, "Rows decoded together in one batch.")
+    max_tokens: int = setting(1024, "Largest max_tokens a request may ask for; also the default.")
+    max_request_bytes: int = setting(1_000_000, "Largest request body; a larger one gets 413.")
+    max_loaded_adapters: int = setting(8, "LoRA adapters held in memory at once; the least recently used is "
+                                          "unloaded beyond it, and loaded again when asked for.")

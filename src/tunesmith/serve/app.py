@@ -1,0 +1,152 @@
+"""The HTTP server: one FastAPI app over served models and their engine, run by uvicorn.
+
+    tunesmith serve runs/support-bot runs/tone-classifier --port 8000 --api-key-file keys.txt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tunesmith.config import ServeConfig
+from tunesmith.errors import ConfigError
+from tunesmith.serve.classify.router import router as classify_router
+from tunesmith.serve.engine import Engine
+from tunesmith.serve.errors import error_response, install_error_handlers
+from tunesmith.serve.metrics import ServeMetrics
+from tunesmith.serve.models import ServedModels
+from tunesmith.serve.openai.router import router as openai_router
+
+health_router = APIRouter()
+
+
+@health_router.get("/health")
+async def health(request: Request) -> dict:
+    """Up, and what it holds (no key needed: load balancers ask)."""
+    models = request.app.state.models
+    return {"status": "ok", "models": len(models.served), "loaded_adapters": models.loaded_adapter_count(),
+            "queue_depth": request.app.state.engine.pending}
+
+
+@health_router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
+    engine = Engine(models, max_queue=config.max_queue, max_batch=config.max_batch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.close()
+
+    app = FastAPI(title="tunesmith", lifespan=lifespan)
+    app.state.models, app.state.engine, app.state.config = models, engine, config
+    app.state.metrics = ServeMetrics(lambda: engine.pending, models.loaded_adapter_count)
+    install_error_handlers(app)
+    app.middleware("http")(_limit_body)
+    for router in (openai_router, classify_router, health_router):
+        app.include_router(router)
+    return app
+
+
+async def _limit_body(request: Request, call_next):
+    """Refuse a body over max_request_bytes before reading it (413 in OpenAI's shape)."""
+    limit = request.app.state.config.max_request_bytes
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        return error_response(413, f"the request body is {length} bytes, over this server's limit of {limit}",
+                              code="request_too_large")
+    return await call_next(request)
+
+
+@dataclass(frozen=True)
+class ServeTarget:
+    """A run folder to serve and the name it answers to (`NAME=FOLDER`, or the folder's name)."""
+
+    folder: str
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ServeTarget:
+        name, sep, folder = text.partition("=")
+        return cls(folder, name) if sep and name and not Path(text).exists() else cls(text)
+
+
+def load_models(targets: list[ServeTarget], config: ServeConfig) -> ServedModels:
+    models = ServedModels(max_loaded_adapters=config.max_loaded_adapters)
+    for target in targets:
+        path = Path(target.folder)
+        if path.is_dir():
+            models.add_run(path, target.name)
+        else:  # a catalog name, .gguf file or hub id: a base model on its own
+            models.add_base(target.folder, target.name)
+    return models
+
+
+def read_keys(path: str | None, environment: str) -> tuple[str, ...]:
+    """Keys from a file (one per line, # comments) and a comma-separated environment variable."""
+    import os
+
+    keys: list[str] = []
+    if path:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the key file ({exc.strerror}); give a file with one key per line") from exc
+        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        if not keys:
+            raise ConfigError(f"{path}: the key file holds no key; put one key per line")
+    keys += [key.strip() for key in os.environ.get(environment, "").split(",") if key.strip()]
+    return tuple(dict.fromkeys(keys))
+
+
+def serve(targets: list[ServeTarget], config: ServeConfig) -> None:
+    """Load the targets and answer on config.host:config.port until interrupted."""
+    import uvicorn
+
+    models = load_models(targets, config)
+    app = create_app(models, config)
+    print(f"serving {', '.join(models.served)} on http://{config.host}:{config.port}/v1")
+    if not config.api_keys and not config.admin_keys:
+        print("no API keys: development mode, only clients on this machine are answered (--api-key-file to open it)")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
+    """Run `app` with uvicorn on a thread for the length of the block; yields its base URL (…/v1).
+    For tests and benchmarks: a real server on a real socket."""
+    import uvicorn
+
+    port = port or free_port(host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,56 @@
+"""API keys: `Authorization: Bearer KEY`, compared in constant time. With no keys configured the
+server is in development mode and answers only clients on this machine."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+
+from fastapi import Request
+
+from tunesmith.serve.errors import APIError
+
+
+def _is_local(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host in ("localhost", "testclient")
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
+    return token is not None and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
+
+
+def require_key(request: Request) -> None:
+    """A route dependency: the request carries one of the API keys (or admin keys)."""
+    config = request.app.state.config
+    keys = config.api_keys + config.admin_keys
+    if not keys:
+        if not _is_local(request):
+            raise APIError(401, "this server has no API keys and answers only its own machine; start it "
+                                "with --api-key-file", code="invalid_api_key")
+        return
+    if not _matches(_bearer(request), keys):
+        raise APIError(401, "Incorrect API key provided; send `Authorization: Bearer KEY` with a key from the "
+                            "server's --api-key-file", code="invalid_api_key")
+
+
+def require_admin(request: Request) -> None:
+    """A route dependency: the request carries an admin key (or, in development mode, comes from this machine)."""
+    config = request.app.state.config
+    if not config.admin_keys:
+        if config.api_keys or not _is_local(request):
+            raise APIError(403, "loading and unloading adapters needs an admin key; start the server with "
+                                "--admin-key-file", type="permission_error", code="admin_key_required")
+        return
+    if not _matches(_bearer(request), config.admin_keys):
+        raise APIError(401 if _bearer(request) is None else 403, "this endpoint needs an admin key "
+                       "(the server's --admin-key-file)", type="permission_error", code="admin_key_required")

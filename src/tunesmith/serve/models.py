@@ -1,0 +1,260 @@
+"""The models a server answers for: run folders and the base models under them, by name.
+
+Every LoRA run on the same base shares one copy of the base weights: the base is wrapped once in a
+peft model and each run's adapter is loaded into it under the run's name, so one forward pass can
+serve rows for different adapters and the base (peft's `adapter_names`). Full fine-tunes load as
+their own model; classifier runs load their head. At most `max_loaded_adapters` adapters sit in
+memory at once: the least recently used one is unloaded and loaded again when asked for.
+
+Loading and unloading touch the model, so they run on the engine's thread (see engine.Engine.call),
+never beside a forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith.errors import ModelError
+
+Kind = Literal["base", "adapter", "model", "classifier"]
+GENERATIVE: tuple[Kind, ...] = ("base", "adapter", "model")
+
+
+@dataclass
+class Backend:
+    """One set of weights in memory, and the adapters loaded into it (least recently used first)."""
+
+    key: str
+    model: Any
+    context_length: int | None
+    adapters: OrderedDict[str, Path] = field(default_factory=OrderedDict)
+
+    @property
+    def has_adapters(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+
+@dataclass
+class Served:
+    """A name the server answers to."""
+
+    name: str
+    kind: Kind
+    backend: str  # Backend.key of the weights that answer
+    tokenizer: Any = None
+    info: Any = None  # data.template.TemplateInfo: the run's stop tokens and BOS rule
+    system_prompt: str | None = None  # the one the run was trained with, used when a chat has none
+    parent: str | None = None  # an adapter's base model name
+    run_dir: Path | None = None
+    adapter_dir: Path | None = None
+    classifier: Any = None  # models.classifier.Classifier for kind "classifier"
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def as_model_card(self) -> dict:
+        """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`)."""
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "tunesmith",
+                "root": str(self.run_dir or self.name), "parent": self.parent,
+                "kind": self.kind}
+
+
+def model_name(run_dir: Path) -> str:
+    return Path(run_dir).resolve().name
+
+
+def base_name(spec: str) -> str:
+    """The name a base model answers to: a catalog name as it is, a folder or file by its name."""
+    from tunesmith.models.catalog import CATALOG
+
+    if spec in CATALOG:
+        return spec
+    path = Path(spec)
+    return path.stem if path.suffix == ".gguf" else (path.name if path.name else spec)
+
+
+class ServedModels:
+    """Names -> served models; loads runs, shares bases, keeps the adapter cap."""
+
+    def __init__(self, *, max_loaded_adapters: int = 8, device: str = "auto", precision: str = "auto") -> None:
+        if max_loaded_adapters < 1:
+            raise ModelError(f"max_loaded_adapters={max_loaded_adapters}: give 1 or more")
+        self.max_loaded_adapters = max_loaded_adapters
+        self.device = device
+        self.precision = precision
+        self.served: dict[str, Served] = {}
+        self.backends: dict[str, Backend] = {}
+
+    # -- looking up -----------------------------------------------------------------------------
+    def get(self, name: str) -> Served | None:
+        return self.served.get(name)
+
+    def cards(self) -> list[dict]:
+        return [served.as_model_card() for served in self.served.values()]
+
+    def loaded_adapter_count(self) -> int:
+        return sum(len(backend.adapters) for backend in self.backends.values())
+
+    # -- adding ---------------------------------------------------------------------------------
+    def add_run(self, run_dir: str | Path, name: str | None = None) -> Served:
+        """Serve a run folder (or a model folder) under `name` (default: the folder's name)."""
+        path = Path(run_dir).expanduser()
+        if not path.is_dir():
+            raise ModelError(f"{run_dir}: no such folder; give a run folder that `tunesmith train` wrote")
+        name = name or model_name(path)
+        if name in self.served:
+            raise ModelError(f"{name}: a model of that name is already served; give another name (NAME=FOLDER)")
+        manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
+        method = manifest.get("method")
+        if method == "classify":
+            return self._add_classifier(path, name)
+        if method in ("token-classify", "extractive-qa"):
+            raise ModelError(f"{run_dir}: a {method} run; serving taggers and readers is not built yet, "
+                             f"use `tunesmith predict {run_dir} --data FILE`")
+        if (path / "adapter" / "adapter_config.json").is_file():
+            return self._add_adapter(path, path / "adapter", name)
+        if (path / "adapter_config.json").is_file():
+            return self._add_adapter(path, path, name)
+        return self._add_model(str(path), name, "model", run_dir=path)
+
+    def add_base(self, spec: str, name: str | None = None) -> Served:
+        """Serve a base model (catalog name, folder, .gguf) on its own."""
+        return self._add_model(spec, name or base_name(spec), "base")
+
+    def _add_model(self, target: str, name: str, kind: Kind, *, run_dir: Path | None = None) -> Served:
+        from tunesmith.models.generate import load_for_generation
+
+        loaded = load_for_generation(target, device=self.device, precision=self.precision)
+        key = f"{kind}:{Path(target).resolve() if Path(target).exists() else target}"
+        self.backends[key] = Backend(key, loaded.model, _context_length(loaded.model))
+        served = Served(name, kind, key, loaded.tokenizer, loaded.info, _system_prompt(run_dir), run_dir=run_dir)
+        self.served[name] = served
+        return served
+
+    def _add_adapter(self, run_dir: Path, adapter_dir: Path, name: str) -> Served:
+        from tunesmith.data.template import analyze_template, ensure_chat_template
+        from tunesmith.models.load import ModelSource, load_tokenizer, resolve_model
+
+        base_spec = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+        manifest = json.loads((run_dir / "manifest.json").read_text()) if (run_dir / "manifest.json").is_file() else {}
+        shown_spec = (manifest.get("base_model") or {}).get("spec") or base_spec
+        backend = self._base_backend(resolve_model(base_spec).location, shown_spec)
+        tokenizer = load_tokenizer(ModelSource(str(adapter_dir), "folder", str(adapter_dir)))
+        tokenizer.padding_side = "left"
+        ensure_chat_template(tokenizer, None)
+        info = analyze_template(tokenizer, _generation_eos(backend.model))
+        parent = next(s.name for s in self.served.values() if s.backend == backend.key and s.kind == "base")
+        served = Served(name, "adapter", backend.key, tokenizer, info, _system_prompt(run_dir), parent=parent,
+                        run_dir=run_dir, adapter_dir=adapter_dir)
+        self.served[name] = served
+        self.ensure_adapters(backend, [name])
+        return served
+
+    def _base_backend(self, location: str, spec: str) -> Backend:
+        """The backend of a base model, loaded (and served under its own name) the first time."""
+        key = f"base:{Path(location).resolve()}"
+        if key not in self.backends:
+            name = base_name(spec)
+            if name in self.served:
+                name = f"{name}-base"
+            served = self._add_model(location, name, "base")
+            self.backends[key] = self.backends.pop(served.backend)
+            self.backends[key].key = key
+            served.backend = key
+        return self.backends[key]
+
+    def _add_classifier(self, run_dir: Path, name: str) -> Served:
+        from tunesmith.models.classifier import load_classifier
+
+        classifier = load_classifier(str(run_dir))
+        served = Served(name, "classifier", f"classifier:{run_dir.resolve()}", classifier.tokenizer,
+                        run_dir=run_dir, classifier=classifier)
+        self.served[name] = served
+        return served
+
+    # -- adapters in memory ---------------------------------------------------------------------
+    def ensure_adapters(self, backend: Backend, names: list[str]) -> None:
+        """Load the named adapters into their base (unloading the least recently used beyond the cap)
+        and mark them used now. Runs on the engine's thread."""
+        wanted = [n for n in dict.fromkeys(names) if self.served[n].kind == "adapter"]
+        if len(wanted) > self.max_loaded_adapters:
+            raise ModelError(f"one batch needs {len(wanted)} adapters, over max_loaded_adapters="
+                             f"{self.max_loaded_adapters}")
+        for name in wanted:
+            if name in backend.adapters:
+                backend.adapters.move_to_end(name)
+                continue
+            while self.loaded_adapter_count() >= self.max_loaded_adapters:
+                self._evict(keep=set(wanted))
+            self._load_adapter(backend, name)
+
+    def _load_adapter(self, backend: Backend, name: str) -> None:
+        adapter_dir = self.served[name].adapter_dir
+        if backend.has_adapters and name in backend.model.peft_config:
+            pass  # the base's last adapter, kept in the weights when it was unloaded
+        elif backend.has_adapters:
+            backend.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+        else:
+            from peft import PeftModel
+
+            backend.model = PeftModel.from_pretrained(backend.model, str(adapter_dir), adapter_name=name,
+                                                      is_trainable=False).eval()
+        backend.adapters[name] = adapter_dir
+
+    def _evict(self, keep: set[str]) -> None:
+        """Unload the least recently used adapter outside `keep`, across all bases."""
+        oldest = None
+        for backend in self.backends.values():
+            for name in backend.adapters:
+                if name not in keep:
+                    oldest = (backend, name)
+                    break
+            if oldest:
+                break
+        if oldest is None:
+            raise ModelError("every loaded adapter is in use; raise max_loaded_adapters")
+        backend, name = oldest
+        self._unload_adapter(backend, name)
+
+    def _unload_adapter(self, backend: Backend, name: str) -> None:
+        if len(backend.model.peft_config) > 1:
+            import warnings
+
+            with warnings.catch_warnings():  # peft notes that another adapter became the active one: each
+                warnings.simplefilter("ignore", UserWarning)  # request names its adapter, so none is "active"
+                backend.model.delete_adapter(name)
+        # the last adapter of a base stays in the weights (peft keeps one); it is only forgotten here
+        # and answers nothing: requests name their adapter or "__base__" explicitly
+        backend.adapters.pop(name, None)
+
+    def remove(self, name: str) -> Served:
+        """Stop serving an adapter run (vLLM's unload_lora_adapter). Runs on the engine's thread."""
+        served = self.served.get(name)
+        if served is None or served.kind != "adapter":
+            raise KeyError(name)
+        backend = self.backends[served.backend]
+        if name in backend.adapters:
+            self._unload_adapter(backend, name)
+        del self.served[name]
+        return served
+
+
+def _context_length(model: Any) -> int | None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _generation_eos(model: Any) -> Any:
+    config = getattr(model, "generation_config", None)
+    return getattr(config, "eos_token_id", None)
+
+
+def _system_prompt(run_dir: Path | None) -> str | None:
+    if run_dir is None or not (Path(run_dir) / "config.yaml").is_file():
+        return None
+    from tunesmith.config import load_config
+
+    return load_config(Path(run_dir) / "config.yaml").data.system_prompt

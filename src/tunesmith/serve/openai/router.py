@@ -1,0 +1,176 @@
+"""The OpenAI endpoints: /v1/models, /v1/chat/completions, /v1/completions, and vLLM's
+/v1/load_lora_adapter and /v1/unload_lora_adapter (admin key)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from tunesmith.errors import TunesmithError
+from tunesmith.serve.auth import require_admin, require_key
+from tunesmith.serve.errors import APIError, unknown_model
+from tunesmith.serve.openai import service
+from tunesmith.serve.openai.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    LoadAdapterRequest,
+    UnloadAdapterRequest,
+)
+
+router = APIRouter(prefix="/v1")
+
+
+@router.get("/models", dependencies=[Depends(require_key)])
+async def list_models(request: Request) -> dict:
+    return {"object": "list", "data": request.app.state.models.cards()}
+
+
+@router.get("/models/{name:path}", dependencies=[Depends(require_key)])
+async def get_model(name: str, request: Request) -> dict:
+    served = request.app.state.models.get(name)
+    if served is None:
+        raise unknown_model(name)
+    return served.as_model_card()
+
+
+@router.post("/chat/completions", dependencies=[Depends(require_key)])
+async def chat_completions(body: ChatRequest, request: Request):
+    started = time.perf_counter()
+    served = service.find_generative(request, body.model)
+    service.check_supported(body)
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs", code="invalid_value")
+    sampling = service.sampling_of(body, request, (body.top_logprobs or 0) if body.logprobs else None)
+    prompt_ids = service.chat_prompt(served, body)
+    service.check_context(served, request, prompt_ids, sampling)
+    submission = service.Submission(request.app.state.engine, served, [(prompt_ids, sampling)] * body.n, len(prompt_ids))
+    completion_id = service.new_id("chatcmpl")
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _streaming(request, _chat_chunks(request, submission, completion_id, body, include_usage), body.model, started)
+    choices = await submission.choices(request)
+    response = service.chat_response(completion_id, body.model, choices, submission.prompt_tokens, body.logprobs)
+    _count(request, "chat", body.model, started, response["usage"])
+    return response
+
+
+@router.post("/completions", dependencies=[Depends(require_key)])
+async def completions(body: CompletionRequest, request: Request):
+    started = time.perf_counter()
+    served = service.find_generative(request, body.model)
+    service.check_supported(body)
+    sampling = service.sampling_of(body, request, body.logprobs)
+    encoded = [service.text_prompt(served, prompt) for prompt in body.prompts()]
+    for prompt_ids in encoded:
+        service.check_context(served, request, prompt_ids, sampling)
+    rows = [(prompt_ids, sampling) for prompt_ids in encoded for _ in range(body.n)]  # choice i*n + j
+    submission = service.Submission(request.app.state.engine, served, rows, sum(len(ids) for ids in encoded))
+    completion_id = service.new_id("cmpl")
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _streaming(request, _completion_chunks(request, submission, completion_id, body, include_usage),
+                          body.model, started)
+    choices = await submission.choices(request)
+    response = service.completion_response(completion_id, body.model, choices, submission.prompt_tokens,
+                                           body.logprobs is not None)
+    _count(request, "completions", body.model, started, response["usage"])
+    return response
+
+
+async def _chat_chunks(request: Request, submission: service.Submission, completion_id: str, body: ChatRequest,
+                       include_usage: bool) -> AsyncIterator[dict]:
+    created = int(time.time())
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> dict:
+        return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
+                "choices": choices, **({"usage": usage} if include_usage else {})}
+
+    yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+                 for i in range(len(submission.rows))])
+    completion_tokens = 0
+    async for index, event in submission.events_until_done(request):
+        if event.text or event.logprobs:
+            logprobs = service.chat_logprobs(event.logprobs) if body.logprobs else None
+            yield chunk([{"index": index, "delta": {"content": event.text}, "logprobs": logprobs, "finish_reason": None}])
+        if event.finish_reason is not None:
+            completion_tokens += event.completion_tokens
+            yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason}])
+    if include_usage:
+        yield chunk([], service.usage(submission.prompt_tokens, completion_tokens))
+
+
+async def _completion_chunks(request: Request, submission: service.Submission, completion_id: str,
+                             body: CompletionRequest, include_usage: bool) -> AsyncIterator[dict]:
+    created = int(time.time())
+    sent = [0] * len(submission.rows)
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> dict:
+        return {"id": completion_id, "object": "text_completion", "created": created, "model": body.model,
+                "choices": choices, **({"usage": usage} if include_usage else {})}
+
+    completion_tokens = 0
+    async for index, event in submission.events_until_done(request):
+        if event.text or event.logprobs or event.finish_reason is not None:
+            logprobs = service.completion_logprobs(event.logprobs, sent[index]) if body.logprobs is not None else None
+            sent[index] += len(event.text)
+            completion_tokens += event.completion_tokens
+            yield chunk([{"index": index, "text": event.text, "logprobs": logprobs,
+                          "finish_reason": event.finish_reason}])
+    if include_usage:
+        yield chunk([], service.usage(submission.prompt_tokens, completion_tokens))
+
+
+def _streaming(request: Request, chunks: AsyncIterator[dict], model: str, started: float) -> StreamingResponse:
+    """Server-sent events: one `data: {json}` per chunk, then `data: [DONE]`."""
+
+    async def events() -> AsyncIterator[str]:
+        completion_tokens = 0
+        try:
+            async for chunk in chunks:
+                usage = chunk.get("usage")
+                if usage:
+                    completion_tokens = usage["completion_tokens"]
+                yield f"data: {json.dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        except APIError as exc:  # the status line is gone: the error travels as an event
+            yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.type, 'param': exc.param, 'code': exc.code}})}\n\n"
+        finally:
+            request.app.state.metrics.answered("stream", model, 200, time.perf_counter() - started,
+                                               completion_tokens=completion_tokens)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _count(request: Request, endpoint: str, model: str, started: float, usage: dict) -> None:
+    request.app.state.metrics.answered(endpoint, model, 200, time.perf_counter() - started,
+                                       usage["prompt_tokens"], usage["completion_tokens"])
+
+
+@router.post("/load_lora_adapter", dependencies=[Depends(require_admin)])
+async def load_lora_adapter(body: LoadAdapterRequest, request: Request) -> PlainTextResponse:
+    models = request.app.state.models
+    if models.get(body.lora_name) is not None:
+        raise APIError(400, f"The lora adapter '{body.lora_name}' has already been loaded.", param="lora_name",
+                       code="already_loaded")
+    try:
+        served = await asyncio.wrap_future(request.app.state.engine.call(lambda: models.add_run(body.lora_path, body.lora_name)))
+    except TunesmithError as exc:
+        raise APIError(400, str(exc), param="lora_path", code="invalid_adapter") from exc
+    return PlainTextResponse(f"Success: LoRA adapter '{served.name}' added successfully.")
+
+
+@router.post("/unload_lora_adapter", dependencies=[Depends(require_admin)])
+async def unload_lora_adapter(body: UnloadAdapterRequest, request: Request) -> PlainTextResponse:
+    models = request.app.state.models
+    try:
+        await asyncio.wrap_future(request.app.state.engine.call(lambda: models.remove(body.lora_name)))
+    except KeyError as exc:
+        raise APIError(404, f"The lora adapter '{body.lora_name}' cannot be found.", param="lora_name",
+                       code="model_not_found") from exc
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
+

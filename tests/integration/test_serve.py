@@ -1,0 +1,249 @@
+"""tunesmith serve over a real socket on 127.0.0.1, driven by the official `openai` client.
+
+The served models: a tiny Llama as the base, two LoRA adapter runs on it (random, non-zero LoRA
+weights, so each answers differently), and a classifier run trained by tunesmith itself.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="the serve tests need the openai client (pip install -e .[dev])")
+pytest.importorskip("fastapi", reason="tunesmith serve needs the serve extra (pip install -e .[serve])")
+
+from tests.integration.helpers import tiny_config  # noqa: E402
+from tests.integration.test_eval import write_reviews_csv  # noqa: E402
+from tunesmith.config import ServeConfig  # noqa: E402
+from tunesmith.serve.app import create_app, running  # noqa: E402
+from tunesmith.serve.models import ServedModels  # noqa: E402
+
+KEY, ADMIN = "test-key", "admin-key"
+PROMPTS = ["Name a colour.", "What is two plus two?", "Say hello in French.", "Which planet is largest?",
+           "Give me a word that rhymes with cat, and then a long explanation of why it rhymes."]
+
+
+def make_adapter_run(folder: Path, base_dir: Path, seed: int) -> Path:
+    """A run folder holding a LoRA adapter on `base_dir` with random non-zero weights (as peft saves it)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_dir),
+                           LoraConfig(r=8, lora_alpha=64, target_modules="all-linear", init_lora_weights=False))
+    model.save_pretrained(folder / "adapter")
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(folder / "adapter")
+    (folder / "manifest.json").write_text(json.dumps({"method": "sft", "base_model": {"spec": str(base_dir)}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict[str, Path]:
+    import tunesmith
+
+    root = tmp_path_factory.mktemp("serve-runs")
+    found = {name: make_adapter_run(root / name, tiny_model_dir, seed)
+             for name, seed in (("bot-a", 1), ("bot-b", 2), ("bot-c", 3))}
+    train = write_reviews_csv(root / "reviews.csv", 64, seed=1)
+    config = tiny_config(root, tiny_model_dir, train, "train.method=classify", "data.columns.text=review_text",
+                         "data.columns.label=verdict", "lora.enabled=false", "train.max_steps=4", "eval.test=null",
+                         name="tone")
+    found["tone"] = tunesmith.train(config, show_progress=False).run_dir
+    return found
+
+
+@pytest.fixture(scope="module")
+def server(runs: dict[str, Path]):
+    models = ServedModels(max_loaded_adapters=2)
+    for name in ("bot-a", "bot-b", "tone"):
+        models.add_run(runs[name])
+    app = create_app(models, ServeConfig(api_keys=(KEY,), admin_keys=(ADMIN,), max_queue=32, max_batch=8,
+                                         max_tokens=64))
+    with running(app) as base_url:
+        yield base_url, app
+
+
+@pytest.fixture()
+def client(server):
+    return openai.OpenAI(base_url=server[0], api_key=KEY, max_retries=0, timeout=120)
+
+
+def base_name_of(client) -> str:
+    return next(m.id for m in client.models.list().data if getattr(m, "kind", None) == "base")
+
+
+def greedy(client, model: str, prompt: str, max_tokens: int = 12) -> str:
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}],
+                                           temperature=0, max_tokens=max_tokens)
+    return reply.choices[0].message.content
+
+
+def test_models_lists_the_base_the_adapters_with_their_parent_and_the_classifier(client):
+    cards = {m.id: m for m in client.models.list().data}
+    base = base_name_of(client)
+    assert set(cards) == {base, "bot-a", "bot-b", "tone"}
+    assert cards["bot-a"].parent == base and cards["bot-b"].parent == base and cards[base].parent is None
+    assert client.models.retrieve("bot-a").id == "bot-a"
+
+
+def test_greedy_chat_equals_tunesmith_generate_and_adapters_answer_differently(client, runs, tiny_model_dir):
+    from tunesmith.models.generate import generate, load_for_generation
+
+    base = base_name_of(client)
+    answers = {name: [greedy(client, name, p) for p in PROMPTS[:3]] for name in (base, "bot-a", "bot-b")}
+    assert answers["bot-a"] != answers["bot-b"] and answers["bot-a"] != answers[base]
+    for name, target in ((base, str(tiny_model_dir)), ("bot-a", str(runs["bot-a"]))):
+        loaded = load_for_generation(target, precision="fp32")
+        expected = generate(loaded, PROMPTS[:3], max_new_tokens=12, batch_size=1).texts
+        assert [a.strip() for a in answers[name]] == expected  # the same generation as `tunesmith generate`
+
+
+def test_streaming_sends_the_same_text_then_usage_only_when_asked(client):
+    whole = client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": PROMPTS[4]}],
+                                           temperature=0, max_tokens=20)
+    chunks = list(client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": PROMPTS[4]}],
+                                                 temperature=0, max_tokens=20, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [whole.choices[0].finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    plain = list(client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": PROMPTS[0]}],
+                                                temperature=0, max_tokens=5, stream=True))
+    assert all(c.usage is None for c in plain)
+
+
+def test_n_seed_max_tokens_and_stop_strings(client):
+    messages = [{"role": "user", "content": PROMPTS[4]}]
+    sampled = client.chat.completions.create(model="bot-b", messages=messages, n=2, temperature=1.0, seed=7,
+                                             max_tokens=16)
+    again = client.chat.completions.create(model="bot-b", messages=messages, n=2, temperature=1.0, seed=7,
+                                           max_tokens=16)
+    assert [c.index for c in sampled.choices] == [0, 1]
+    assert [c.message.content for c in sampled.choices] == [c.message.content for c in again.choices]  # seeded
+    long = client.completions.create(model="bot-a", prompt="Once upon a time", temperature=0, max_tokens=24)
+    assert long.choices[0].finish_reason == "length" and long.usage.completion_tokens == 24
+    text = long.choices[0].text
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    assert stop.strip(), text
+    cut = client.completions.create(model="bot-a", prompt="Once upon a time", temperature=0, max_tokens=24, stop=[stop])
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.choices[0].text == text[:text.index(stop)]
+
+
+def test_logprobs_are_the_models_own(client, tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tunesmith.models.generate import load_for_generation
+
+    reply = client.chat.completions.create(model=base_name_of(client), messages=[{"role": "user", "content": PROMPTS[0]}],
+                                           temperature=0, max_tokens=3, logprobs=True, top_logprobs=3)
+    first = reply.choices[0].logprobs.content[0]
+    assert len(first.top_logprobs) == 3 and first.top_logprobs[0].logprob == pytest.approx(first.logprob)
+    loaded = load_for_generation(str(tiny_model_dir), precision="fp32")
+    from tunesmith.data.examples import Message
+    from tunesmith.data.tokenize import encode_prompt
+
+    ids = encode_prompt(loaded.tokenizer, loaded.info, [Message("user", PROMPTS[0])])
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        expected = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1).max().item()
+    assert first.logprob == pytest.approx(expected, abs=1e-4)
+
+
+def test_errors_come_in_openais_shape(client, server):
+    with pytest.raises(openai.NotFoundError) as missing:
+        greedy(client, "no-such-run", "hi")
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.AuthenticationError):
+        greedy(openai.OpenAI(base_url=server[0], api_key="wrong", max_retries=0), "bot-a", "hi")
+    with pytest.raises(openai.BadRequestError) as unsupported:
+        client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": "hi"}], tools=[
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}])
+    assert unsupported.value.param == "tools"
+    with pytest.raises(openai.BadRequestError) as too_long:
+        greedy(client, "bot-a", "hi", max_tokens=65)
+    assert too_long.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as wrong:
+        greedy(client, "tone", "hi")
+    assert wrong.value.param == "model"
+
+
+def test_a_classifier_run_answers_with_the_same_probabilities_as_predict(client, runs):
+    from tunesmith.models.classifier import load_classifier, predict_probabilities
+
+    texts = ["superb lovely film", "dull boring film", "fine"]
+    answer = client.post("/classifications", body={"model": "tone", "input": texts}, cast_to=object)
+    expected = predict_probabilities(load_classifier(str(runs["tone"])), texts)
+    assert [row["index"] for row in answer["data"]] == [0, 1, 2]
+    for row, probabilities in zip(answer["data"], expected):
+        assert set(row["probabilities"]) == {"negative", "positive"}
+        assert [row["probabilities"][label] for label in ("negative", "positive")] == pytest.approx(probabilities, abs=1e-6)
+        assert row["label"] == ("negative", "positive")[int(probabilities.argmax())]
+
+
+def test_adapters_load_and_unload_without_a_restart_behind_the_admin_key(client, server, runs):
+    admin = openai.OpenAI(base_url=server[0], api_key=ADMIN, max_retries=0)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.post("/load_lora_adapter", body={"lora_name": "late", "lora_path": str(runs["bot-c"])}, cast_to=str)
+    admin.post("/load_lora_adapter", body={"lora_name": "late", "lora_path": str(runs["bot-c"])}, cast_to=str)
+    assert "late" in {m.id for m in client.models.list().data}
+    late = [greedy(client, "late", p) for p in PROMPTS[:2]]
+    assert late != [greedy(client, "bot-a", p) for p in PROMPTS[:2]]
+    # three adapters, at most two in memory: asking for the other two unloads `late`, asking for it again loads it
+    greedy(client, "bot-a", "hi")
+    greedy(client, "bot-b", "hi")
+    models = server[1].state.models
+    assert models.loaded_adapter_count() == 2 and "late" not in models.backends[models.get("late").backend].adapters
+    assert [greedy(client, "late", p) for p in PROMPTS[:2]] == late
+    admin.post("/unload_lora_adapter", body={"lora_name": "late"}, cast_to=str)
+    with pytest.raises(openai.NotFoundError):
+        greedy(client, "late", "hi")
+    assert client.get("/../health", cast_to=object)["status"] == "ok"
+
+
+def test_metrics_count_requests_and_tokens(client, server):
+    greedy(client, "bot-b", PROMPTS[1], max_tokens=4)
+    from urllib.request import urlopen
+
+    text = urlopen(server[0].removesuffix("/v1") + "/metrics").read().decode()
+    assert 'tunesmith_requests_total{endpoint="chat",model="bot-b",status="200"}' in text
+    assert "tunesmith_completion_tokens_total" in text and "tunesmith_queue_depth" in text
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_100_concurrent_requests_are_answered_as_alone_or_refused_with_429(client, server):
+    """Every request gets the answer it gets alone (greedy), or a 429; none is lost or mixed up."""
+    requests = [(("bot-a", "bot-b")[i % 2], PROMPTS[i % len(PROMPTS)], 4 + i % 9) for i in range(100)]
+    alone = {key: greedy(client, *key) for key in set(requests)}
+
+    def send(key):
+        try:
+            return greedy(client, *key)
+        except openai.RateLimitError:
+            return 429
+
+    memory = []
+    for _ in range(2):
+        with ThreadPoolExecutor(100) as pool:
+            answers = list(pool.map(send, requests))
+        memory.append(rss_mb())
+        refused = answers.count(429)
+        assert 0 < refused < 100  # the queue (32 rows) was full at times, and most were answered
+        for key, answer in zip(requests, answers):
+            assert answer == 429 or answer == alone[key], key
+    assert memory[1] - memory[0] < 100, memory  # no growth from one round to the next
+    stats = server[1].state.engine.stats
+    assert stats["largest_batch"] > 1 and stats["joined_rows"] > 0, stats  # rows shared batches and joined them
