@@ -23,6 +23,7 @@ bench: setup
 	@$(PYTHON_VENV) benchmarks/generation_throughput.py
 	@$(PYTHON_VENV) benchmarks/data_prep.py
 	@$(PYTHON_VENV) benchmarks/preference_memory.py
+	@$(PYTHON_VENV) benchmarks/serve_throughput.py
 
 lint: setup
 	@$(PYTHON_VENV) -m ruff check src tests benchmarks

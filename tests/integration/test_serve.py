@@ -62,7 +62,7 @@ def server(runs: dict[str, Path]):
     for name in ("bot-a", "bot-b", "tone"):
         models.add_run(runs[name])
     app = create_app(models, ServeConfig(api_keys=(KEY,), admin_keys=(ADMIN,), max_queue=32, max_batch=8,
-                                         max_tokens=64))
+                                         max_tokens=256))
     with running(app) as base_url:
         yield base_url, app
 
@@ -168,8 +168,11 @@ def test_errors_come_in_openais_shape(client, server):
             {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}])
     assert unsupported.value.param == "tools"
     with pytest.raises(openai.BadRequestError) as too_long:
-        greedy(client, "bot-a", "hi", max_tokens=65)
+        greedy(client, "bot-a", "hi", max_tokens=257)
     assert too_long.value.param == "max_tokens"
+    with pytest.raises(openai.APIStatusError) as large:
+        greedy(client, "bot-a", "word " * 250_000)  # over the 1 MB body limit: refused before it is read
+    assert large.value.status_code == 413
     with pytest.raises(openai.BadRequestError) as wrong:
         greedy(client, "tone", "hi")
     assert wrong.value.param == "model"
@@ -215,6 +218,7 @@ def test_metrics_count_requests_and_tokens(client, server):
     text = urlopen(server[0].removesuffix("/v1") + "/metrics").read().decode()
     assert 'tunesmith_requests_total{endpoint="chat",model="bot-b",status="200"}' in text
     assert "tunesmith_completion_tokens_total" in text and "tunesmith_queue_depth" in text
+    assert 'tunesmith_first_token_seconds_count{model="bot-b"}' in text
 
 
 def rss_mb() -> float:
@@ -247,3 +251,101 @@ def test_100_concurrent_requests_are_answered_as_alone_or_refused_with_429(clien
     assert memory[1] - memory[0] < 100, memory  # no growth from one round to the next
     stats = server[1].state.engine.stats
     assert stats["largest_batch"] > 1 and stats["joined_rows"] > 0, stats  # rows shared batches and joined them
+
+
+def test_the_cli_serves_run_folders_with_keys_from_a_file(tmp_path: Path, runs):
+    """`tunesmith serve RUN NAME=RUN --api-key-file keys.txt` as a user starts it, then the client."""
+    import subprocess
+    import sys
+    import time
+    from urllib.request import urlopen
+
+    from tunesmith.serve.app import free_port
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# one key per line\nfile-key\n")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", str(runs["bot-a"]),
+                                f"second={runs['bot-b']}", "--port", str(port), "--api-key-file", str(keys)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()
+            try:
+                assert urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.5)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="file-key", max_retries=0)
+        assert {m.id for m in client.models.list().data} >= {"bot-a", "second"}
+        assert greedy(client, "second", PROMPTS[0]) != greedy(client, "bot-a", PROMPTS[0])
+        with pytest.raises(openai.AuthenticationError):
+            greedy(openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0), "bot-a", "hi")
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert f"on http://127.0.0.1:{port}/v1" in output
+
+
+def test_without_keys_only_this_machine_is_answered_and_an_empty_key_file_is_an_error(tmp_path: Path, runs):
+    from tunesmith.errors import ConfigError
+    from tunesmith.serve.app import read_keys
+
+    models = ServedModels()
+    models.add_run(runs["bot-a"])
+    with running(create_app(models, ServeConfig())) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="anything", max_retries=0)
+        assert greedy(client, "bot-a", PROMPTS[0])  # development mode: a local client needs no key
+        admin = client.post("/load_lora_adapter", body={"lora_name": "b", "lora_path": str(runs["bot-b"])}, cast_to=str)
+        assert "added" in admin
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="holds no key"):
+        read_keys(str(tmp_path / "empty.txt"), "TUNESMITH_TEST_NO_SUCH_VARIABLE")
+
+
+def test_a_client_that_goes_away_frees_its_rows(client, server):
+    """A stream closed after its first chunk: its row leaves the batch long before max_tokens."""
+    import time
+
+    engine = server[1].state.engine
+    cancelled = engine.stats["cancelled_rows"]
+    stream = client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": PROMPTS[4]}],
+                                            temperature=0, max_tokens=256, stream=True)
+    next(iter(stream))
+    stream.close()
+    deadline = time.monotonic() + 20
+    while engine.pending and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.pending == 0 and engine.stats["cancelled_rows"] == cancelled + 1
+
+
+def test_tagger_and_reader_runs_answer_as_predict_does(tmp_path: Path, tiny_wordpiece_bert_dir: Path):
+    import tunesmith
+    from tests.integration.test_span_methods import write_conll, write_squad
+    from tunesmith.data.qa import QARow
+    from tunesmith.models.reader import load_reader, read_answers
+    from tunesmith.models.tagger import find_entities, load_tagger
+
+    ner = tunesmith.train(tiny_config(tmp_path, tiny_wordpiece_bert_dir, write_conll(tmp_path / "t.conll", 60, seed=1),
+                                      "train.method=token-classify", "eval.test=null", "train.max_steps=4", name="ner"),
+                          show_progress=False).run_dir
+    qa = tunesmith.train(tiny_config(tmp_path, tiny_wordpiece_bert_dir, write_squad(tmp_path / "q.jsonl", 60, seed=1),
+                                     "train.method=extractive-qa", "data.max_length=48", "data.stride=16",
+                                     "eval.test=null", "train.max_steps=4", name="qa"), show_progress=False).run_dir
+    models = ServedModels()
+    models.add_run(ner)
+    models.add_run(qa)
+    texts = ["Wei Chen flew to Lima on Monday .", "Acme Corp opened an office in Oslo ."]
+    questions = [{"question": "Where does Mara live?", "context": "It rained. Mara lives in Vesk and works as a baker."}]
+    with running(create_app(models, ServeConfig())) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="local", max_retries=0)
+        found = client.post("/entities", body={"model": "ner", "input": texts}, cast_to=object)
+        answered = client.post("/answers", body={"model": "qa", "questions": questions}, cast_to=object)
+        with pytest.raises(openai.BadRequestError):
+            client.post("/answers", body={"model": "ner", "questions": questions}, cast_to=object)
+    expected, _ = find_entities(load_tagger(str(ner)), texts)
+    assert [row["entities"] for row in found["data"]] == [[e.as_dict() for e in row] for row in expected]
+    rows = [QARow("q", "0", q["question"], q["context"], ()) for q in questions]
+    assert answered["data"][0]["answer"] == read_answers(load_reader(str(qa)), rows)[0].text

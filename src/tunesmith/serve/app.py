@@ -26,6 +26,7 @@ from tunesmith.serve.errors import error_response, install_error_handlers
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.models import ServedModels
 from tunesmith.serve.openai.router import router as openai_router
+from tunesmith.serve.spans.router import router as spans_router
 
 health_router = APIRouter()
 
@@ -56,7 +57,7 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
     app.state.metrics = ServeMetrics(lambda: engine.pending, models.loaded_adapter_count)
     install_error_handlers(app)
     app.middleware("http")(_limit_body)
-    for router in (openai_router, classify_router, health_router):
+    for router in (openai_router, classify_router, spans_router, health_router):
         app.include_router(router)
     return app
 

@@ -93,7 +93,7 @@ class Engine:
         self.max_batch = max_batch
         self.inbox: queue.Queue[Row | _Call | None] = queue.Queue()
         self._pending = 0
-        self.stats = {"batches": 0, "rows": 0, "joined_rows": 0, "largest_batch": 0}  # what batching achieved
+        self.stats = {"batches": 0, "rows": 0, "joined_rows": 0, "largest_batch": 0, "cancelled_rows": 0}  # what batching achieved
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tunesmith-engine", daemon=True)
         self._thread.start()
@@ -263,6 +263,7 @@ class Engine:
     def _advance(self, row: Row, token: int, logprob: TokenLogprob | None) -> bool:
         """Add a token to a row and send what is new; True when the row is done."""
         if row.cancelled.is_set():
+            self.stats["cancelled_rows"] += 1
             self._finish(row, None)
             return True
         row.generated.append(token)

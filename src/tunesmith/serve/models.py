@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from tunesmith.errors import ModelError
 
-Kind = Literal["base", "adapter", "model", "classifier"]
+Kind = Literal["base", "adapter", "model", "classifier", "tagger", "reader"]
 GENERATIVE: tuple[Kind, ...] = ("base", "adapter", "model")
 
 
@@ -52,7 +52,7 @@ class Served:
     parent: str | None = None  # an adapter's base model name
     run_dir: Path | None = None
     adapter_dir: Path | None = None
-    classifier: Any = None  # models.classifier.Classifier for kind "classifier"
+    head: Any = None  # a task head's model: Classifier, Tagger or Reader (models/) for those kinds
     created: int = field(default_factory=lambda: int(time.time()))
 
     def as_model_card(self) -> dict:
@@ -111,9 +111,14 @@ class ServedModels:
         method = manifest.get("method")
         if method == "classify":
             return self._add_classifier(path, name)
-        if method in ("token-classify", "extractive-qa"):
-            raise ModelError(f"{run_dir}: a {method} run; serving taggers and readers is not built yet, "
-                             f"use `tunesmith predict {run_dir} --data FILE`")
+        if method == "token-classify":
+            from tunesmith.models.tagger import load_tagger
+
+            return self._add_head(path, name, "tagger", load_tagger(str(path)))
+        if method == "extractive-qa":
+            from tunesmith.models.reader import load_reader
+
+            return self._add_head(path, name, "reader", load_reader(str(path)))
         if (path / "adapter" / "adapter_config.json").is_file():
             return self._add_adapter(path, path / "adapter", name)
         if (path / "adapter_config.json").is_file():
@@ -169,9 +174,10 @@ class ServedModels:
     def _add_classifier(self, run_dir: Path, name: str) -> Served:
         from tunesmith.models.classifier import load_classifier
 
-        classifier = load_classifier(str(run_dir))
-        served = Served(name, "classifier", f"classifier:{run_dir.resolve()}", classifier.tokenizer,
-                        run_dir=run_dir, classifier=classifier)
+        return self._add_head(run_dir, name, "classifier", load_classifier(str(run_dir)))
+
+    def _add_head(self, run_dir: Path, name: str, kind: Kind, head: Any) -> Served:
+        served = Served(name, kind, f"{kind}:{run_dir.resolve()}", head.tokenizer, run_dir=run_dir, head=head)
         self.served[name] = served
         return served
 

@@ -42,7 +42,7 @@ async def classify(body: ClassificationRequest, request: Request) -> dict:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > MAX_TEXTS:
         raise APIError(400, f"{len(texts)} texts in one request, the most is {MAX_TEXTS}", param="input")
-    classifier = served.classifier
+    classifier = served.head
     probabilities = await asyncio.wrap_future(request.app.state.engine.call(lambda: predict_probabilities(classifier, texts)))
     tokens = sum(len(ids) for ids in classifier.tokenizer(texts, truncation=True, max_length=classifier.max_length)["input_ids"])
     request.app.state.metrics.answered("classifications", body.model, 200, time.perf_counter() - started, tokens)

@@ -84,6 +84,7 @@ class Submission:
     def __init__(self, engine: Engine, served: Served, prompts: list[tuple[list[int], Sampling]],
                  prompt_tokens: int) -> None:
         loop = asyncio.get_running_loop()
+        self.started, self.model, self.first_token_seen = time.perf_counter(), served.name, False
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self.rows = [Row(served, prompt_ids, sampling, self._emitter(loop, index))
                      for index, (prompt_ids, sampling) in enumerate(prompts)]
@@ -116,6 +117,9 @@ class Submission:
                 if event.error is not None:
                     raise APIError(500, f"generation failed: {event.error}", type="server_error",
                                    code="generation_failed")
+                if not self.first_token_seen:
+                    self.first_token_seen = True
+                    request.app.state.metrics.first_token.labels(self.model).observe(time.perf_counter() - self.started)
                 if event.finish_reason is not None:
                     self.open -= 1
                 yield index, event
