@@ -227,7 +227,8 @@ class TrainConfig:
     seed: int = setting(42, "Seed for data order, splits, adapter initialisation and dropout.")
     device: str = setting("auto", "cpu, cuda, cuda:N, or auto (a GPU when there is one).")
     precision: Literal["auto", "fp32", "bf16"] = setting(
-        "auto", "Numeric precision: auto is bf16 autocast on a GPU that supports it, else fp32."
+        "auto", "Numeric precision: auto is bf16 autocast on a GPU or CPU that computes bf16 natively "
+        "(AVX-512 BF16, AMX), else fp32."
     )
     gradient_checkpointing: bool = setting(
         False, "Recompute activations in the backward pass: less memory, about 30% slower."
@@ -671,7 +672,12 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[-1] if errors else f"{key}: unexpected value {value!r}")
     if origin is Literal:
-        if value in args:
+        if isinstance(value, bool) and ({"off", "on"} & set(args) or {"no", "yes"} & set(args)):
+            # YAML 1.1 reads a bare off/on/no/yes as a boolean: `audit: off` means the word the setting lists
+            words = [word for word in (("on", "yes") if value else ("off", "no")) if word in args]
+            if words:
+                return words[0]
+        if value in args and not isinstance(value, bool):
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

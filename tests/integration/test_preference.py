@@ -155,8 +155,10 @@ def test_online_dpo_trains_in_the_shared_loop_validates_by_greedy_reward_and_cou
                                                                                                   tiny_model_dir: Path):
     (tmp_path / "words.py").write_text(WORD_COUNT_REWARD)
     prompts = write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say something about {c}."} for c in COLOURS * 3])
+    # fp32 training: validation then decodes as the fp32 win-rate evaluation does, so step 0's reward is the base's
+    # (under bf16 autocast a random tiny model's greedy answers differ from its fp32 ones by rounding)
     result = tunesmith.train(online_config(tmp_path, tiny_model_dir, prompts, f"preference.reward={tmp_path / 'words.py'}:score",
-                                           "preference.trust_reward_code=true"), show_progress=False)
+                                           "preference.trust_reward_code=true", "train.precision=fp32"), show_progress=False)
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     validations = {r["step"]: r["val_reward_mean"] for r in records if "val_reward_mean" in r}
     assert list(validations) == [0, 2, 4]  # before training, every train.eval_every steps, and at the end

@@ -58,7 +58,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> dict
 
 @pytest.fixture(scope="module")
 def server(runs: dict[str, Path]):
-    models = ServedModels(max_loaded_adapters=2)
+    models = ServedModels(max_loaded_adapters=2, precision="fp32")  # the references below are fp32 (bf16 rounds by batch shape)
     for name in ("bot-a", "bot-b", "tone"):
         models.add_run(runs[name])
     app = create_app(models, ServeConfig(api_keys=(KEY,), admin_keys=(ADMIN,), max_queue=32, max_batch=8,
@@ -293,7 +293,7 @@ def test_without_keys_only_this_machine_is_answered_and_an_empty_key_file_is_an_
     from tunesmith.errors import ConfigError
     from tunesmith.serve.app import read_keys
 
-    models = ServedModels()
+    models = ServedModels(precision="fp32")
     models.add_run(runs["bot-a"])
     with running(create_app(models, ServeConfig())) as base_url:
         client = openai.OpenAI(base_url=base_url, api_key="anything", max_retries=0)
@@ -334,7 +334,7 @@ def test_tagger_and_reader_runs_answer_as_predict_does(tmp_path: Path, tiny_word
     qa = tunesmith.train(tiny_config(tmp_path, tiny_wordpiece_bert_dir, write_squad(tmp_path / "q.jsonl", 60, seed=1),
                                      "train.method=extractive-qa", "data.max_length=48", "data.stride=16",
                                      "eval.test=null", "train.max_steps=4", name="qa"), show_progress=False).run_dir
-    models = ServedModels()
+    models = ServedModels(precision="fp32")
     models.add_run(ner)
     models.add_run(qa)
     texts = ["Wei Chen flew to Lima on Monday .", "Acme Corp opened an office in Oslo ."]
@@ -349,3 +349,28 @@ def test_tagger_and_reader_runs_answer_as_predict_does(tmp_path: Path, tiny_word
     assert [row["entities"] for row in found["data"]] == [[e.as_dict() for e in row] for row in expected]
     rows = [QARow("q", "0", q["question"], q["context"], ()) for q in questions]
     assert answered["data"][0]["answer"] == read_answers(load_reader(str(qa)), rows)[0].text
+
+
+def test_a_row_arriving_as_the_batch_empties_starts_a_new_batch_instead_of_joining_the_finished_one(tiny_model_dir: Path):
+    """The last row of a batch finishes in a step while another row waits: joining the emptied batch
+    (whose mask and cache still held the finished row) answered the newcomer with a 500."""
+    from tunesmith.serve.engine import Engine, Row, Sampling
+
+    models = ServedModels(precision="fp32")
+    served = models.add_base(str(tiny_model_dir))
+    engine = Engine(models)
+    engine.close()  # its thread stops: this test drives the decoding itself, step by step
+    backend = models.backends[served.backend]
+    events: dict[str, list] = {"first": [], "waiting": [], "alone": []}
+    ids = served.tokenizer("Name a colour.", add_special_tokens=False)["input_ids"]
+    first = Row(served, ids, Sampling(max_tokens=1, temperature=0), events["first"].append)
+    waiting = Row(served, ids + ids, Sampling(max_tokens=4, temperature=0), events["waiting"].append)
+    engine.inbox.put(waiting)
+    engine._decode(backend, [first])  # `first` ends after its one token, with `waiting` in the inbox
+    assert events["first"][-1].finish_reason == "length" and events["first"][-1].error is None
+    assert not events["waiting"] and engine.inbox.get_nowait() is waiting  # not joined, not failed
+    engine._decode(backend, [waiting])
+    alone = Row(served, ids + ids, Sampling(max_tokens=4, temperature=0), events["alone"].append)
+    engine._decode(backend, [alone])
+    assert events["waiting"][-1].error is None
+    assert "".join(e.text for e in events["waiting"]) == "".join(e.text for e in events["alone"])

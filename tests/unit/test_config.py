@@ -117,3 +117,13 @@ def test_every_shipped_example_config_loads():
     assert len(examples) >= 5
     for path in examples:
         load_config(str(path), [])  # unknown keys or bad values would raise, naming the file
+
+
+def test_a_bare_off_in_yaml_or_a_flag_means_the_word_not_false(tmp_path):
+    """YAML 1.1 reads `off` as False; a setting whose choices include "off" takes it as the word."""
+    from tunesmith.config import build_config, load_config
+
+    assert build_config({}, ["data.audit=off"]).data.audit == "off"
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  audit: off\n")
+    assert load_config(path).data.audit == "off"

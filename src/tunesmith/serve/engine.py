@@ -189,7 +189,9 @@ class Engine:
             while batch.rows:
                 self.stats["largest_batch"] = max(self.stats["largest_batch"], len(batch.rows))
                 self._step(batch)
-                if len(batch.rows) < self.max_batch:
+                # An emptied batch is done: its mask and cache still hold the finished rows (select
+                # keeps nothing of them), so new rows start a new batch rather than join this one.
+                if batch.rows and len(batch.rows) < self.max_batch:
                     self._join(batch, backend)
         except Exception as exc:  # a failed batch answers its rows with the error, the server lives on
             for row in (batch.rows if batch else rows):

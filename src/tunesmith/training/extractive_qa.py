@@ -22,10 +22,11 @@ from tunesmith.data.pipeline import PreparedData, SourceData, split_validation
 from tunesmith.data.qa import QARow, read_qa, windows
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
+from tunesmith.models.device import resolve_precision
 from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
 from tunesmith.models.reader import Reader, score_answers, tune_null_threshold
 from tunesmith.training.classify import check_positions
-from tunesmith.training.loop import LossFn
+from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.registry import Method, register_method
 
 
@@ -171,8 +172,11 @@ def tune_no_answer(model: Any, data: PreparedData, tokenizer: Any, config: RunCo
     model.eval()
     reader = Reader(model, tokenizer, "validation", config.data.max_length, config.data.stride,
                     config.task.max_answer_tokens, unanswerable=True)
-    threshold, f1 = tune_null_threshold(score_answers(reader, rows, batch_size=config.train.batch_size),
-                                        [[a.text for a in row.answers] for row in rows])
+    device = next(model.parameters()).device
+    # As validation ran: a bf16 base under LoRA feeds the fp32 head only inside autocast.
+    with autocast(device, resolve_precision(config.train.precision, device)):
+        scored = score_answers(reader, rows, batch_size=config.train.batch_size)
+    threshold, f1 = tune_null_threshold(scored, [[a.text for a in row.answers] for row in rows])
     model.train(was_training)
     data.record["null_threshold"] = round(threshold, 6)
     data.record["validation_f1"] = round(f1, 6)
