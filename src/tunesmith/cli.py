@@ -142,6 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for (default 1024)")
     serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
 
+    export = _command(commands, "export", "write a run for llama.cpp, Ollama, vLLM or ONNX Runtime; every file is read "
+                      "back and its answers compared with the run's", cmd_export)
+    export.add_argument("run", help="run folder")
+    export.add_argument("--format", dest="export_format", required=True,
+                        choices=["gguf", "ollama", "gguf-lora", "vllm", "onnx"],
+                        help="gguf: the merged model; ollama: GGUF + Modelfile; gguf-lora: the adapter for llama.cpp's "
+                             "--lora; vllm: the adapter checked against vLLM's rules; onnx: classifier runs")
+    export.add_argument("--quant", default="f16", help="GGUF type: f32, f16, bf16, q8_0; q4_k_m, q5_k_m, q6_k, q4_0, "
+                        "q3_k_m with llama-cpp-python installed (default f16)")
+    export.add_argument("-o", "--output", help="folder for the files (default RUN/export)")
+    export.add_argument("--prompt", action="append", help="a prompt to compare the export's answers on (repeat; "
+                        "default: four general prompts)")
+    export.add_argument("--no-verify", action="store_true", help="skip comparing answers (the file is still read back)")
+
     _command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
     _command(commands, "settings", "every setting with its default and meaning", cmd_settings)
     demo = _command(commands, "demo", "the main job: fine-tune the default model and show what changed", cmd_demo)
@@ -376,6 +390,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          max_batch=args.max_batch, max_tokens=args.max_tokens,
                          max_loaded_adapters=args.max_loaded_adapters)
     serve([ServeTarget.parse(target) for target in args.targets], config)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tunesmith.export import export_run
+
+    result = export_run(args.run, args.export_format, out_dir=args.output, quant=args.quant,
+                        verify=not args.no_verify, prompts=args.prompt)
+    for path in result.files:
+        print(path)
     return 0
 
 
