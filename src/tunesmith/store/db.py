@@ -168,6 +168,11 @@ class Store:
                 return Page(rows[:limit], len(rows) > limit)
             cursor = page.rows[-1].id
 
+    def count_jobs(self, project: str, statuses: tuple[str, ...]) -> int:
+        with self.reading() as session:
+            return session.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.project == project, JobRow.status.in_(statuses)))
+
     def jobs_of_model(self, fine_tuned_model: str) -> JobRow | None:
         with self.reading() as session:
             return session.scalar(select(JobRow).where(JobRow.fine_tuned_model == fine_tuned_model,
@@ -199,7 +204,7 @@ class Store:
             elif row.status == "running" and not row.pause_requested:
                 row.pause_requested = True
                 session.add(_event(row.id, "Pause requested; the job pauses at the end of its current step"))
-            elif row.status not in ("running", "paused"):
+            elif row.status != "running":
                 return row, False
             return row, True
 
@@ -308,6 +313,10 @@ class Store:
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> Page:
         return self._page(select(CheckpointRow).where(CheckpointRow.job_id == job_id), CheckpointRow, after, limit,
                           descending=True)
+
+    def checkpoint_steps(self, job_id: str) -> set[int]:
+        with self.reading() as session:
+            return set(session.scalars(select(CheckpointRow.step_number).where(CheckpointRow.job_id == job_id)))
 
     def _page(self, query: Any, table: Any, after: str | None, limit: int, *, descending: bool) -> Page:
         with self.reading() as session:

@@ -48,6 +48,7 @@ class JobRow(Base):
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512), nullable=True, index=True)
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # the queue: which worker holds the job, when it last said so, and what it has already reported

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("fine_tuned_model", sa.String(512), nullable=True, index=True),
         sa.Column("trained_tokens", sa.BigInteger(), nullable=True),
+        sa.Column("result_files", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("finished_at", sa.BigInteger(), nullable=True),
         sa.Column("worker_id", sa.String(128), nullable=True),
