@@ -93,11 +93,11 @@ class JobsService:
         from tunesmith.models.catalog import CATALOG
 
         served = models.get(name)
-        if served is not None and served.kind == "base" and served.source:
+        if served is not None and served.kind in ("base", "model") and served.source:
             return served.source
         if name in CATALOG:
             return name
-        bases = sorted([s.name for s in models.served.values() if s.kind == "base"] + list(CATALOG))
+        bases = sorted([s.name for s in models.served.values() if s.kind in ("base", "model")] + list(CATALOG))
         raise APIError(404, f"The model `{name}` cannot be fine-tuned here; give a served base model or a catalog "
                             f"name: {', '.join(bases)}", param="model", code="model_not_found")
 
