@@ -59,6 +59,7 @@ def kill(process: subprocess.Popen) -> None:
     assert process.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: three training processes and two server starts
 def test_sigkill_server_and_worker_mid_job_then_restart(tmp_path: Path, tiny_model_dir: Path):
     config = JobsConfig(jobs_dir=str(tmp_path / "jobs"), lease_seconds=3, poll_seconds=0.2)
     port = free_port()
