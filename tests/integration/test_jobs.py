@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,10 @@ def test_a_supervised_job_from_upload_to_chat(tmp_path: Path, tiny_model_dir: Pa
         assert uploaded.object == "file" and uploaded.purpose == "fine-tune" and uploaded.bytes == data.stat().st_size
         assert client.files.retrieve(uploaded.id).filename == "train.jsonl"
         assert client.files.content(uploaded.id).read() == data.read_bytes()
+        held_out = upload(client, write_rows(tmp_path / "valid.jsonl", chat_rows(8, seed=99)))
         job = client.fine_tuning.jobs.create(
-            model="tiny", training_file=uploaded.id, suffix="support", seed=7, metadata={"team": "support"},
+            model="tiny", training_file=uploaded.id, validation_file=held_out.id, suffix="support", seed=7,
+            metadata={"team": "support"},
             method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 4,
                                                                              "learning_rate_multiplier": "auto"}}},
             extra_body={"tunesmith": settings()})
@@ -69,11 +72,13 @@ def test_a_supervised_job_from_upload_to_chat(tmp_path: Path, tiny_model_dir: Pa
         steps = [e.data["step"] for e in events if e.type == "metrics"]
         assert steps == [1, 2, 3, 4, 5, 6]  # one event per logged step, none twice
         assert all(e.data["train_loss"] > 0 for e in events if e.type == "metrics")
+        assert [e.data["step"] for e in events if e.type == "metrics" and "valid_loss" in e.data] == [3, 6]
 
         checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
         assert [c.step_number for c in checkpoints] == [6, 3]  # newest first
         assert checkpoints[0].fine_tuned_model_checkpoint == f"{done.fine_tuned_model}:ckpt-step-6"
         assert checkpoints[0].metrics.train_loss > 0 and checkpoints[0].fine_tuning_job_id == job.id
+        assert checkpoints[0].metrics.valid_loss > 0
 
         results = client.files.content(done.result_files[0]).read().decode()
         assert [row["step"] for row in csv.DictReader(io.StringIO(results))] == ["1", "2", "3", "4", "5", "6"]
@@ -170,7 +175,7 @@ def test_cancel_stops_a_running_job(tmp_path: Path, tiny_model_dir: Path):
         assert client.fine_tuning.jobs.cancel(queued.id).status == "cancelled"  # not started: cancelled at once
         wait_for(client, job.id, ("running",))
         while not any(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=50).data):
-            pass
+            time.sleep(0.1)
         cancelled = client.fine_tuning.jobs.cancel(job.id)
         assert cancelled.status == "cancelled" and cancelled.finished_at is not None
         with pytest.raises(openai.BadRequestError):
@@ -184,8 +189,6 @@ def test_cancel_stops_a_running_job(tmp_path: Path, tiny_model_dir: Path):
 
 def _settled_size(path: Path) -> int:
     """The file's size once it has stopped changing for 2 s (a live training writes every step)."""
-    import time
-
     size, since = -1, time.monotonic()
     while time.monotonic() - since < 2:
         now = path.stat().st_size if path.exists() else 0
@@ -200,10 +203,10 @@ def test_pause_and_resume_continue_from_the_checkpoint(tmp_path: Path, tiny_mode
         client = client_for(running.base_url)
         data = upload(client, write_rows(tmp_path / "train.jsonl", chat_rows(48)))
         job = client.fine_tuning.jobs.create(model="tiny", training_file=data.id,
-                                             extra_body={"tunesmith": settings(max_steps=24, save_every=3)})
+                                             extra_body={"tunesmith": settings(max_steps=12, save_every=3)})
         wait_for(client, job.id, ("running",))
         while not list(client.fine_tuning.jobs.checkpoints.list(job.id)):
-            pass
+            time.sleep(0.1)
         client.fine_tuning.jobs.pause(job.id)
         paused = wait_for(client, job.id, ("paused", "succeeded"))
         assert paused.status == "paused", "the job finished before it could be paused"
@@ -215,7 +218,7 @@ def test_pause_and_resume_continue_from_the_checkpoint(tmp_path: Path, tiny_mode
         assert done.status == "succeeded", done.error
         events = all_events(client, job.id)
         steps = [e.data["step"] for e in events if e.type == "metrics"]
-        assert steps == list(range(1, 25))  # every step reported once, the replayed ones not again
+        assert steps == list(range(1, 13))  # every step reported once, the replayed ones not again
         messages = [e.message for e in events]
         assert any(m.startswith("Fine-tuning job paused after step") for m in messages)
         assert any(m.startswith("Continuing from checkpoint step-") for m in messages)

@@ -89,3 +89,43 @@ def test_another_projects_ids_are_not_found_and_nothing_leaks(tmp_path: Path, ti
         assert admin.fine_tuning.jobs.retrieve(job.id).organization_id == "alpha"
         with pytest.raises(openai.AuthenticationError):
             client_for(running.base_url, "not-a-key").fine_tuning.jobs.list()
+
+
+def test_the_cli_serves_jobs_with_its_own_worker_and_projects_from_the_key_file(tmp_path: Path, tiny_model_dir: Path):
+    """`tunesmith serve MODEL --jobs --workers 1 --api-key-file keys.txt` as a user starts it: the
+    worker it starts validates a job, and the key file's second column is the key's project."""
+    import subprocess
+    import sys
+    import time
+
+    from tunesmith.serve.app import free_port
+
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# key project\n{ALPHA} alpha\n{BETA} beta\n")
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", "serve", f"tiny={tiny_model_dir}", "--jobs",
+                                "--workers", "1", "--jobs-dir", str(tmp_path / "jobs"), "--poll-seconds", "0.2",
+                                "--port", str(port), "--api-key-file", str(keys)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        alpha = client_for(f"http://127.0.0.1:{port}/v1", ALPHA)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                alpha.models.list()
+                break
+            except openai.APIConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        bad = alpha.files.create(file=("bad.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n'),
+                                 purpose="fine-tune")
+        job = alpha.fine_tuning.jobs.create(model="tiny", training_file=bad.id)
+        failed = wait_for(alpha, job.id)
+        assert failed.status == "failed" and "line 1" in failed.error.message
+        assert failed.organization_id == "alpha"
+        with pytest.raises(openai.NotFoundError):
+            client_for(f"http://127.0.0.1:{port}/v1", BETA).fine_tuning.jobs.retrieve(job.id)
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=60)[0]
+    assert "fine-tuning jobs in sqlite:///" in output and "1 worker(s) here" in output
