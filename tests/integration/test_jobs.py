@@ -159,6 +159,9 @@ def test_pages_with_after_limit_and_has_more(tmp_path: Path, tiny_model_dir: Pat
         assert [f.id for f in client.files.list(limit=1, order="asc")] == [f.id for f in files]
         with pytest.raises(openai.BadRequestError):
             client.fine_tuning.jobs.list(after="ftjob-nope")
+        big = bytes(range(256)) * (3 * 4096 + 7)  # 3 MB: over the server's 1 MB limit for other requests
+        large = client.files.create(file=("large.jsonl", big), purpose="fine-tune")
+        assert large.bytes == len(big) and client.files.content(large.id).read() == big
         deleted = client.files.delete(files[0].id)
         assert deleted.deleted and deleted.id == files[0].id
         with pytest.raises(openai.NotFoundError):

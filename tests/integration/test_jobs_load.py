@@ -15,7 +15,6 @@ pytest.importorskip("sqlalchemy", reason="fine-tuning jobs need the serve extra 
 
 from tests.conftest import chat_rows  # noqa: E402
 from tests.integration.jobs_service import service, write_rows  # noqa: E402
-from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401
 
 CREATES, READS = 50, 200
 

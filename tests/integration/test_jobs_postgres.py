@@ -12,7 +12,6 @@ pytest.importorskip("sqlalchemy", reason="fine-tuning jobs need the serve extra 
 
 from tests.conftest import chat_rows  # noqa: E402
 from tests.integration.jobs_service import TINY_SETTINGS, all_events, service, wait_for, write_rows  # noqa: E402
-from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401
 
 
 @pytest.mark.slow

@@ -58,7 +58,13 @@ class Worker:
         """Work until `stop` is set (or forever)."""
         stop = stop or threading.Event()
         while not stop.is_set():
-            if not self.work_once():
+            try:
+                worked = self.work_once()
+            except Exception as exc:  # the store was unreachable, say: the job's lease runs out and it is
+                # taken over (by this worker too) from its last checkpoint; the worker itself carries on
+                print(f"tunesmith worker {self.worker_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                worked = False
+            if not worked:
                 stop.wait(self.config.poll_seconds)
 
     def work_once(self) -> bool:
@@ -117,7 +123,12 @@ class Worker:
     # -- training -------------------------------------------------------------------------------
     def train(self, job: JobRow) -> None:
         folder = self.job_dir(job)
-        config, _ = self.run_config(job)
+        try:
+            config, _ = self.run_config(job)
+        except Exception as exc:  # settings that built when the job was created no longer do (an upgrade)
+            self._fail(job, ("running",), {"code": "server_error", "param": None,
+                                           "message": f"{type(exc).__name__}: {exc}"})
+            return
         run_dir = folder / "run"
         from tunesmith.training.checkpoint import latest_checkpoint
 
@@ -132,7 +143,11 @@ class Worker:
         with open(folder / "train.log", "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True, preexec_fn=_die_with_parent)
-            outcome = self._watch(job, process, run_dir, reported, name)
+            try:
+                outcome = self._watch(job, process, run_dir, reported, name)
+            except BaseException:  # never leave a training running that nobody reports on
+                _kill(process)
+                raise
         if outcome != "exited":
             return
         self._report(job, run_dir, reported, name)

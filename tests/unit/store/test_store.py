@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("sqlalchemy", reason="the store needs the serve extra (pip install -e .[serve])")
 pytest.importorskip("alembic", reason="the store needs the serve extra (pip install -e .[serve])")
 
-from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401
 from tunesmith.store.db import UnknownCursor, open_store, sqlite_url  # noqa: E402
 
 
