@@ -115,6 +115,10 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
                 hint = f"give {instead} instead" if instead else "the service does not take it"
                 raise JobSettingsError(f"tunesmith.{section}.{key} cannot be set on a fine-tuning job; {hint}",
                                        f"tunesmith.{section}.{key}")
+    general = (raw.get("eval") or {}).get("general_text")
+    if general is not None and not _named_dataset(str(general)):
+        raise JobSettingsError(f"tunesmith.eval.general_text={general!r}: give a named dataset (tunesmith data list) or "
+                               "null; files on the server cannot be named", "tunesmith.eval.general_text")
     train, data, preference = raw.setdefault("train", {}), raw.setdefault("data", {}), raw.setdefault("preference", {})
     train["method"] = tunesmith_method(method, settings)
     train.setdefault("seed", seed)
@@ -138,6 +142,12 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
         train["learning_rate"] = lr
         config = build_config(raw)
     return config
+
+
+def _named_dataset(spec: str) -> bool:
+    from tunesmith.data.catalog import DATASETS
+
+    return spec.split(":", 1)[0] in DATASETS
 
 
 def reported_hyperparameters(config: RunConfig, method_type: str) -> dict[str, Any]:
