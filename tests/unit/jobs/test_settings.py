@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tunesmith.data.examples import Problem
-from tunesmith.errors import DataError
-from tunesmith.jobs.settings import (
+pytest.importorskip("sqlalchemy", reason="the worker needs the serve extra (pip install -e .[serve])")
+
+from tunesmith.data.examples import Problem  # noqa: E402
+from tunesmith.errors import DataError  # noqa: E402
+from tunesmith.jobs.settings import (  # noqa: E402
     JobFiles,
     JobSettingsError,
     fine_tuned_name,
@@ -14,7 +16,7 @@ from tunesmith.jobs.settings import (
     reported_hyperparameters,
     run_config,
 )
-from tunesmith.jobs.worker import bad_lines_message
+from tunesmith.jobs.worker import bad_lines_message  # noqa: E402
 
 FILES = JobFiles("/jobs/ftjob-1/files/training_file.jsonl")
 
