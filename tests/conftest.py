@@ -22,6 +22,7 @@ os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
 
 import pytest  # noqa: E402
 
+from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures: a real PostgreSQL)
 from tunesmith.assets import cache_dir  # noqa: E402
 from tunesmith.models.catalog import materialize  # noqa: E402
 

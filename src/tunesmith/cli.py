@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_flags(chat)
 
     serve = _command(commands, "serve", "an OpenAI-compatible HTTP server for run folders (needs the serve extra)", cmd_serve)
-    serve.add_argument("targets", nargs="+", metavar="RUN",
+    serve.add_argument("targets", nargs="*", metavar="RUN",
                        help="run folders (LoRA runs on one base share it), NAME=FOLDER to name one, or a base model")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
@@ -141,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=16, help="rows decoded together (default 16)")
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for (default 1024)")
     serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
+    # fine-tuning as a service (issue 15)
+    serve.add_argument("--jobs", action="store_true", help="also OpenAI's files and fine-tuning API, with workers")
+    serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1)")
+    _add_jobs_flags(serve)
+    worker = _command(commands, "worker", "take fine-tuning jobs from a store and train them", cmd_worker)
+    _add_jobs_flags(worker)
 
     export = _command(commands, "export", "write a run for llama.cpp, Ollama, vLLM or ONNX Runtime; every file is read "
                       "back and its answers compared with the run's", cmd_export)
@@ -384,12 +390,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"tunesmith serve needs the serve extra ({exc.name} is missing); "
                           "install it with: pip install 'tunesmith[serve]'") from exc
     from tunesmith.config import ServeConfig
+    from tunesmith.serve.app import read_key_projects
 
+    if not args.targets and not args.jobs:
+        raise ConfigError("tunesmith serve: give a run folder or model to serve (or --jobs for the fine-tuning API)")
     config = ServeConfig(host=args.host, port=args.port, api_keys=read_keys(args.api_key_file, "TUNESMITH_API_KEYS"),
                          admin_keys=read_keys(args.admin_key_file, "TUNESMITH_ADMIN_KEYS"), max_queue=args.max_queue,
                          max_batch=args.max_batch, max_tokens=args.max_tokens,
-                         max_loaded_adapters=args.max_loaded_adapters)
-    serve([ServeTarget.parse(target) for target in args.targets], config)
+                         max_loaded_adapters=args.max_loaded_adapters,
+                         key_projects=read_key_projects(args.api_key_file))
+    jobs_config = _jobs_config(args, workers=args.workers) if args.jobs else None
+    serve([ServeTarget.parse(target) for target in args.targets], config, jobs_config)
+    return 0
+
+
+def _add_jobs_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs-dir", default="tunesmith-jobs", help="uploads, job run folders and the default "
+                                                                     "SQLite store (default tunesmith-jobs)")
+    parser.add_argument("--store-url", help="database URL (sqlite:///PATH or postgresql+psycopg://...; "
+                                            "default: SQLite in --jobs-dir)")
+    parser.add_argument("--lease-seconds", type=float, default=60.0, help="a job whose worker is silent this long "
+                                                                           "is taken over (default 60)")
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="how often workers look for work (default 1)")
+
+
+def _jobs_config(args: argparse.Namespace, *, workers: int = 0):
+    from tunesmith.config import JobsConfig
+
+    return JobsConfig(jobs_dir=args.jobs_dir, store_url=args.store_url, workers=workers,
+                      lease_seconds=args.lease_seconds, poll_seconds=args.poll_seconds)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    try:
+        from tunesmith.jobs.worker import run_worker
+    except ImportError as exc:
+        raise ConfigError(f"tunesmith worker needs the serve extra ({exc.name} is missing); "
+                          "install it with: pip install 'tunesmith[serve]'") from exc
+    run_worker(_jobs_config(args))
     return 0
 
 

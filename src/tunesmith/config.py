@@ -738,3 +738,28 @@ class ServeConfig:
     max_request_bytes: int = setting(1_000_000, "Largest request body; a larger one gets 413.")
     max_loaded_adapters: int = setting(8, "LoRA adapters held in memory at once; the least recently used is "
                                           "unloaded beyond it, and loaded again when asked for.")
+    key_projects: dict[str, str] = setting({}, "The project each API key belongs to (fine-tuning jobs, files and "
+                                               "fine-tuned models are visible only within it); a key not named "
+                                               "here belongs to the project `default`.")
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    """Fine-tuning as a service (`tunesmith serve --jobs`, `tunesmith worker`): where jobs and uploaded
+    files are kept, and how workers take jobs."""
+
+    jobs_dir: str = setting("tunesmith-jobs", "Folder for uploaded files (by content hash), job run folders, and "
+                                              "the SQLite database when no store_url is given.")
+    store_url: str | None = setting(None, "Database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (for workers "
+                                          "on several machines). Unset: SQLite at <jobs_dir>/jobs.db.")
+    workers: int = setting(1, "Worker processes `tunesmith serve --jobs` starts beside the server (0: none here; run "
+                               "`tunesmith worker` elsewhere).")
+    lease_seconds: float = setting(60.0, "A job whose worker has not heartbeated for this long is taken over by another "
+                                         "worker, from its last checkpoint.")
+    poll_seconds: float = setting(1.0, "How often a worker looks for jobs and reports a running job's progress.")
+    max_upload_bytes: int = setting(512 * 1024 * 1024, "Largest uploaded file (POST /v1/files); a larger one gets 413.")
+    max_active_jobs: int = setting(1000, "Jobs validating, queued or running per project; one more gets 429.")
+
+    @property
+    def database_url(self) -> str:
+        return self.store_url or f"sqlite:///{(Path(self.jobs_dir) / 'jobs.db').resolve()}"

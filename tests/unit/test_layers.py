@@ -76,3 +76,19 @@ def test_the_layer_rule_itself_catches_an_upward_import(tmp_path: Path):
     bad.write_text("def f():\n    from tunesmith.training.session import say\n")
     assert [layer_of(name) for _, name in imports_of(bad)] == [3]
     assert layer_of("tunesmith.data.inspect") == 1 and layer_of("tunesmith") == TOP
+
+
+# Among the top-level packages of the service: serve may call jobs and store, jobs may call store,
+# and the store knows neither (workers on other machines import it without a server).
+SERVICE_ORDER = {"store": 0, "jobs": 1, "serve": 2}
+
+
+def test_the_store_knows_no_worker_or_server_and_the_worker_no_server():
+    upward = []
+    for package, rank in SERVICE_ORDER.items():
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            for line, imported in imports_of(path):
+                parts = imported.split(".")
+                if len(parts) > 1 and SERVICE_ORDER.get(parts[1], -1) > rank:
+                    upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {imported}")
+    assert not upward, "\n".join(upward)

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from tunesmith.config import ServeConfig
+from tunesmith.config import JobsConfig, ServeConfig
 from tunesmith.errors import ConfigError
 from tunesmith.serve.classify.router import router as classify_router
 from tunesmith.serve.engine import Engine
@@ -27,6 +30,9 @@ from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.models import ServedModels
 from tunesmith.serve.openai.router import router as openai_router
 from tunesmith.serve.spans.router import router as spans_router
+
+if TYPE_CHECKING:
+    from tunesmith.serve.jobs.service import JobsService
 
 health_router = APIRouter()
 
@@ -44,7 +50,8 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
+def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | None = None) -> FastAPI:
+    """The server; with `jobs`, also OpenAI's files and fine-tuning endpoints over its store."""
     engine = Engine(models, max_queue=config.max_queue, max_batch=config.max_batch)
 
     @asynccontextmanager
@@ -53,18 +60,26 @@ def create_app(models: ServedModels, config: ServeConfig) -> FastAPI:
         engine.close()
 
     app = FastAPI(title="tunesmith", lifespan=lifespan)
-    app.state.models, app.state.engine, app.state.config = models, engine, config
+    app.state.models, app.state.engine, app.state.config, app.state.jobs = models, engine, config, jobs
     app.state.metrics = ServeMetrics(lambda: engine.pending, models.loaded_adapter_count)
     install_error_handlers(app)
     app.middleware("http")(_limit_body)
     for router in (openai_router, classify_router, spans_router, health_router):
         app.include_router(router)
+    if jobs is not None:
+        from tunesmith.serve.files.router import router as files_router
+        from tunesmith.serve.jobs.router import router as jobs_router
+
+        app.include_router(files_router)
+        app.include_router(jobs_router)
     return app
 
 
 async def _limit_body(request: Request, call_next):
     """Refuse a body over max_request_bytes before reading it (413 in OpenAI's shape)."""
     limit = request.app.state.config.max_request_bytes
+    if request.app.state.jobs is not None and request.url.path == "/v1/files":  # uploads have their own limit
+        limit = request.app.state.jobs.config.max_upload_bytes
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         return error_response(413, f"the request body is {length} bytes, over this server's limit of {limit}",
@@ -106,23 +121,57 @@ def read_keys(path: str | None, environment: str) -> tuple[str, ...]:
             lines = Path(path).read_text().splitlines()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the key file ({exc.strerror}); give a file with one key per line") from exc
-        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        keys += [line.split()[0] for line in lines if line.strip() and not line.lstrip().startswith("#")]
         if not keys:
             raise ConfigError(f"{path}: the key file holds no key; put one key per line")
     keys += [key.strip() for key in os.environ.get(environment, "").split(",") if key.strip()]
     return tuple(dict.fromkeys(keys))
 
 
-def serve(targets: list[ServeTarget], config: ServeConfig) -> None:
-    """Load the targets and answer on config.host:config.port until interrupted."""
+def read_key_projects(path: str | None) -> dict[str, str]:
+    """`KEY PROJECT` lines of a key file: the project each key belongs to (a key alone: `default`)."""
+    if not path:
+        return {}
+    lines = [line.split() for line in Path(path).read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    return {parts[0]: parts[1] for parts in lines if len(parts) > 1}
+
+
+def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConfig | None = None) -> None:
+    """Load the targets and answer on config.host:config.port until interrupted; with `jobs_config`,
+    also the fine-tuning API, and its worker processes beside the server."""
     import uvicorn
 
     models = load_models(targets, config)
-    app = create_app(models, config)
-    print(f"serving {', '.join(models.served)} on http://{config.host}:{config.port}/v1")
+    jobs, workers = None, []
+    if jobs_config is not None:
+        from tunesmith.serve.jobs.service import JobsService
+
+        jobs = JobsService(jobs_config)
+        workers = [start_worker(jobs_config) for _ in range(jobs_config.workers)]
+    app = create_app(models, config, jobs)
+    print(f"serving {', '.join(models.served) or 'no model yet'} on http://{config.host}:{config.port}/v1")
+    if jobs_config is not None:
+        print(f"fine-tuning jobs in {jobs_config.database_url}, {len(workers)} worker(s) here")
     if not config.api_keys and not config.admin_keys:
         print("no API keys: development mode, only clients on this machine are answered (--api-key-file to open it)")
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+
+
+def start_worker(jobs_config: JobsConfig) -> subprocess.Popen:
+    """A `tunesmith worker` process for the same store (it dies with the server)."""
+    from tunesmith.jobs.worker import _die_with_parent
+
+    command = [sys.executable, "-m", "tunesmith.cli", "worker", "--jobs-dir", jobs_config.jobs_dir,
+               "--store-url", jobs_config.database_url, "--lease-seconds", str(jobs_config.lease_seconds),
+               "--poll-seconds", str(jobs_config.poll_seconds)]
+    return subprocess.Popen(command, preexec_fn=_die_with_parent)
 
 
 @contextlib.contextmanager

@@ -54,3 +54,27 @@ def require_admin(request: Request) -> None:
     if not _matches(_bearer(request), config.admin_keys):
         raise APIError(401 if _bearer(request) is None else 403, "this endpoint needs an admin key "
                        "(the server's --admin-key-file)", type="permission_error", code="admin_key_required")
+
+
+DEFAULT_PROJECT = "default"
+
+
+def project_of(request: Request) -> str | None:
+    """The project a request acts in: its key's project; None for an admin key (the operator sees
+    every project). In development mode (no keys) everything is in `default`."""
+    config = request.app.state.config
+    token = _bearer(request)
+    if config.admin_keys and _matches(token, config.admin_keys):
+        return None
+    if token is not None:
+        for key, project in config.key_projects.items():
+            if hmac.compare_digest(token.encode(), key.encode()):
+                return project
+    return DEFAULT_PROJECT
+
+
+def creating_project(request: Request) -> str:
+    """The project a new file or job goes into: the key's own; for an admin key, the one its
+    `OpenAI-Project` header names (the openai client's `project=`), else `default`."""
+    project = project_of(request)
+    return project if project is not None else (request.headers.get("openai-project") or DEFAULT_PROJECT)

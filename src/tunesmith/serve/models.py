@@ -54,6 +54,8 @@ class Served:
     adapter_dir: Path | None = None
     head: Any = None  # a task head's model: Classifier, Tagger or Reader (models/) for those kinds
     created: int = field(default_factory=lambda: int(time.time()))
+    project: str | None = None  # a fine-tuning job's model: answers only its project's keys (None: every key)
+    source: str | None = None  # a base or full model: what it was loaded from (catalog name or folder), to fine-tune
 
     def as_model_card(self) -> dict:
         """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`)."""
@@ -135,7 +137,8 @@ class ServedModels:
         loaded = load_for_generation(target, device=self.device, precision=self.precision)
         key = f"{kind}:{Path(target).resolve() if Path(target).exists() else target}"
         self.backends[key] = Backend(key, loaded.model, _context_length(loaded.model))
-        served = Served(name, kind, key, loaded.tokenizer, loaded.info, _system_prompt(run_dir), run_dir=run_dir)
+        served = Served(name, kind, key, loaded.tokenizer, loaded.info, _system_prompt(run_dir), run_dir=run_dir,
+                        source=target if kind in ("base", "model") else None)
         self.served[name] = served
         return served
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tunesmith.errors import TunesmithError
-from tunesmith.serve.auth import require_admin, require_key
+from tunesmith.serve.auth import project_of, require_admin, require_key
 from tunesmith.serve.errors import APIError, unknown_model
 from tunesmith.serve.openai import service
 from tunesmith.serve.openai.schemas import (
@@ -27,20 +27,31 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/models", dependencies=[Depends(require_key)])
 async def list_models(request: Request) -> dict:
-    return {"object": "list", "data": request.app.state.models.cards()}
+    if request.app.state.jobs is not None:
+        await request.app.state.jobs.serve_finished(request.app, project_of(request))
+    models = request.app.state.models
+    return {"object": "list", "data": [s.as_model_card() for s in models.served.values() if service.visible(request, s)]}
 
 
 @router.get("/models/{name:path}", dependencies=[Depends(require_key)])
 async def get_model(name: str, request: Request) -> dict:
+    await _fine_tuned(request, name)
     served = request.app.state.models.get(name)
-    if served is None:
+    if served is None or not service.visible(request, served):
         raise unknown_model(name)
     return served.as_model_card()
+
+
+async def _fine_tuned(request: Request, name: str) -> None:
+    """A fine-tuning job's model that this server has not loaded yet (finished by a worker): load it."""
+    if request.app.state.jobs is not None and request.app.state.models.get(name) is None:
+        await request.app.state.jobs.serve_model(request.app, name)
 
 
 @router.post("/chat/completions", dependencies=[Depends(require_key)])
 async def chat_completions(body: ChatRequest, request: Request):
     started = time.perf_counter()
+    await _fine_tuned(request, body.model)
     served = service.find_generative(request, body.model)
     service.check_supported(body)
     if body.top_logprobs is not None and not body.logprobs:
@@ -62,6 +73,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 @router.post("/completions", dependencies=[Depends(require_key)])
 async def completions(body: CompletionRequest, request: Request):
     started = time.perf_counter()
+    await _fine_tuned(request, body.model)
     served = service.find_generative(request, body.model)
     service.check_supported(body)
     sampling = service.sampling_of(body, request, body.logprobs)

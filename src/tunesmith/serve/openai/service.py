@@ -13,6 +13,7 @@ from fastapi import Request
 
 from tunesmith.data.examples import Message
 from tunesmith.data.tokenize import encode_prompt
+from tunesmith.serve.auth import project_of
 from tunesmith.serve.engine import Engine, Event, QueueFull, Row, Sampling, TokenLogprob
 from tunesmith.serve.errors import APIError, unknown_model
 from tunesmith.serve.models import GENERATIVE, Served
@@ -21,9 +22,14 @@ from tunesmith.serve.openai.schemas import ChatRequest, CompletionRequest, Gener
 DISCONNECT_POLL_SECONDS = 0.5
 
 
+def visible(request: Request, served: Served) -> bool:
+    """A fine-tuning job's model answers only keys of its project (and admin keys)."""
+    return served.project is None or project_of(request) in (None, served.project)
+
+
 def find_generative(request: Request, name: str) -> Served:
     served = request.app.state.models.get(name)
-    if served is None:
+    if served is None or not visible(request, served):
         raise unknown_model(name)
     if served.kind not in GENERATIVE:
         raise APIError(400, f"`{name}` is a {served.kind} run; send its texts to POST /v1/classifications",

@@ -1,0 +1,33 @@
+"""Uploads: the bytes go to the content-addressed blobs, the row to the store."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import BinaryIO
+
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.files.schemas import FINE_TUNE_SUFFIXES, PURPOSES
+from tunesmith.store.blobs import TooLarge
+from tunesmith.store.tables import FileRow
+
+
+def check_upload(filename: str, purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise APIError(400, f"purpose={purpose!r} is not one of {', '.join(PURPOSES)}", param="purpose",
+                       code="invalid_value")
+    if purpose == "fine-tune" and PurePath(filename).suffix.lower() not in FINE_TUNE_SUFFIXES:
+        raise APIError(400, f"{filename}: a fine-tune file must be one of {', '.join(FINE_TUNE_SUFFIXES)} "
+                            "(OpenAI's format is .jsonl)", param="file", code="invalid_file_format")
+
+
+def store_upload(jobs, project: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
+    """`jobs` is the server's JobsService."""
+    check_upload(filename, purpose)
+    try:
+        sha, size = jobs.blobs.put(stream, jobs.config.max_upload_bytes)
+    except TooLarge as exc:
+        raise APIError(413, f"{filename} is over this server's upload limit of {jobs.config.max_upload_bytes} bytes",
+                       param="file", code="file_too_large") from exc
+    if size == 0:
+        raise APIError(400, f"{filename} is empty", param="file", code="invalid_file_format")
+    return jobs.store.add_file(project, PurePath(filename).name or "upload", purpose, size, sha)

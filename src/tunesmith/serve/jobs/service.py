@@ -1,0 +1,163 @@
+"""The fine-tuning service the server holds: its store, the uploaded files, and the job rules.
+
+A job is checked when it is created (its files exist in the caller's project, its model is one the
+service can train, every setting builds a valid tunesmith config) and answered with status
+`validating_files`; a worker then checks the rows (data/ validation and the audit), queues it,
+trains it. The job's files are linked into its folder at once, so deleting an upload later does
+not take the bytes from a job that uses them.
+
+A finished job's model is loaded into this server the first time it is asked for (a chat naming
+it, GET /v1/models, or a look at the job), under `ft:<base>:<suffix>:<job id>`, for its project only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+from pathlib import Path, PurePath
+from typing import Any
+
+from fastapi import FastAPI
+
+from tunesmith.config import JobsConfig
+from tunesmith.errors import ConfigError, ModelError
+from tunesmith.jobs.settings import (
+    JobFiles,
+    JobSettingsError,
+    hyperparameters_of,
+    reported_hyperparameters,
+    run_config,
+)
+from tunesmith.serve.errors import APIError
+from tunesmith.serve.jobs.schemas import CreateJobRequest
+from tunesmith.store.blobs import Blobs
+from tunesmith.store.db import ACTIVE, Store, open_store
+from tunesmith.store.tables import FileRow, JobRow
+
+
+def file_names(files: dict[str, FileRow]) -> dict[str, FileRow]:
+    """The names a job's files have in its folder: `training_file.jsonl`, `validation_file.csv`, ..."""
+    return {f"{param.split('.')[-1]}{PurePath(row.filename).suffix.lower()}": row for param, row in files.items()}
+
+
+class JobsService:
+    def __init__(self, config: JobsConfig, store: Store | None = None) -> None:
+        self.config = config
+        self.root = Path(config.jobs_dir)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = store or open_store(config.database_url)
+        self.blobs = Blobs(self.root / "files")
+        self._loading = asyncio.Lock()
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    # -- creating ---------------------------------------------------------------------------------
+    def create(self, body: CreateJobRequest, project: str, models: Any) -> JobRow:
+        if body.integrations:
+            raise APIError(400, "integrations (wandb) are not supported by this server; leave them out",
+                           param="integrations", code="unsupported_parameter")
+        method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
+        legacy = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else None
+        settings = dict(body.tunesmith or {})
+        base_spec = self._base_spec(body.model, models)
+        files = {"training_file": self._file(project, body.training_file, "training_file")}
+        if body.validation_file:
+            files["validation_file"] = self._file(project, body.validation_file, "validation_file")
+        test_file = settings.get("test_file")
+        if test_file is not None:
+            files["test_file"] = self._file(project, str(test_file), "tunesmith.test_file")
+        seed = body.seed if body.seed is not None else random.randrange(2**31)
+        try:
+            hyperparameters = hyperparameters_of(method, legacy)
+            config = run_config(base_spec, method, hyperparameters, settings, seed,
+                                JobFiles.in_folder(Path("."), list(file_names(files))), str(self.root))
+        except JobSettingsError as exc:
+            raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
+        except ConfigError as exc:
+            raise APIError(400, f"tunesmith settings: {exc}", param="tunesmith", code="invalid_value") from exc
+        kind = method["type"]
+        resolved = {"type": kind, kind: {"hyperparameters": reported_hyperparameters(config, kind)}}
+        self._check_capacity(project)
+        job = self.store.create_job(project=project, model=body.model, base_spec=base_spec,
+                                    training_file=body.training_file, validation_file=body.validation_file,
+                                    method=resolved, settings={**settings, "_hyperparameters": hyperparameters,
+                                                                       "_files": list(file_names(files))},
+                                    suffix=body.suffix, seed=seed, metadata_=body.metadata)
+        self._link_files(job.id, files)
+        return job
+
+    def _base_spec(self, name: str, models: Any) -> str:
+        from tunesmith.models.catalog import CATALOG
+
+        served = models.get(name)
+        if served is not None and served.kind in ("base", "model") and served.source:
+            return served.source
+        if name in CATALOG:
+            return name
+        bases = sorted([s.name for s in models.served.values() if s.kind in ("base", "model")] + list(CATALOG))
+        raise APIError(404, f"The model `{name}` cannot be fine-tuned here; give a served base model or a catalog "
+                            f"name: {', '.join(bases)}", param="model", code="model_not_found")
+
+    def _file(self, project: str, file_id: str, param: str) -> FileRow:
+        row = self.store.get_file(project, file_id)
+        if row is None:
+            raise APIError(404, f"{param}: no such file: {file_id}", param=param, code="file_not_found")
+        if row.purpose != "fine-tune":
+            raise APIError(400, f"{param}: {file_id} was uploaded with purpose={row.purpose!r}; upload it with "
+                                "purpose=\"fine-tune\"", param=param, code="invalid_file_purpose")
+        return row
+
+    def _check_capacity(self, project: str) -> None:
+        active = self.store.count_jobs(project, ACTIVE)
+        if active >= self.config.max_active_jobs:
+            raise APIError(429, f"this project has {active} jobs validating, queued or running, the server's limit "
+                                f"(max_active_jobs={self.config.max_active_jobs}); wait for some to finish",
+                           type="rate_limit_error", code="rate_limit_exceeded")
+
+    def _link_files(self, job_id: str, files: dict[str, FileRow]) -> None:
+        folder = self.job_dir(job_id) / "files"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, row in file_names(files).items():
+            target = folder / name
+            if target.exists():
+                continue
+            try:
+                os.link(self.blobs.path(row.sha256), target)
+            except OSError:  # another filesystem
+                shutil.copyfile(self.blobs.path(row.sha256), target)
+
+    # -- serving finished jobs --------------------------------------------------------------------
+    async def serve_model(self, app: FastAPI, name: str) -> None:
+        """Load a succeeded job's model by its fine_tuned_model name, if there is one."""
+        if not name.startswith("ft:"):
+            return
+        job = await asyncio.to_thread(self.store.jobs_of_model, name)
+        if job is not None:
+            await self.serve_job(app, job)
+
+    async def serve_finished(self, app: FastAPI, project: str | None) -> None:
+        """Load every succeeded job's model of `project` not yet loaded (for GET /v1/models)."""
+        for job in await asyncio.to_thread(self.store.succeeded_jobs, project):
+            await self.serve_job(app, job)
+
+    async def serve_job(self, app: FastAPI, job: JobRow) -> None:
+        models = app.state.models
+        if job.status != "succeeded" or not job.fine_tuned_model or models.get(job.fine_tuned_model) is not None:
+            return
+        async with self._loading:
+            if models.get(job.fine_tuned_model) is not None:
+                return
+            run_dir = Path(job.run_dir or self.job_dir(job.id) / "run")
+
+            def load() -> None:
+                served = models.add_run(run_dir, job.fine_tuned_model)
+                served.project = job.project
+
+            try:
+                await asyncio.wrap_future(app.state.engine.call(load))
+            except ModelError as exc:
+                raise APIError(500, f"{job.fine_tuned_model}: the finished job's model could not be loaded: {exc}",
+                               type="server_error", code="model_load_failed") from exc
