@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=16, help="rows decoded together (default 16)")
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for (default 1024)")
     serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
+    serve.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="weights' precision: auto is bf16 where the hardware computes it natively (default auto)")
     # fine-tuning as a service (issue 15)
     serve.add_argument("--jobs", action="store_true", help="also OpenAI's files and fine-tuning API, with workers")
     serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1)")
@@ -160,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="folder for the files (default RUN/export)")
     export.add_argument("--prompt", action="append", help="a prompt to compare the export's answers on (repeat; "
                         "default: four general prompts)")
+    export.add_argument("--check-data", help="onnx: compare ONNX Runtime with predict on every row of this file "
+                        "(default: a few sample texts)")
     export.add_argument("--no-verify", action="store_true", help="skip comparing answers (the file is still read back)")
 
     _command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
@@ -397,7 +401,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=args.host, port=args.port, api_keys=read_keys(args.api_key_file, "TUNESMITH_API_KEYS"),
                          admin_keys=read_keys(args.admin_key_file, "TUNESMITH_ADMIN_KEYS"), max_queue=args.max_queue,
                          max_batch=args.max_batch, max_tokens=args.max_tokens,
-                         max_loaded_adapters=args.max_loaded_adapters,
+                         max_loaded_adapters=args.max_loaded_adapters, precision=args.precision,
                          key_projects=read_key_projects(args.api_key_file))
     jobs_config = _jobs_config(args, workers=args.workers) if args.jobs else None
     serve([ServeTarget.parse(target) for target in args.targets], config, jobs_config)
@@ -435,7 +439,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tunesmith.export import export_run
 
     result = export_run(args.run, args.export_format, out_dir=args.output, quant=args.quant,
-                        verify=not args.no_verify, prompts=args.prompt)
+                        verify=not args.no_verify, prompts=args.prompt, check_data=args.check_data)
     for path in result.files:
         print(path)
     return 0

@@ -738,6 +738,9 @@ class ServeConfig:
     max_request_bytes: int = setting(1_000_000, "Largest request body; a larger one gets 413.")
     max_loaded_adapters: int = setting(8, "LoRA adapters held in memory at once; the least recently used is "
                                           "unloaded beyond it, and loaded again when asked for.")
+    precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto", "Weights' precision: auto is bf16 where the CPU or GPU computes it natively, else fp32. In fp32 a "
+        "greedy answer is the same in any batch; in bf16 rounding depends on the batch's shape.")
     key_projects: dict[str, str] = setting({}, "The project each API key belongs to (fine-tuning jobs, files and "
                                                "fine-tuned models are visible only within it); a key not named "
                                                "here belongs to the project `default`.")

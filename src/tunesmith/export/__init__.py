@@ -28,7 +28,7 @@ class ExportResult:
 
 
 def export_run(run_dir: str | Path, fmt: str, *, out_dir: str | Path | None = None, quant: str = "f16",
-               verify: bool = True, prompts: list[str] | None = None) -> ExportResult:
+               verify: bool = True, prompts: list[str] | None = None, check_data: str | None = None) -> ExportResult:
     """Export one run; every file is read back (and its answers compared with the run's) before this returns."""
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: not an export format; choose one of {', '.join(FORMATS)}")
@@ -38,7 +38,7 @@ def export_run(run_dir: str | Path, fmt: str, *, out_dir: str | Path | None = No
     if fmt == "onnx":
         from tunesmith.export.onnx import export_onnx
 
-        return export_onnx(files, target, verify=verify)
+        return export_onnx(files, target, verify=verify, texts=_texts_of(files, check_data) if check_data else None)
     if files.method not in _CAUSAL_METHODS:
         raise ExportError(f"{files.run_dir}: a {files.method} run has a task head, which GGUF cannot hold; "
                           "export it with --format onnx")
@@ -47,6 +47,14 @@ def export_run(run_dir: str | Path, fmt: str, *, out_dir: str | Path | None = No
     if fmt == "vllm":
         return _export_vllm(files, target)
     return _export_gguf(files, target, quant, verify=verify, prompts=prompts, ollama=fmt == "ollama")
+
+
+def _texts_of(files: ModelFiles, data_spec: str) -> list[str]:
+    """The texts of a data file's rows, read as `tunesmith predict` reads them."""
+    from tunesmith.runs import rows_to_predict, run_config, texts_to_classify
+
+    source, examples = rows_to_predict(data_spec, run_config(files.run_dir).data)
+    return texts_to_classify(source, examples)
 
 
 def _export_gguf(files: ModelFiles, target: Path, quant: str, *, verify: bool, prompts: list[str] | None,

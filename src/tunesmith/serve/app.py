@@ -101,7 +101,7 @@ class ServeTarget:
 
 
 def load_models(targets: list[ServeTarget], config: ServeConfig) -> ServedModels:
-    models = ServedModels(max_loaded_adapters=config.max_loaded_adapters)
+    models = ServedModels(max_loaded_adapters=config.max_loaded_adapters, precision=config.precision)
     for target in targets:
         path = Path(target.folder)
         if path.is_dir():
