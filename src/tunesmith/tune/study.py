@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -209,7 +210,9 @@ def fail_stale_trials(study: Any) -> list[int]:
     from optuna.trial import TrialState
 
     retry_class = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
-    retry = retry_class(max_retry=MAX_RETRIES)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = retry_class(max_retry=MAX_RETRIES)
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _is_stale(trial):
@@ -253,11 +256,14 @@ def start_workers(folder: Path, count: int) -> list[subprocess.Popen]:
     """`count` worker processes on the study, each logging to <tune>/worker-N.log."""
     from tunesmith.tune.objective import _child_env
 
+    env = _child_env()
+    if count > 1 and "OMP_NUM_THREADS" not in env:  # trials side by side share the cores instead of fighting for them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
     processes = []
     for number in range(count):
         log = open(folder / f"worker-{number}.log", "w", encoding="utf-8")  # noqa: SIM115 (the child holds it)
         processes.append(subprocess.Popen([sys.executable, "-m", "tunesmith.tune.worker", str(folder), str(number)],
-                                          stdout=log, stderr=subprocess.STDOUT, env=_child_env()))
+                                          stdout=log, stderr=subprocess.STDOUT, env=env))
         log.close()
     return processes
 
