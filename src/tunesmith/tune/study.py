@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -163,7 +164,7 @@ def run_worker(folder: Path, worker: int = 0, say: Any = None) -> None:
             return
         if counts["FAIL_OWN"] >= max(3, wanted):
             raise RunError(f"{folder}: {counts['FAIL_OWN']} trials failed; the logs in {folder / 'trials'} say why")
-        if settings.time_budget is not None and not _fits(study, started, settings.time_budget):
+        if settings.time_budget is not None and not _fits(study, started, settings.time_budget, folder):
             if say:
                 say(f"worker {worker}: the next trial would end after the time budget ({settings.time_budget:.0f} s); stopping")
             return
@@ -193,12 +194,16 @@ def _grid_size(space: SearchSpace) -> int:
     return size
 
 
-def _fits(study: Any, started: float, budget: float) -> bool:
+def _fits(study: Any, started: float, budget: float, folder: Path) -> bool:
+    """Whether a trial started now is expected to end inside the budget: the median finished
+    trial's time, or before any has finished, the estimate's (`tune` probes it first)."""
     from optuna.trial import TrialState
 
     durations = sorted(t.duration.total_seconds() for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                        if t.duration is not None)
-    expected = durations[len(durations) // 2] if durations else 0.0
+    estimate = folder / "estimate.json"
+    probed = json.loads(estimate.read_text())[0]["wall_seconds"] if estimate.is_file() else 0.0
+    expected = durations[len(durations) // 2] if durations else probed
     return time.time() - started + expected <= budget
 
 
@@ -287,6 +292,9 @@ def tune(config: RunConfig, space_path: str | Path, settings: TuneSettings, *, s
     _, space, _, _ = load_plan(folder)
     say(f"tunesmith: study {study_name_of(folder)} in {folder} ({settings.storage or 'journal file study.journal'}), "
         f"{settings.trials} trials, {settings.workers} worker{'s' * (settings.workers > 1)}")
+    if settings.time_budget is not None and not (folder / "estimate.json").is_file():
+        # the budget holds each trial to its expected time: probed now, until trials have measured it
+        write_json_atomic(folder / "estimate.json", estimate_trials(config, space, say=say))
     processes = start_workers(folder, settings.workers)
     try:
         _watch(folder, settings, space, config.train.seed, processes, show_progress)
@@ -336,3 +344,40 @@ def _last_error(log: Path) -> str:
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["no output"])[-1][:300]
+
+
+def estimate_trials(config: RunConfig, space: SearchSpace, say: Any = print) -> list[dict[str, Any]]:
+    """`tune --estimate`: the base config's cost and that of the space's costliest corner (every
+    number at its high end), each probed in its own process (so that one's memory peak is not the
+    other's), as `tunesmith train --estimate` measures them."""
+    from tunesmith.tune.objective import _child_env
+    from tunesmith.tune.space import apply_values
+
+    corner = {}
+    for param in space.params:
+        if param.kind != "choice":
+            corner[param.path] = param.high
+        elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in param.choices):
+            corner[param.path] = max(param.choices)
+    cases = [("base config", config)]
+    if corner:
+        cases.append(("costliest corner " + ", ".join(f"{k}={v}" for k, v in corner.items()), apply_values(config, corner)))
+    estimates = []
+    with tempfile.TemporaryDirectory(prefix="tunesmith-estimate-") as scratch:
+        for number, (label, case) in enumerate(cases):
+            path = write_atomic(Path(scratch) / f"case-{number}.yaml", dump_config(case))
+            done = subprocess.run([sys.executable, "-m", "tunesmith.training.estimate", str(path)], capture_output=True,
+                                  text=True, env=_child_env())
+            if done.returncode != 0:
+                raise RunError(f"--estimate ({label}) failed: {_last_error_text(done.stderr)}")
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            estimates.append({"case": label, **figures})
+            say(f"{label}: {figures['steps']} steps, ~{figures['wall_seconds'] / 60:.1f} min, "
+                f"peak memory ~{figures['peak_memory_mb']:,.0f} MB ({figures['device']})")
+    say("a trial's wall time lies between these (pruned trials stop sooner); the test-set evaluation is not run by trials")
+    return estimates
+
+
+def _last_error_text(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines or ["no output"])[-1][:300]
