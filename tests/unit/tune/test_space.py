@@ -49,3 +49,16 @@ def test_malformed_entries_are_all_reported_at_once():
 def test_a_value_out_of_range_is_refused_by_the_config_checks():
     with pytest.raises(ConfigError, match="lora.rank=0"):
         apply_values(RunConfig(), {"lora.rank": 0})
+
+
+def test_the_shipped_space_files_parse_and_fit_their_configs():
+    from pathlib import Path
+
+    from tunesmith.config import load_config
+    from tunesmith.tune.space import load_space
+
+    examples = Path(__file__).parents[3] / "examples"
+    space = load_space(examples / "spaces" / "movie-reviews.yaml")
+    config = apply_values(load_config(examples / "movie-reviews.yaml"), {p.path: p.high if p.kind != "choice" else p.choices[0]
+                                                                        for p in space.params})
+    assert config.train.max_steps == 100 and space.objective.metric == "macro_f1"
