@@ -85,7 +85,7 @@ def _check_space_against(config: RunConfig, space: SearchSpace) -> None:
     if "train.epochs" in searched and config.train.max_steps is not None and "train.max_steps" not in searched:
         raise ConfigError(f"the space searches train.epochs, but train.max_steps={config.train.max_steps} overrides it; "
                           "set train.max_steps: null in the config (or search train.max_steps instead)")
-    if space.objective.metric != "val_loss" and not (config.data.validation or config.data.validation_split > 0):
+    if not (config.data.validation or config.data.validation_split > 0):
         raise ConfigError(f"objective {space.objective.metric} is measured on validation rows: set data.validation "
                           "or data.validation_split")
 
@@ -168,11 +168,10 @@ def run_worker(folder: Path, worker: int = 0, say: Any = None) -> None:
             if say:
                 say(f"worker {worker}: the next trial would end after the time budget ({settings.time_budget:.0f} s); stopping")
             return
-        study.optimize(lambda trial: run_trial(trial, config, space, folder), n_trials=1, catch=(TrialFailed,))
-        last = study.trials[-1] if say else None
-        if last is not None and last.state.is_finished():
-            say(f"trial {last.number}: {last.state.name.lower()}"
-                + (f", {space.objective.metric} {last.value:.4f}" if last.state == TrialState.COMPLETE else ""))
+        study.optimize(lambda trial: run_trial(trial, config, space, folder), n_trials=1, catch=(TrialFailed,),
+                       callbacks=[lambda _, trial: say and say(
+                           f"trial {trial.number}: {trial.state.name.lower()}"
+                           + (f", {space.objective.metric} {trial.value:.4f}" if trial.state == TrialState.COMPLETE else ""))])
 
 
 def _counts(study: Any) -> dict[str, int]:
