@@ -65,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--estimate", action="store_true",
+                       help="print the steps, tokens, wall time and peak memory from a few probe steps; train nothing")
+
+    tune = _command(commands, "tune", "search settings with Optuna: each trial a run in its own process", cmd_tune)
+    tune.add_argument("config", nargs="?", help="YAML config file: the base every trial changes")
+    _add_config_flags(tune)
+    tune.add_argument("--space", required=True, help="YAML of setting paths to ranges, and the objective")
+    tune.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default 20)")
+    tune.add_argument("--storage", help="Optuna storage URL shared by several machines (default: a journal file)")
+    tune.add_argument("--study", help="study name (default: output.name or the run's name); folder tune-NAME")
+    tune.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    tune.add_argument("--sampler", choices=["tpe", "random", "grid"], default="tpe", help="default tpe, seeded")
+    tune.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median", help="default median")
+    tune.add_argument("--time-budget", type=float, help="seconds: start no trial expected to end after it")
+    tune.add_argument("--estimate", action="store_true", help="estimate a trial's wall time and peak memory; run none")
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     data = _command(commands, "data", "inspect, check and list data", None)
     data_commands = data.add_subparsers(metavar="DATA_COMMAND")
@@ -252,6 +268,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import tunesmith
 
     config = _config_from_args(args, args.config)
+    if args.estimate:
+        from tunesmith.training.estimate import estimate_run
+
+        print(estimate_run(config).describe())
+        return 0
     result = tunesmith.train(config, resume=args.resume, show_progress=not args.no_progress)
     print(f"run folder: {result.run_dir}")
     for name, path in result.outputs.items():
@@ -262,6 +283,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"try it: tunesmith predict {result.run_dir} --data questions.jsonl  (rows with a context and a question)")
     else:
         print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    try:
+        import optuna  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("tunesmith tune needs Optuna; install it with: pip install 'tunesmith[tune]'") from exc
+    from tunesmith.tune.study import TuneSettings, tune
+
+    config = _config_from_args(args, args.config)
+    settings = TuneSettings(trials=args.trials, storage=args.storage, study=args.study, workers=args.workers,
+                            sampler=args.sampler, pruner=args.pruner, time_budget=args.time_budget)
+    if args.estimate:
+        from tunesmith.tune.space import load_space
+        from tunesmith.tune.study import estimate_trials
+
+        estimate_trials(config, load_space(args.space))
+        return 0
+    tune(config, args.space, settings, show_progress=not args.no_progress)
     return 0
 
 

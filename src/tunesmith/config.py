@@ -349,6 +349,13 @@ class OutputConfig:
         "Replace an earlier run of the same name instead of stopping (use --resume to continue it). The old run "
         "is removed only once the new run's data and model have loaded, and only if tunesmith created it.",
     )
+    report_to: list[Literal["tensorboard", "mlflow"]] = setting(
+        [],
+        "Also log the run to these trackers: the resolved config, per-step metrics under the Hugging Face "
+        "integrations' names (train/loss, train/learning_rate, eval/loss), the evaluation table and the report. "
+        "tensorboard writes <run folder>/tensorboard/; mlflow uses MLFLOW_TRACKING_URI, else a SQLite store in "
+        "output.dir. Each needs its package: pip install 'tunesmith[track]'.",
+    )
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from tunesmith.training.run_folder import (
     run_name,
 )
 from tunesmith.training.session import RunResult, run_method, say
+from tunesmith.training.tracking import report_results
 
 
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
@@ -60,6 +61,7 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
     audit_before_training(config)
     result = run_method(config, resume=resume, show_progress=show_progress)
     evaluate_after_training(result, config)
+    report_results(config.output.report_to, result.run_dir, config.output.dir)
     return result
 
 
@@ -99,6 +101,7 @@ def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool
             say(f"stage {name}: finished earlier")
             if not (folder / "report.md").is_file():  # killed after training, before its evaluation
                 evaluate_after_training(_result_from_manifest(folder), stage)
+                report_results(stage.output.report_to, folder, stage.output.dir)
             result_model = json.loads((folder / "manifest.json").read_text())["outputs"]["model"]
         else:
             stage_resume = resume and (folder / "checkpoints").is_dir()
@@ -109,6 +112,7 @@ def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool
             result = run_method(stage, resume=stage_resume, show_progress=show_progress,
                                 before_start=start_chain if number == 0 else None)
             evaluate_after_training(result, stage)
+            report_results(stage.output.report_to, result.run_dir, stage.output.dir)
             result_model = result.outputs["model"]
         stages.append(_stage_record(number, name, folder, model, result_model))
         _write_lineage(root, config, stages)

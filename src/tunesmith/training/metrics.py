@@ -14,8 +14,9 @@ class MetricsLog:
     """Append-only JSONL log; on resume, entries after the checkpoint's step are dropped, since
     those steps are about to be run again, and so is a last line torn by a kill mid-write."""
 
-    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+    def __init__(self, path: Path, resume_step: int | None = None, tracker: Any = None) -> None:
         self.path = path
+        self.tracker = tracker  # training.tracking.Tracker (output.report_to): gets every record too
         if resume_step is None:
             write_atomic(path, "")
         elif path.exists():
@@ -25,6 +26,8 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.tracker is not None:
+            self.tracker.log(record)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from tunesmith.training.checkpoint import latest_checkpoint
 MARKER = ".tunesmith-run"  # written into every folder tunesmith creates for a run; nothing else is ever deleted
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
-_RESUMABLE_CHANGES = {"output.overwrite", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}
+_RESUMABLE_CHANGES = {"output.overwrite", "output.report_to", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}
 _RESUMABLE_SECTIONS = ("eval.",)  # evaluation runs after training: changing it changes no trained weight
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from tunesmith._version import __version__
-from tunesmith.config import RunConfig, config_to_dict, describe_config
+from tunesmith.config import RunConfig, config_to_dict, describe_config, dump_config
 from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
@@ -48,6 +48,7 @@ from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.registry import METHODS, Method, register_method
 from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
+from tunesmith.training.tracking import tracking
 
 __all__ = ["METHODS", "Method", "RunResult", "get_method", "register_method", "run_method", "say"]
 
@@ -149,15 +150,18 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
     else:
         stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
-    plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                    precision, run_folder.checkpoints,
-                    MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None),
-                    method.make_loss(config, data), show_progress)
     unit = "rounds" if method.window_source else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
         + ("rows" if stream.batching == "pack" else "examples")
-    say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
-    with adapter_input_casting(model, enabled=precision != "bf16"):
-        state = fit(model, optimizer, stream, validation, plan, state)
+    with tracking(config.output.report_to, run_folder.path, config.output.dir) as tracker:
+        if tracker is not None:
+            tracker.log_config(config_to_dict(config), dump_config(config))
+        plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
+                        precision, run_folder.checkpoints,
+                        MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker),
+                        method.make_loss(config, data), show_progress)
+        say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
+        with adapter_input_casting(model, enabled=precision != "bf16"):
+            state = fit(model, optimizer, stream, validation, plan, state)
 
     final_val = final_weights(model, run_folder, state)
     if method.after_fit is not None:

@@ -1,0 +1,108 @@
+"""One trial, in its own process: a normal tunesmith run, then its objective figure.
+
+    python -m tunesmith.tune.trial TRIAL.yaml METRIC
+
+The run folder is the one TRIAL.yaml names; the figure goes to <run folder>/objective.json. A task
+metric (accuracy, macro_f1, exact_match) is measured on the run's validation rows with the
+evaluation code `tunesmith eval` uses, never on the test rows: the study must not select on them.
+The process ends itself if the worker that started it dies, so a killed worker leaves no orphan
+trial training on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tunesmith.config import RunConfig, load_config
+from tunesmith.errors import ConfigError, RunError, TunesmithError
+from tunesmith.files import write_json_atomic
+
+OBJECTIVE_FILE = "objective.json"
+
+
+def main(argv: list[str]) -> int:
+    config_path, metric = argv
+    _exit_with_parent()
+    config = load_config(config_path)
+    from tunesmith.runs import train
+
+    result = train(config, show_progress=False)
+    figures = {"val_loss": result.val_loss, "steps": result.steps, "train_seconds": result.train_seconds,
+               "peak_memory_mb": result.peak_memory_mb}
+    if metric != "val_loss":
+        figures.update(validation_metrics(result.run_dir, config))
+    if figures.get(metric) is None:
+        raise RunError(f"{result.run_dir}: the run measured no {metric} (does it have validation rows? "
+                       "set data.validation or data.validation_split)")
+    figures["value"] = figures[metric]
+    write_json_atomic(Path(result.run_dir) / OBJECTIVE_FILE, figures)
+    return 0
+
+
+def validation_rows(run_dir: Path, config: RunConfig) -> list:
+    """The rows the run held out for validation, as evaluation items: the validation file, or the
+    same seeded split of the training rows that training made (checked by its row count)."""
+    from tunesmith.data.pipeline import split_validation
+    from tunesmith.data.tasks import LabelTask
+    from tunesmith.eval.items import load_items
+
+    task_file = Path(run_dir) / "task.json"
+    task = LabelTask.load(task_file) if task_file.is_file() else None
+    if config.data.validation:
+        return load_items(config.data.validation, config.data, task, config.task)[0]
+    items, _ = load_items(config.data.train, config.data, task, config.task)
+    _, held_out = split_validation(items, config.data.validation_split, config.train.seed)
+    expected = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["validation"]["examples"]
+    if len(held_out) != expected:
+        raise RunError(f"{run_dir}: cannot rebuild the validation split ({expected} rows held out, {len(held_out)} "
+                       "found): give the validation rows as a file with data.validation")
+    return held_out
+
+
+def validation_metrics(run_dir: Path, config: RunConfig) -> dict[str, float]:
+    """accuracy / macro_f1 (label rows) or exact_match (free text) of the trained run on its validation rows."""
+    from tunesmith.eval.compare import evaluate_system
+    from tunesmith.models.generate import load_for_generation
+
+    items = validation_rows(run_dir, config)
+    if not items:
+        raise ConfigError("a task-metric objective needs validation rows: set data.validation or data.validation_split")
+    if config.train.method == "classify":
+        from tunesmith.eval.classifier import evaluate_classifier, load_classifier
+
+        metrics = evaluate_classifier(load_classifier(str(run_dir)), items, config.eval).systems[0].metrics
+    else:
+        from tunesmith.data.tasks import LabelTask
+
+        task = LabelTask.load(Path(run_dir) / "task.json")
+        labels = list(task.labels) if task else None
+        loaded = load_for_generation(str(run_dir), precision=config.eval.precision)
+        metrics = evaluate_system(loaded, "fine-tuned", [item.prompt for item in items], items, labels, config.eval,
+                                  with_perplexity=False).metrics
+    return {name: float(metrics[name]) for name in ("accuracy", "macro_f1", "exact_match") if name in metrics}
+
+
+def _exit_with_parent() -> None:
+    """End this process when the worker that started it is gone (its parent changes)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="tunesmith-parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except TunesmithError as exc:  # one line, as the CLI prints it; the worker shows the log's last line
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
