@@ -264,3 +264,11 @@ def test_k_quants_without_llama_cpp_name_what_to_install(lora_run: Path, tmp_pat
     with pytest.raises(ExportError, match=r"pip install 'tunesmith\[llama-cpp\]'"):
         export_run(lora_run, "gguf", out_dir=tmp_path, quant="q4_k_m")
     assert not list(tmp_path.glob("*.gguf"))
+
+
+def test_k_quants_through_llama_cpps_quantizer_where_it_is_installed(lora_run: Path, tmp_path: Path):
+    pytest.importorskip("llama_cpp", reason="K-quants need llama-cpp-python (pip install 'tunesmith[llama-cpp]')")
+    result = export_run(lora_run, "gguf", out_dir=tmp_path, quant="q4_k_m", prompts=PROMPTS)
+    assert result.details["verification"]["runtime"].startswith("llama.cpp")
+    assert {"Q4_K", "Q6_K"} & set(result.details["tensor_types"]) or "Q5_0" in result.details["tensor_types"]
+    assert result.details["verification"]["agreement"] >= 0.8
