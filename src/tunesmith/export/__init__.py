@@ -83,7 +83,12 @@ def _export_gguf(files: ModelFiles, target: Path, quant: str, *, verify: bool, p
                                        "positions": answers.positions, "same_tokenization": answers.same_tokenization,
                                        "identical_answers": answers.identical_answers, "answers": answers.rows}
             _print_answers(answers)
-            check_floor(answers, quant, out_file)
+            try:
+                check_floor(answers, quant, out_file)
+            except ExportError:
+                # never left under the name of a finished export: a script would ship it
+                out_file.rename(out_file.with_suffix(".unverified.gguf"))
+                raise
         written = [out_file]
         if ollama:
             written.append(_write_modelfile(files, target, out_file, tokenizer, stop_ids, system, details))

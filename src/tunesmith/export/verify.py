@@ -226,4 +226,4 @@ def check_floor(check: AnswerCheck, quant: str, path: Path) -> None:
                f"(at least {floor:.0%} expected for {quant})" if check.agreement < floor
                else "its tokenizer splits the prompts differently from the run's")
         raise ExportError(f"{path}: the export does not answer like the run: {why}; the file is kept as "
-                          f"{path.name} for inspection, do not ship it")
+                          f"{path.with_suffix('.unverified.gguf').name} for inspection, do not ship it")
