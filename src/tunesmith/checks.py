@@ -54,16 +54,12 @@ def validate_data(path: str, config: RunConfig) -> str:
 def _validate_for_method(path: str, config: RunConfig) -> str:
     from dataclasses import replace
 
-    from tunesmith.training.session import get_method
+    from tunesmith.training.session import get_method, load_tokenizer_and_template
 
     method = get_method(config.train.method)
     config = replace(config, data=replace(config.data, train=path, validation=None, validation_split=0.0, skip_invalid=False))
     source = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    info = None
-    if method.uses_chat_template:
-        ensure_chat_template(tokenizer, config.model.chat_template)
-        info = analyze_template(tokenizer, generation_eos(source))
+    tokenizer, info, _ = load_tokenizer_and_template(method, config, source)
     data = method.prepare_data(config, tokenizer, info)  # raises a DataError listing every problem
     lengths = np.array([len(e) for e in data.train])
     return (f"{data.sources[0].path}: all {data.sources[0].rows} rows are valid for train.method={method.name} "

@@ -24,16 +24,20 @@ import numpy as np
 import torch
 
 from tunesmith.config import RunConfig, load_config
-from tunesmith.data.template import analyze_template, ensure_chat_template
 from tunesmith.errors import RunError
-from tunesmith.models.adapters import make_trainable
-from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
-from tunesmith.models.load import generation_eos, load_tokenizer, resolve_model
+from tunesmith.models.device import resolve_device, resolve_precision
+from tunesmith.models.load import resolve_model
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
 from tunesmith.training.loop import BatchStream, LossFn, evaluate, total_steps, train_step
-from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.run_folder import RunFolder
-from tunesmith.training.session import get_method, peak_memory_mb, save_outputs, validation_batches
+from tunesmith.training.session import (
+    get_method,
+    load_tokenizer_and_template,
+    peak_memory_mb,
+    save_outputs,
+    trainable_model,
+    validation_batches,
+)
 
 PROBE_STEPS = 4  # timed steps drawn at random, besides the longest one (which also sets the memory peak)
 VALIDATION_PROBES = 4  # validation batches timed
@@ -87,21 +91,11 @@ def estimate_run(config: RunConfig) -> Estimate:
         raise RunError(f"--estimate: train.method={method.name} makes its batches while it trains (sampling); "
                        "it cannot be estimated from probe steps")
     source = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    info = None
-    if method.uses_chat_template:
-        ensure_chat_template(tokenizer, config.model.chat_template)
-        info = analyze_template(tokenizer, generation_eos(source))
+    tokenizer, info, _ = load_tokenizer_and_template(method, config, source)
     data = method.prepare_data(config, tokenizer, info)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
-    torch.manual_seed(config.train.seed)
-    model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
-    if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
-    if method.peft_task_type == "CAUSAL_LM":
-        choose_loss_path(model)
+    model = trainable_model(method, source, config, data, precision, device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
                                   weight_decay=config.train.weight_decay, fused=True)

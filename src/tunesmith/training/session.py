@@ -100,23 +100,13 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     run_folder, checkpoint = check_run_folder(config, resume=resume)
 
     source = resolve_model(config.model.name)
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    template_source, info = None, None
-    if method.uses_chat_template:
-        template_source = ensure_chat_template(tokenizer, config.model.chat_template)
-        info = analyze_template(tokenizer, generation_eos(source))
+    tokenizer, info, template_source = load_tokenizer_and_template(method, config, source)
     data = method.prepare_data(config, tokenizer, info)
     say("settings: " + describe_config(config))
     report_data(data)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
-    torch.manual_seed(config.train.seed)
-    model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
-    if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
-    if method.peft_task_type == "CAUSAL_LM":
-        choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
+    model = trainable_model(method, source, config, data, precision, device)
 
     # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
     if before_start is not None:
@@ -201,6 +191,28 @@ def data_fingerprint(examples: list) -> str:
     for example in examples:
         digest.update(example.fingerprint())
     return digest.hexdigest()
+
+
+def load_tokenizer_and_template(method: Method, config: RunConfig, source: ModelSource) -> tuple[Any, TemplateInfo | None, str | None]:
+    """The run's tokenizer, with the chat template its method trains through (and where that template came from)."""
+    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
+    if not method.uses_chat_template:
+        return tokenizer, None, None
+    template_source = ensure_chat_template(tokenizer, config.model.chat_template)
+    return tokenizer, analyze_template(tokenizer, generation_eos(source)), template_source
+
+
+def trainable_model(method: Method, source: ModelSource, config: RunConfig, data: PreparedData, precision: str,
+                    device: torch.device) -> Any:
+    """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`."""
+    torch.manual_seed(config.train.seed)
+    model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
+    if method.peft_task_type == "CAUSAL_LM":
+        choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
+    return model
 
 
 def peak_memory_mb() -> float:
