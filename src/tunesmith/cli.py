@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from tunesmith.errors import ConfigError, TunesmithError
 
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
     serve.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="weights' precision: auto is bf16 where the hardware computes it natively (default auto)")
+    serve.add_argument("--store", action="store_true", help="keep every chat completion (and its feedback) for the "
+                       "monitor and retraining: in --store-url, else RUN/completions.db of the first run")
+    serve.add_argument("--store-scrub-pii", action="store_true", help="with --store: replace personal data before it is written")
+    serve.add_argument("--store-retention-days", type=float, help="with --store: delete completions older than this")
     # fine-tuning as a service (issue 15)
     serve.add_argument("--jobs", action="store_true", help="also OpenAI's files and fine-tuning API, with workers")
     serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1)")
@@ -443,10 +448,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          admin_keys=read_keys(args.admin_key_file, "TUNESMITH_ADMIN_KEYS"), max_queue=args.max_queue,
                          max_batch=args.max_batch, max_tokens=args.max_tokens,
                          max_loaded_adapters=args.max_loaded_adapters, precision=args.precision,
-                         key_projects=read_key_projects(args.api_key_file))
+                         key_projects=read_key_projects(args.api_key_file),
+                         store_url=_completions_url(args) if args.store else None, store_scrub_pii=args.store_scrub_pii,
+                         store_retention_days=args.store_retention_days)
     jobs_config = _jobs_config(args, workers=args.workers) if args.jobs else None
     serve([ServeTarget.parse(target) for target in args.targets], config, jobs_config)
     return 0
+
+
+def _completions_url(args: argparse.Namespace) -> str:
+    """Where `serve --store` keeps completions: --store-url, else the first run folder's
+    completions.db (where `tunesmith monitor RUN` looks), else the jobs store or ./completions.db."""
+    from tunesmith.store.db import sqlite_url
+
+    if args.store_url:
+        return args.store_url
+    runs = [Path(t.partition("=")[2] if "=" in t and not Path(t).exists() else t) for t in args.targets]
+    for run in runs:
+        if (run / "manifest.json").is_file() or (run / "lineage.json").is_file():
+            return sqlite_url(run / "completions.db")
+    if args.jobs:
+        return _jobs_config(args).database_url
+    return sqlite_url("completions.db")
 
 
 def _add_jobs_flags(parser: argparse.ArgumentParser) -> None:

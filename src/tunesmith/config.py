@@ -751,6 +751,12 @@ class ServeConfig:
     key_projects: dict[str, str] = setting({}, "The project each API key belongs to (fine-tuning jobs, files and "
                                                "fine-tuned models are visible only within it); a key not named "
                                                "here belongs to the project `default`.")
+    store_url: str | None = setting(None, "Keep every chat completion (a request may say `store: false`) in this database: "
+                                          "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB. None: keep nothing.")
+    store_scrub_pii: bool = setting(False, "Replace personal data (e-mails, phone and card numbers, keys ...) in stored "
+                                           "prompts and answers with placeholders before they are written.")
+    store_retention_days: float | None = setting(None, "Delete stored completions and their feedback older than this "
+                                                       "many days. None: keep them.")
 
 
 @dataclass(frozen=True)

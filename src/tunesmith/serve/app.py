@@ -26,10 +26,13 @@ from tunesmith.errors import ConfigError
 from tunesmith.serve.classify.router import router as classify_router
 from tunesmith.serve.engine import Engine
 from tunesmith.serve.errors import error_response, install_error_handlers
+from tunesmith.serve.feedback.router import router as feedback_router
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.models import ServedModels
 from tunesmith.serve.openai.router import router as openai_router
 from tunesmith.serve.spans.router import router as spans_router
+from tunesmith.serve.stored.router import router as stored_router
+from tunesmith.serve.stored.service import Recorder
 
 if TYPE_CHECKING:
     from tunesmith.serve.jobs.service import JobsService
@@ -62,9 +65,10 @@ def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | No
     app = FastAPI(title="tunesmith", lifespan=lifespan)
     app.state.models, app.state.engine, app.state.config, app.state.jobs = models, engine, config, jobs
     app.state.metrics = ServeMetrics(lambda: engine.pending, models.loaded_adapter_count)
+    app.state.recorder = _recorder(config)
     install_error_handlers(app)
     app.middleware("http")(_limit_body)
-    for router in (openai_router, classify_router, spans_router, health_router):
+    for router in (openai_router, stored_router, feedback_router, classify_router, spans_router, health_router):
         app.include_router(router)
     if jobs is not None:
         from tunesmith.serve.files.router import router as files_router
@@ -73,6 +77,19 @@ def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | No
         app.include_router(files_router)
         app.include_router(jobs_router)
     return app
+
+
+def _recorder(config: ServeConfig) -> Recorder | None:
+    """The store of completions `serve --store` keeps (None without one)."""
+    if config.store_url is None:
+        return None
+    from tunesmith.store.completions import Completions
+    from tunesmith.store.db import open_store
+
+    recorder = Recorder(Completions(open_store(config.store_url)), scrub_pii=config.store_scrub_pii,
+                        retention_days=config.store_retention_days)
+    recorder.purge_if_due()
+    return recorder
 
 
 async def _limit_body(request: Request, call_next):
@@ -151,6 +168,8 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
         workers = [start_worker(jobs_config) for _ in range(jobs_config.workers)]
     app = create_app(models, config, jobs)
     print(f"serving {', '.join(models.served) or 'no model yet'} on http://{config.host}:{config.port}/v1")
+    if config.store_url is not None:
+        print(f"keeping completions in {config.store_url}")
     if jobs_config is not None:
         print(f"fine-tuning jobs in {jobs_config.database_url}, {len(workers)} worker(s) here")
     if not config.api_keys and not config.admin_keys:

@@ -21,6 +21,8 @@ class ServeMetrics:
                                  ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.first_token = Histogram("tunesmith_first_token_seconds", "Time from request to its first token",
                                      ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.feedback = Counter("tunesmith_feedback", "Feedback received on stored completions", ["model"],
+                                registry=self.registry)
         queue = Gauge("tunesmith_queue_depth", "Rows queued or decoding", registry=self.registry)
         queue.set_function(queue_depth)
         adapters = Gauge("tunesmith_loaded_adapters", "LoRA adapters in memory", registry=self.registry)

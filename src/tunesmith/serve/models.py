@@ -56,6 +56,7 @@ class Served:
     created: int = field(default_factory=lambda: int(time.time()))
     project: str | None = None  # a fine-tuning job's model: answers only its project's keys (None: every key)
     source: str | None = None  # a base or full model: what it was loaded from (catalog name or folder), to fine-tune
+    generation: int | None = None  # a retrained run (lineage): the generation answering now
 
     def as_model_card(self) -> dict:
         """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`)."""

@@ -84,3 +84,48 @@ class CheckpointRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
     fine_tuned_model_checkpoint: Mapped[str] = mapped_column(String(600))
     metrics: Mapped[dict] = mapped_column(JSON)
+
+
+class CompletionRow(Base):
+    """A served completion (OpenAI's stored completions): what was asked, what the model answered,
+    by which weights, at what cost. `run_dir` and `generation` say which model answered, so the
+    monitor and a retrain read the traffic of the generation that produced it."""
+
+    __tablename__ = "completions"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    model: Mapped[str] = mapped_column(String(512), index=True)  # the name the client asked for
+    kind: Mapped[str] = mapped_column(String(32))  # base, adapter, model
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(32))  # chat, completions
+    messages: Mapped[list] = mapped_column(JSON)  # chat: [{role, content}]; completions: [{role: user, content: prompt}]
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)  # choice 0's text
+    choices: Mapped[list] = mapped_column(JSON)  # [{index, text, finish_reason}]
+    params: Mapped[dict] = mapped_column(JSON)  # temperature, top_p, max_tokens, n, seed, stop
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # a request that failed after it reached the model
+    scrubbed: Mapped[int] = mapped_column(Integer, default=0)  # personal data replaced at write time
+    created_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+Index("completions_model_seq", CompletionRow.model, CompletionRow.seq)
+
+
+class FeedbackRow(Base):
+    """What a user said about a completion: a score (thumbs: +1/-1, or any number), a comment, and
+    the answer it should have been."""
+
+    __tablename__ = "feedback"
+    seq: Mapped[int] = mapped_column(Seq, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    completion_id: Mapped[str] = mapped_column(String(64), ForeignKey("completions.id", ondelete="CASCADE"), index=True)
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)

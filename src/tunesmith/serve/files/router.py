@@ -12,7 +12,7 @@ from tunesmith.serve.auth import creating_project, project_of, require_key
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.files import service
 from tunesmith.serve.files.schemas import file_deleted, file_object
-from tunesmith.serve.jobs.pages import list_page
+from tunesmith.serve.pages import list_page
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from tunesmith.serve.auth import creating_project, project_of, require_key
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.jobs.pages import list_page
 from tunesmith.serve.jobs.schemas import (
     CreateJobRequest,
     checkpoint_object,
     event_object,
     job_object,
 )
+from tunesmith.serve.pages import list_page
 from tunesmith.store.tables import JobRow
 
 router = APIRouter(prefix="/v1/fine_tuning", dependencies=[Depends(require_key)])

@@ -21,6 +21,7 @@ from tunesmith.serve.openai.schemas import (
     LoadAdapterRequest,
     UnloadAdapterRequest,
 )
+from tunesmith.serve.stored import service as stored
 
 router = APIRouter(prefix="/v1")
 
@@ -54,19 +55,37 @@ async def chat_completions(body: ChatRequest, request: Request):
     await _fine_tuned(request, body.model)
     served = service.find_generative(request, body.model)
     service.check_supported(body)
+    keep = stored.wants_store(request, body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs", code="invalid_value")
     sampling = service.sampling_of(body, request, (body.top_logprobs or 0) if body.logprobs else None)
     prompt_ids = service.chat_prompt(served, body)
     service.check_context(served, request, prompt_ids, sampling)
-    submission = service.Submission(request.app.state.engine, served, [(prompt_ids, sampling)] * body.n, len(prompt_ids))
     completion_id = service.new_id("chatcmpl")
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _streaming(request, _chat_chunks(request, submission, completion_id, body, include_usage), body.model, started)
-    choices = await submission.choices(request)
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+
+    async def keep_record(choices: list[dict], completion_tokens: int, error: str | None = None) -> None:
+        if keep:
+            await stored.record(request, completion_id=completion_id, served=served, messages=messages,
+                                choices=choices, body=body, prompt_tokens=len(prompt_ids),
+                                completion_tokens=completion_tokens, started=started, error=error)
+
+    try:
+        submission = service.Submission(request.app.state.engine, served, [(prompt_ids, sampling)] * body.n,
+                                        len(prompt_ids))
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return _streaming(request, _chat_chunks(request, submission, completion_id, body, include_usage, keep_record),
+                              body.model, started)
+        choices = await submission.choices(request)
+    except APIError as exc:
+        if exc.status >= 429:  # the model was asked and did not answer: the monitor's error rate
+            await keep_record([], 0, exc.message)
+        raise
     response = service.chat_response(completion_id, body.model, choices, submission.prompt_tokens, body.logprobs)
     _count(request, "chat", body.model, started, response["usage"])
+    await keep_record([{"index": c.index, "text": c.text, "finish_reason": c.finish_reason} for c in choices],
+                      response["usage"]["completion_tokens"])
     return response
 
 
@@ -95,8 +114,10 @@ async def completions(body: CompletionRequest, request: Request):
 
 
 async def _chat_chunks(request: Request, submission: service.Submission, completion_id: str, body: ChatRequest,
-                       include_usage: bool) -> AsyncIterator[dict]:
+                       include_usage: bool, keep_record) -> AsyncIterator[dict]:
     created = int(time.time())
+    texts = [""] * len(submission.rows)
+    finish: list[str | None] = [None] * len(submission.rows)
 
     def chunk(choices: list[dict], usage: dict | None = None) -> dict:
         return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
@@ -105,13 +126,23 @@ async def _chat_chunks(request: Request, submission: service.Submission, complet
     yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
                  for i in range(len(submission.rows))])
     completion_tokens = 0
-    async for index, event in submission.events_until_done(request):
-        if event.text or event.logprobs:
-            logprobs = service.chat_logprobs(event.logprobs) if body.logprobs else None
-            yield chunk([{"index": index, "delta": {"content": event.text}, "logprobs": logprobs, "finish_reason": None}])
-        if event.finish_reason is not None:
-            completion_tokens += event.completion_tokens
-            yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason}])
+    try:
+        async for index, event in submission.events_until_done(request):
+            if event.text or event.logprobs:
+                texts[index] += event.text
+                logprobs = service.chat_logprobs(event.logprobs) if body.logprobs else None
+                yield chunk([{"index": index, "delta": {"content": event.text}, "logprobs": logprobs,
+                              "finish_reason": None}])
+            if event.finish_reason is not None:
+                completion_tokens += event.completion_tokens
+                finish[index] = event.finish_reason
+                yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason}])
+    except APIError as exc:
+        await keep_record([], completion_tokens, exc.message)
+        raise
+    if all(reason is not None for reason in finish):  # a client that left gets no record of half an answer
+        await keep_record([{"index": i, "text": t, "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finish))],
+                          completion_tokens)
     if include_usage:
         yield chunk([], service.usage(submission.prompt_tokens, completion_tokens))
 

@@ -1,0 +1,123 @@
+"""Stored completions and their feedback: what `tunesmith serve --store` keeps, what OpenAI's
+stored-completions endpoints read, and what the monitor and `tunesmith feedback export` read back."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from tunesmith.store.db import Page, Store, _visible, new_id, now
+from tunesmith.store.tables import CompletionRow, FeedbackRow
+
+METADATA_SCAN = 200  # rows read per round when a metadata filter has to be applied in Python
+
+
+class Completions:
+    """The completion and feedback tables of a store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- completions ------------------------------------------------------------------------------
+    def add(self, **fields: Any) -> CompletionRow:
+        row = CompletionRow(id=fields.pop("id", None) or new_id("chatcmpl"), created_at=fields.pop("created_at", None) or now(),
+                            **fields)
+        with self.store.writing() as session:
+            session.add(row)
+        return row
+
+    def get(self, project: str | None, completion_id: str) -> CompletionRow | None:
+        with self.store.reading() as session:
+            row = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+        return row if row is not None and _visible(row.project, project) else None
+
+    def list(self, project: str | None, *, model: str | None = None, metadata: dict[str, str] | None = None,
+             after: str | None = None, limit: int = 20, order: str = "asc") -> Page:
+        """OpenAI's GET /v1/chat/completions: oldest first unless order is desc; `metadata` keeps the
+        rows whose metadata holds every given pair (filtered here: JSON queries differ per database)."""
+        query = select(CompletionRow).where(CompletionRow.error.is_(None))
+        if project is not None:
+            query = query.where(CompletionRow.project == project)
+        if model:
+            query = query.where(CompletionRow.model == model)
+        if not metadata:
+            return self.store._page(query, CompletionRow, after, limit, descending=order == "desc")
+        found, cursor = [], after
+        while True:
+            page = self.store._page(query, CompletionRow, cursor, METADATA_SCAN, descending=order == "desc")
+            found += [row for row in page.rows if _holds(row.metadata_, metadata)]
+            if len(found) > limit or not page.has_more:
+                return Page(found[:limit], len(found) > limit or page.has_more and len(found) == limit)
+            cursor = page.rows[-1].id
+
+    def update_metadata(self, project: str | None, completion_id: str, metadata: dict | None) -> CompletionRow | None:
+        with self.store.writing() as session:
+            row = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+            if row is None or not _visible(row.project, project):
+                return None
+            row.metadata_ = metadata
+        return row
+
+    def delete(self, project: str | None, completion_id: str) -> bool:
+        with self.store.writing() as session:
+            row = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+            if row is None or not _visible(row.project, project):
+                return False
+            session.execute(delete(FeedbackRow).where(FeedbackRow.completion_id == completion_id))
+            session.delete(row)
+        return True
+
+    def rows(self, *, models: list[str] | None = None, run_dir: str | None = None, since: int | None = None,
+             with_errors: bool = True) -> list[CompletionRow]:
+        """Every stored completion (oldest first), for the monitor and the feedback export."""
+        query = select(CompletionRow).order_by(CompletionRow.seq)
+        if models:
+            query = query.where(CompletionRow.model.in_(models))
+        if run_dir:
+            query = query.where(CompletionRow.run_dir == run_dir)
+        if since is not None:
+            query = query.where(CompletionRow.created_at >= since)
+        if not with_errors:
+            query = query.where(CompletionRow.error.is_(None))
+        with self.store.reading() as session:
+            return list(session.scalars(query))
+
+    def purge(self, older_than_seconds: float) -> int:
+        """Delete completions (and their feedback) older than the retention; returns how many."""
+        cutoff = now() - int(older_than_seconds)
+        with self.store.writing() as session:
+            ids = list(session.scalars(select(CompletionRow.id).where(CompletionRow.created_at < cutoff)))
+            if ids:
+                session.execute(delete(FeedbackRow).where(FeedbackRow.completion_id.in_(ids)))
+                session.execute(delete(CompletionRow).where(CompletionRow.id.in_(ids)))
+        return len(ids)
+
+    # -- feedback ---------------------------------------------------------------------------------
+    def add_feedback(self, project: str | None, completion_id: str, *, score: float | None, comment: str | None,
+                     correction: str | None) -> FeedbackRow | None:
+        with self.store.writing() as session:
+            completion = session.scalar(select(CompletionRow).where(CompletionRow.id == completion_id))
+            if completion is None or not _visible(completion.project, project):
+                return None
+            row = FeedbackRow(id=new_id("fb"), completion_id=completion_id, project=completion.project, score=score,
+                              comment=comment, correction=correction, created_at=now())
+            session.add(row)
+        return row
+
+    def feedback(self, completion_ids: list[str] | None = None) -> dict[str, list[FeedbackRow]]:
+        """Feedback by completion id, oldest first."""
+        query = select(FeedbackRow).order_by(FeedbackRow.seq)
+        if completion_ids is not None:
+            query = query.where(FeedbackRow.completion_id.in_(completion_ids))
+        by_completion: dict[str, list[FeedbackRow]] = defaultdict(list)
+        with self.store.reading() as session:
+            for row in session.scalars(query):
+                by_completion[row.completion_id].append(row)
+        return dict(by_completion)
+
+
+def _holds(metadata: dict | None, wanted: dict[str, str]) -> bool:
+    metadata = metadata or {}
+    return all(str(metadata.get(key)) == str(value) for key, value in wanted.items())

@@ -1,0 +1,111 @@
+"""`tunesmith serve --store`: OpenAI's stored completions and tunesmith's feedback endpoint, over a
+real socket with the official `openai` client, on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="the serve tests need the openai client (pip install -e .[dev])")
+pytest.importorskip("fastapi", reason="tunesmith serve needs the serve extra (pip install -e .[serve])")
+
+from tunesmith.config import ServeConfig  # noqa: E402
+from tunesmith.data.audit.pii import scrub  # noqa: E402
+from tunesmith.serve.app import create_app, running  # noqa: E402
+from tunesmith.serve.models import ServedModels  # noqa: E402
+from tunesmith.store.db import sqlite_url  # noqa: E402
+
+KEY = "k-store"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir: Path) -> ServedModels:
+    models = ServedModels(precision="fp32")
+    models.add_base(str(tiny_model_dir), "tiny")
+    return models
+
+
+@pytest.fixture()
+def server(served: ServedModels, tmp_path: Path):
+    database = tmp_path / "completions.db"
+    app = create_app(served, ServeConfig(api_keys=(KEY,), max_tokens=32, store_url=sqlite_url(database),
+                                         store_scrub_pii=True))
+    with running(app) as base_url:
+        yield openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=120), database
+
+
+def ask(client, text: str, **extra):
+    return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": text}], max_tokens=6,
+                                          temperature=0, **extra)
+
+
+def test_every_completion_is_kept_and_read_back_as_openai_stores_them(server) -> None:
+    client, database = server
+    first = ask(client, "Name a colour.", metadata={"user": "ann", "topic": "colours"})
+    second = ask(client, "Name a fruit.", metadata={"user": "bob"})
+    ask(client, "Not this one.", store=False)
+    listed = client.chat.completions.list(model="tiny")
+    assert [c.id for c in listed.data] == [first.id, second.id]  # oldest first, the store=false one absent
+    assert listed.data[0].choices[0].message.content == first.choices[0].message.content
+    assert [c.id for c in client.chat.completions.list(metadata={"user": "bob"}).data] == [second.id]
+    page = client.chat.completions.list(limit=1)
+    assert [c.id for c in page.data] == [first.id] and page.has_more
+    assert [c.id for c in client.chat.completions.list(after=first.id).data] == [second.id]
+    assert [c.id for c in client.chat.completions.list(order="desc").data] == [second.id, first.id]
+
+    again = client.chat.completions.retrieve(first.id)
+    assert again.usage.prompt_tokens == first.usage.prompt_tokens and again.metadata["topic"] == "colours"
+    messages = client.chat.completions.messages.list(first.id)
+    assert [(m.role, m.content) for m in messages.data] == [("user", "Name a colour.")]
+    updated = client.chat.completions.update(first.id, metadata={"user": "ann", "reviewed": "yes"})
+    assert updated.metadata == {"user": "ann", "reviewed": "yes"}
+
+    assert client.chat.completions.delete(second.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.retrieve(second.id)
+    with sqlite3.connect(database) as db:  # the real file holds what the API says
+        rows = db.execute("SELECT id, model, prompt_tokens, latency_ms FROM completions").fetchall()
+    assert [r[0] for r in rows] == [first.id] and rows[0][1] == "tiny" and rows[0][2] > 0 and rows[0][3] > 0
+
+
+def test_feedback_lands_beside_its_completion(server) -> None:
+    client, database = server
+    reply = ask(client, "Is this film good?")
+    posted = client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object,
+                         body={"score": -1, "comment": "wrong", "correction": "Yes, it is very good."})
+    assert posted["completion_id"] == reply.id and posted["score"] == -1
+    client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object, body={"score": 1})
+    kept = client.chat.completions.retrieve(reply.id).model_extra["tunesmith"]["feedback"]
+    assert [(f["score"], f["correction"]) for f in kept] == [(-1, "Yes, it is very good."), (1, None)]
+    with pytest.raises(openai.BadRequestError, match="give a score"):
+        client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object, body={})
+    with pytest.raises(openai.NotFoundError):
+        client.post("/chat/completions/chatcmpl-nope/feedback", cast_to=object, body={"score": 1})
+    client.chat.completions.delete(reply.id)
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM feedback").fetchone()[0] == 0  # deleted with its completion
+
+
+def test_streamed_answers_are_kept_whole_and_personal_data_is_scrubbed(server) -> None:
+    client, database = server
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Mail me at ann@example.com"}],
+                                            max_tokens=6, temperature=0, stream=True)
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    kept = client.chat.completions.list().data[-1]
+    assert kept.choices[0].message.content == scrub(text)[0]  # the whole streamed answer, scrubbed as the prompt was
+    messages = client.chat.completions.messages.list(kept.id).data
+    assert messages[0].content == "Mail me at <EMAIL>"
+    with sqlite3.connect(database) as db:
+        assert "ann@example.com" not in str(db.execute("SELECT messages FROM completions").fetchall())
+
+
+def test_a_server_without_a_store_refuses_store_true_and_the_list(served: ServedModels) -> None:
+    with running(create_app(served, ServeConfig(max_tokens=32))) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="--store"):
+            ask(client, "hello", store=True)
+        assert ask(client, "hello").choices  # store left out: answered, kept nowhere
+        with pytest.raises(openai.BadRequestError, match="--store"):
+            client.chat.completions.list()
