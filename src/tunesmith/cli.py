@@ -171,6 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     worker = _command(commands, "worker", "take fine-tuning jobs from a store and train them", cmd_worker)
     _add_jobs_flags(worker)
 
+    # the loop after serving: look, learn from feedback, train again, promote only what wins (issue 16)
+    monitor = _command(commands, "monitor", "traffic, latency, feedback and drift of a served run, from its store: "
+                       "monitor.html and monitor.json", cmd_monitor)
+    monitor.add_argument("run", help="run folder served with --store")
+    monitor.add_argument("--store-url", help="the store serve --store wrote (default RUN/completions.db)")
+    monitor.add_argument("-o", "--output", help="folder for monitor.html and monitor.json (default RUN/monitor)")
+    monitor.add_argument("--since-hours", type=float, help="only the last this many hours of traffic")
+    feedback = _command(commands, "feedback", "users' feedback on a served run's answers", None)
+    feedback_export = _command(feedback.add_subparsers(metavar="FEEDBACK_COMMAND"), "export", "feedback as training "
+                               "rows (audited: personal data scrubbed, duplicates and test-set prompts dropped)",
+                               cmd_feedback_export)
+    feedback_export.add_argument("run", help="run folder served with --store")
+    feedback_export.add_argument("--as", dest="kind", choices=["sft", "dpo"], required=True,
+                                 help="sft: corrections and liked answers; dpo: preference pairs (OpenAI's format)")
+    feedback_export.add_argument("-o", "--output", required=True, help="JSONL file to write")
+    feedback_export.add_argument("--store-url", help="the store serve --store wrote (default RUN/completions.db)")
+    retrain = _command(commands, "retrain", "a new generation of a run on new rows (plus replayed old ones), "
+                       "promoted only if its gate passes", cmd_retrain)
+    retrain.add_argument("run", help="run folder (the one being served)")
+    retrain.add_argument("--data", required=True, help="new rows (e.g. from tunesmith feedback export --as sft)")
+    retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="change a setting for this generation, e.g. --set retrain.replay=0.5 --set train.max_steps=40")
+    retrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rollback = _command(commands, "rollback", "answer with the previous promoted generation of a run again", cmd_rollback)
+    rollback.add_argument("run", help="run folder")
+    rollback.add_argument("--to", type=int, help="the generation to go back to (default: the one before the current)")
+
     export = _command(commands, "export", "write a run for llama.cpp, Ollama, vLLM or ONNX Runtime; every file is read "
                       "back and its answers compared with the run's", cmd_export)
     export.add_argument("run", help="run folder")
@@ -470,6 +497,42 @@ def _completions_url(args: argparse.Namespace) -> str:
     if args.jobs:
         return _jobs_config(args).database_url
     return sqlite_url("completions.db")
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from tunesmith.monitor import write_monitor
+
+    html, data, report = write_monitor(Path(args.run), args.store_url, Path(args.output) if args.output else None,
+                                       since_hours=args.since_hours)
+    verdict = report.to_json().get("retrain_suggested")
+    print(f"{html}\n{data}" + ("\nretrain suggested: see the report" if verdict else ""))
+    return 0
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from tunesmith.feedback import export_feedback
+
+    report = export_feedback(Path(args.run), Path(args.output), args.kind, store_url=args.store_url)
+    print(report.summary())
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from tunesmith.retrain import retrain
+
+    result = retrain(Path(args.run), args.data, args.overrides, show_progress=not args.no_progress)
+    print(result.table())
+    print(result.summary())
+    print(f"report: {result.run_folder / 'gate.md'}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from tunesmith.lineage import rollback
+
+    before, after = rollback(Path(args.run), args.to)
+    print(f"{args.run}: generation {after} answers again (was {before}); a server of the run switches on its next request")
+    return 0
 
 
 def _add_jobs_flags(parser: argparse.ArgumentParser) -> None:

@@ -359,6 +359,19 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """`tunesmith retrain RUN --data NEW`: a new generation of a served run, promoted only through its gate."""
+
+    replay: float = setting(1.0, "Old training rows replayed per new training row (drawn at random), to limit "
+                                 "forgetting; 0: the new rows alone.")
+    holdout: float = setting(0.2, "Share of the new rows held out: the gate compares the current and the new model "
+                                  "on them (never trained on).")
+    margin: float = setting(0.02, "How much lower the new model may score on the run's test set (eval.test) and still "
+                                  "be promoted; it must also score higher on the held-out new rows.")
+    seed: int = setting(0, "Seed for the holdout split and the replayed rows.")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One fine-tuning run."""
 
@@ -370,6 +383,7 @@ class RunConfig:
     eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
     preference: PreferenceConfig = setting(PreferenceConfig(), "Preference tuning.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
+    retrain: RetrainConfig = setting(RetrainConfig(), "Retraining a served run on new rows (tunesmith retrain).")
     stages: list[dict[str, Any]] = setting(
         [],
         "Chained training stages (transfer learning), each a `name` plus settings layered over the ones "
@@ -450,6 +464,11 @@ def read_yaml(path: Path, missing: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """`config` with `a.b=c` overrides applied (and validated again)."""
+    return build_config(config_to_dict(config), overrides) if overrides else config
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RunConfig:
@@ -535,6 +554,9 @@ def check_config(config: RunConfig) -> None:
          f"must be 0 or more and under half of data.max_length={data.max_length}")
     need(config.task.max_answer_tokens >= 1, "task.max_answer_tokens", config.task.max_answer_tokens, "must be at least 1")
     need(lora.rank >= 1, "lora.rank", lora.rank, "must be at least 1")
+    need(config.retrain.replay >= 0, "retrain.replay", config.retrain.replay, "must be 0 or more")
+    need(0.0 < config.retrain.holdout < 1.0, "retrain.holdout", config.retrain.holdout, "must be in (0, 1)")
+    need(config.retrain.margin >= 0, "retrain.margin", config.retrain.margin, "must be 0 or more")
     need(lora.alpha > 0, "lora.alpha", lora.alpha, "must be positive")
     need(0.0 <= lora.dropout < 1.0, "lora.dropout", lora.dropout, "must be in [0, 1)")
     for name in ("batch_size", "gradient_accumulation", "log_every", "keep_checkpoints"):

@@ -44,7 +44,7 @@ health_router = APIRouter()
 async def health(request: Request) -> dict:
     """Up, and what it holds (no key needed: load balancers ask)."""
     models = request.app.state.models
-    return {"status": "ok", "models": len(models.served), "loaded_adapters": models.loaded_adapter_count(),
+    return {"status": "ok", "models": len(models.listed()), "loaded_adapters": models.loaded_adapter_count(),
             "queue_depth": request.app.state.engine.pending}
 
 
@@ -167,7 +167,7 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
         jobs = JobsService(jobs_config)
         workers = [start_worker(jobs_config) for _ in range(jobs_config.workers)]
     app = create_app(models, config, jobs)
-    print(f"serving {', '.join(models.served) or 'no model yet'} on http://{config.host}:{config.port}/v1")
+    print(f"serving {', '.join(s.public_name for s in models.listed()) or 'no model yet'} on http://{config.host}:{config.port}/v1")
     if config.store_url is not None:
         print(f"keeping completions in {config.store_url}")
     if jobs_config is not None:

@@ -26,6 +26,18 @@ GENERATIVE: tuple[Kind, ...] = ("base", "adapter", "model")
 
 
 @dataclass
+class LineageWatch:
+    """A run with generations served under one name: which generation answers, and when
+    generations.json was last looked at."""
+
+    run_dir: Path
+    internal: str  # the Served entry answering now (`alias@genN`)
+    generation: int
+    mtime: float
+    checked: float = 0.0
+
+
+@dataclass
 class Backend:
     """One set of weights in memory, and the adapters loaded into it (least recently used first)."""
 
@@ -56,13 +68,19 @@ class Served:
     created: int = field(default_factory=lambda: int(time.time()))
     project: str | None = None  # a fine-tuning job's model: answers only its project's keys (None: every key)
     source: str | None = None  # a base or full model: what it was loaded from (catalog name or folder), to fine-tune
-    generation: int | None = None  # a retrained run (lineage): the generation answering now
+    generation: int | None = None  # a run with generations (tunesmith retrain): which one this is
+    root_dir: Path | None = None  # ... and the run folder they belong to (what the store records)
+    alias: str | None = None  # ... and the name clients use for the current one (this entry is `alias@genN`)
+
+    @property
+    def public_name(self) -> str:
+        return self.alias or self.name
 
     def as_model_card(self) -> dict:
         """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`)."""
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "tunesmith",
+        return {"id": self.public_name, "object": "model", "created": self.created, "owned_by": "tunesmith",
                 "root": str(self.run_dir or self.name), "parent": self.parent,
-                "kind": self.kind}
+                "kind": self.kind, **({"generation": self.generation} if self.generation is not None else {})}
 
 
 def model_name(run_dir: Path) -> str:
@@ -90,26 +108,96 @@ class ServedModels:
         self.precision = precision
         self.served: dict[str, Served] = {}
         self.backends: dict[str, Backend] = {}
+        self.lineages: dict[str, LineageWatch] = {}
 
     # -- looking up -----------------------------------------------------------------------------
     def get(self, name: str) -> Served | None:
-        return self.served.get(name)
+        watch = self.lineages.get(name)
+        return self.served.get(watch.internal if watch else name)
+
+    def listed(self) -> list[Served]:
+        """What GET /v1/models shows: every served name, a run with generations once (its current one)."""
+        current = {watch.internal for watch in self.lineages.values()}
+        return [s for s in self.served.values() if s.alias is None or s.name in current]
 
     def cards(self) -> list[dict]:
-        return [served.as_model_card() for served in self.served.values()]
+        return [served.as_model_card() for served in self.listed()]
 
     def loaded_adapter_count(self) -> int:
         return sum(len(backend.adapters) for backend in self.backends.values())
 
     # -- adding ---------------------------------------------------------------------------------
     def add_run(self, run_dir: str | Path, name: str | None = None) -> Served:
-        """Serve a run folder (or a model folder) under `name` (default: the folder's name)."""
+        """Serve a run folder (or a model folder) under `name` (default: the folder's name); a run
+        with generations (tunesmith retrain) answers with its current one."""
         path = Path(run_dir).expanduser()
         if not path.is_dir():
             raise ModelError(f"{run_dir}: no such folder; give a run folder that `tunesmith train` wrote")
         name = name or model_name(path)
-        if name in self.served:
+        if name in self.served or name in self.lineages:
             raise ModelError(f"{name}: a model of that name is already served; give another name (NAME=FOLDER)")
+        from tunesmith.lineage import has_lineage
+
+        if has_lineage(path):
+            return self._add_lineage(path, name)
+        served = self._add_folder(path, name)
+        if served.kind in GENERATIVE and (path / "manifest.json").is_file():
+            # generation 0 of a run that may be retrained while served: watch for its generations.json
+            served.generation, served.root_dir = 0, path.resolve()
+            self.lineages[name] = LineageWatch(path, name, 0, 0.0, time.monotonic())
+        return served
+
+    def _add_lineage(self, run_dir: Path, alias: str) -> Served:
+        from tunesmith.lineage import current_generation, lineage_path
+
+        generation = current_generation(run_dir)
+        internal = f"{alias}@gen{generation.number}"
+        plain = self.served.get(alias)  # the run as it was served before it had generations: generation 0
+        if internal not in self.served and generation.number == 0 and plain is not None and plain.generation == 0:
+            internal = alias
+        served = self.served.get(internal) or self._add_folder(generation.run_folder, internal)
+        served.generation, served.root_dir, served.alias = generation.number, run_dir.resolve(), alias
+        if plain is not None and plain.generation == 0:
+            plain.alias = alias  # listed only while it is the current generation
+        self.lineages[alias] = LineageWatch(run_dir, internal, generation.number, lineage_path(run_dir).stat().st_mtime,
+                                            time.monotonic())
+        return served
+
+    def lineage_changed(self, name: str, every_seconds: float = 0.5) -> bool:
+        """Has the run served as `name` a new current generation? (A stat at most every half second.)"""
+        watch = self.lineages.get(name)
+        if watch is None or time.monotonic() - watch.checked < every_seconds:
+            return False
+        from tunesmith.lineage import lineage_path
+
+        watch.checked = time.monotonic()
+        try:
+            mtime = lineage_path(watch.run_dir).stat().st_mtime
+        except OSError:
+            return False
+        return mtime != watch.mtime
+
+    def refresh_lineage(self, name: str) -> Served:
+        """Answer `name` with its run's current generation (loaded beside the old one, which stays
+        until the adapter cap evicts it: rows still decoding with it finish with it). Runs on the
+        engine's thread."""
+        from tunesmith.lineage import current_generation, lineage_path
+
+        watch = self.lineages[name]
+        try:
+            if current_generation(watch.run_dir).number == watch.generation:  # e.g. a generation refused by its gate
+                watch.mtime = lineage_path(watch.run_dir).stat().st_mtime
+                return self.served[watch.internal]
+            return self._add_lineage(watch.run_dir, name)  # swaps the watch in one assignment at its end
+        except Exception as exc:  # a generation that fails to load leaves the old one answering
+            import sys
+
+            watch.mtime = lineage_path(watch.run_dir).stat().st_mtime
+            print(f"tunesmith serve: {name}: kept generation {watch.generation}; the new current one failed to "
+                  f"load: {exc}", file=sys.stderr)
+            return self.served[watch.internal]
+
+    def _add_folder(self, path: Path, name: str) -> Served:
         manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
         method = manifest.get("method")
         if method == "classify":
@@ -169,6 +257,9 @@ class ServedModels:
             name = base_name(spec)
             if name in self.served:
                 name = f"{name}-base"
+            number = 2
+            while name in self.served:  # generations' bases are all folders called `model`
+                name, number = f"{base_name(spec)}-base{number}", number + 1
             served = self._add_model(location, name, "base")
             self.backends[key] = self.backends.pop(served.backend)
             self.backends[key].key = key
@@ -242,9 +333,11 @@ class ServedModels:
 
     def remove(self, name: str) -> Served:
         """Stop serving an adapter run (vLLM's unload_lora_adapter). Runs on the engine's thread."""
-        served = self.served.get(name)
+        served = self.get(name)
         if served is None or served.kind != "adapter":
             raise KeyError(name)
+        self.lineages.pop(name, None)
+        name = served.name
         backend = self.backends[served.backend]
         if name in backend.adapters:
             self._unload_adapter(backend, name)

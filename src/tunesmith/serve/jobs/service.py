@@ -97,7 +97,7 @@ class JobsService:
             return served.source
         if name in CATALOG:
             return name
-        bases = sorted([s.name for s in models.served.values() if s.kind in ("base", "model")] + list(CATALOG))
+        bases = sorted([s.public_name for s in models.listed() if s.kind in ("base", "model")] + list(CATALOG))
         raise APIError(404, f"The model `{name}` cannot be fine-tuned here; give a served base model or a catalog "
                             f"name: {', '.join(bases)}", param="model", code="model_not_found")
 

@@ -31,7 +31,7 @@ async def list_models(request: Request) -> dict:
     if request.app.state.jobs is not None:
         await request.app.state.jobs.serve_finished(request.app, project_of(request))
     models = request.app.state.models
-    return {"object": "list", "data": [s.as_model_card() for s in models.served.values() if service.visible(request, s)]}
+    return {"object": "list", "data": [s.as_model_card() for s in models.listed() if service.visible(request, s)]}
 
 
 @router.get("/models/{name:path}", dependencies=[Depends(require_key)])
@@ -44,8 +44,12 @@ async def get_model(name: str, request: Request) -> dict:
 
 
 async def _fine_tuned(request: Request, name: str) -> None:
-    """A fine-tuning job's model that this server has not loaded yet (finished by a worker): load it."""
-    if request.app.state.jobs is not None and request.app.state.models.get(name) is None:
+    """A fine-tuning job's model that this server has not loaded yet (finished by a worker): load it.
+    A run whose current generation changed (retrain promoted one, or a rollback): answer with it."""
+    models = request.app.state.models
+    if models.lineage_changed(name):
+        await asyncio.wrap_future(request.app.state.engine.call(lambda: models.refresh_lineage(name)))
+    if request.app.state.jobs is not None and models.get(name) is None:
         await request.app.state.jobs.serve_model(request.app, name)
 
 

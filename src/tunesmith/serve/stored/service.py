@@ -8,6 +8,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import Request
@@ -77,7 +78,7 @@ async def record(request: Request, *, completion_id: str, served: Served, messag
     recorder = recorder_of(request)
     metadata = (body.model_extra or {}).get("metadata")
     fields = dict(id=completion_id, project=creating_project(request), model=body.model, kind=served.kind,
-                  run_dir=str(served.run_dir) if served.run_dir else None, generation=served.generation,
+                  run_dir=str(Path(served.root_dir or served.run_dir).resolve()) if served.run_dir else None, generation=served.generation,
                   endpoint="chat", messages=messages, answer=choices[0]["text"] if choices else None, choices=choices,
                   params=params_of(body), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                   latency_ms=round((time.perf_counter() - started) * 1000, 2),

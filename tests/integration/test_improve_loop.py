@@ -1,0 +1,128 @@
+"""The loop after serving, end to end: serve a tiny label run with a store, send requests through
+the `openai` client, post feedback, export SFT and DPO rows, retrain, watch the gate decide (one
+generation promoted, one refused), see the running server answer with the promoted generation
+without a restart, then roll back."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="the serve tests need the openai client (pip install -e .[dev])")
+pytest.importorskip("fastapi", reason="tunesmith serve needs the serve extra (pip install -e .[serve])")
+
+from tests.integration.helpers import tiny_config  # noqa: E402
+from tests.integration.test_eval import write_reviews_csv  # noqa: E402
+from tunesmith.config import ServeConfig  # noqa: E402
+from tunesmith.data.tasks import LabelTask  # noqa: E402
+from tunesmith.serve.app import create_app, running  # noqa: E402
+from tunesmith.serve.models import ServedModels  # noqa: E402
+from tunesmith.store.db import sqlite_url  # noqa: E402
+
+NEW_WORDS = {"positive": ["zorblax", "glimmerous", "vantique"], "negative": ["quintar", "morbulent", "drabnix"]}
+
+
+def drifted_texts(count: int, seed: int) -> list[tuple[str, str]]:
+    """Reviews in words the run never saw, each word telling the label."""
+    rng = random.Random(seed)
+    found = []
+    for number in range(count):
+        label = ("positive", "negative")[number % 2]
+        words = " ".join(rng.choice(NEW_WORDS[label]) for _ in range(3))
+        found.append((f"a {words} picture , number {seed}-{number}", label))
+    return found
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    import tunesmith
+
+    root = tmp_path_factory.mktemp("loop")
+    train = write_reviews_csv(root / "reviews.csv", 48, seed=1)
+    test = write_reviews_csv(root / "test.csv", 16, seed=2)
+    config = tiny_config(root, tiny_model_dir, train, "data.columns.text=review_text", "data.columns.label=verdict",
+                         "lora.enabled=false", "train.max_steps=4", f"eval.test={test}", "eval.compare=false",
+                         "eval.precision=fp32", "train.precision=fp32", "eval.resamples=200", name="reviews")
+    return tunesmith.train(config, show_progress=False).run_dir
+
+
+def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path, tmp_path: Path) -> None:
+    from tunesmith.feedback import export_feedback
+    from tunesmith.lineage import read_lineage, rollback
+    from tunesmith.models.generate import generate, load_for_generation
+    from tunesmith.retrain import retrain
+    from tunesmith.store.completions import Completions
+    from tunesmith.store.db import open_store
+
+    task = LabelTask.load(run / "task.json")
+    models = ServedModels(precision="fp32")
+    models.add_run(run, "reviews")
+    database = run / "completions.db"
+    app = create_app(models, ServeConfig(max_tokens=8, store_url=sqlite_url(database)))
+    with running(app) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
+
+        def ask(text: str):
+            return client.chat.completions.create(model="reviews", messages=[{"role": "user", "content": task.prompt(text)}],
+                                                  temperature=0, max_tokens=4)
+
+        # users send drifted reviews; each reply gets a thumbs-down and the right label, a few a thumbs-up
+        for text, label in drifted_texts(40, seed=7):
+            reply = ask(text)
+            answer = reply.choices[0].message.content.strip()
+            if answer == label:
+                client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object, body={"score": 1})
+            else:
+                client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object,
+                            body={"score": -1, "correction": label})
+        ask("a review nobody rates")
+        stored = Completions(open_store(sqlite_url(database))).rows()
+        assert len(stored) == 41 and {row.generation for row in stored} == {0}
+
+        sft = export_feedback(run, tmp_path / "new.jsonl", "sft")
+        rows = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
+        assert sft.written == len(rows) == 40 and sft.with_feedback == 40
+        assert {tuple(sorted(r)) for r in rows} == {("label", "text")}  # the run's own row format
+        assert {(r["text"], r["label"]) for r in rows} == set(drifted_texts(40, seed=7))
+        dpo = export_feedback(run, tmp_path / "pairs.jsonl", "dpo")
+        pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+        assert dpo.written == len(pairs) > 0
+        for pair in pairs:  # OpenAI's preference format, the correction preferred over the answer it corrects
+            assert pair["preferred_output"][0]["content"] in ("positive", "negative")
+            assert pair["preferred_output"][0]["content"] != pair["non_preferred_output"][0]["content"]
+
+        # refused: a generation that cannot have learned anything (learning rate 1e-12) is no better on the new rows
+        refused = retrain(run, str(tmp_path / "new.jsonl"), ["train.learning_rate=1e-12", "train.max_steps=2"],
+                          show_progress=False)
+        assert not refused.promoted and any("no better" in reason for reason in refused.reasons)
+        assert read_lineage(run)["current"] == 0
+        assert ask("a zorblax film").model_extra is not None  # still answering
+        assert Completions(open_store(sqlite_url(database))).rows()[-1].generation == 0
+
+        # promoted: trained on the new rows, better on the held-out ones
+        promoted = retrain(run, str(tmp_path / "new.jsonl"),
+                           ["train.max_steps=30", "retrain.replay=0.5", "retrain.margin=1.0"], show_progress=False)
+        new_rows = promoted.sets[1]
+        assert promoted.promoted, promoted.reasons
+        assert new_rows.candidate["estimate"] > new_rows.current["estimate"]
+        assert read_lineage(run)["current"] == promoted.generation == 2
+
+        # the same server, no restart: the next request is answered by generation 2, as `generate` would
+        probe = [t for t, _ in drifted_texts(6, seed=99)]
+        served = [ask(text).choices[0].message.content for text in probe]
+        expected = generate(load_for_generation(str(promoted.run_folder), precision="fp32"),
+                            [task.prompt(t) for t in probe], max_new_tokens=4, batch_size=1).texts
+        assert [a.strip() for a in served] == expected
+        assert Completions(open_store(sqlite_url(database))).rows()[-1].generation == 2
+        card = next(m for m in client.models.list().data if m.id == "reviews")
+        assert card.model_extra["generation"] == 2
+
+        assert rollback(run) == (2, 0)
+        ask(probe[0])
+        assert Completions(open_store(sqlite_url(database))).rows()[-1].generation == 0
+    generations = read_lineage(run)["generations"]
+    assert [(g["generation"], g["promoted"]) for g in generations] == [(0, True), (1, False), (2, True)]
+    assert (promoted.run_folder / "gate.md").is_file() and "held-out new rows" in (promoted.run_folder / "gate.md").read_text()
