@@ -46,11 +46,12 @@ function feedbackControls(completionId) {
       status.classList.add("error");
     }
   };
-  const up = element("button", "thumb thumb-up", "👍");
-  const down = element("button", "thumb thumb-down", "👎");
+  // drawn from plain text, not emoji: a machine without an emoji font shows boxes
+  const up = element("button", "thumb thumb-up", "▲ good");
+  const down = element("button", "thumb thumb-down", "▼ bad");
   up.type = down.type = "button";
-  up.title = "a good answer";
-  down.title = "a bad answer";
+  up.title = "thumbs up: a good answer (score 1)";
+  down.title = "thumbs down: a bad answer (score -1)";
   const thumb = (button, score) => () => send({score}, () => {
     up.classList.remove("chosen");
     down.classList.remove("chosen");
