@@ -7,6 +7,8 @@ import dataclasses
 import http.client
 import importlib.util
 import json
+import struct
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +23,6 @@ from tunesmith.serve.models import ServedModels  # noqa: E402
 from tunesmith.store.db import sqlite_url  # noqa: E402
 
 KEY = "k-console"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(64))  # the bytes only travel; nothing here draws them
 REPORT = """# Run demo-run
 
 | model | accuracy |
@@ -36,14 +37,27 @@ REPORT = """# Run demo-run
 """
 
 
+def png(width: int, height: int) -> bytes:
+    """A real PNG of one colour (a browser test checks that the report's images draw)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x2b\x6e\x2f" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+LOSS_PNG, COMPARISON_PNG = png(40, 20), png(30, 30)
+
+
 def make_report_run(folder: Path) -> Path:
     """A run folder as `tunesmith train` leaves it, as far as the console reads it."""
     (folder / "eval").mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps({"method": "sft"}))
     (folder / "config.yaml").write_text("train:\n  method: sft\n")
     (folder / "report.md").write_text(REPORT)
-    (folder / "loss.png").write_bytes(PNG)
-    (folder / "eval" / "comparison.png").write_bytes(PNG[::-1])
+    (folder / "loss.png").write_bytes(LOSS_PNG)
+    (folder / "eval" / "comparison.png").write_bytes(COMPARISON_PNG)
     (folder / "model.safetensors").write_bytes(b"weights")
     return folder
 
@@ -52,14 +66,19 @@ def make_report_run(folder: Path) -> Path:
 def served(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> ServedModels:
     """The tiny base, and a 'run' answering with the same weights whose folder holds a report."""
     models = ServedModels(precision="fp32")
-    base = models.add_base(str(tiny_model_dir), "tiny")
+    models.add_base(str(tiny_model_dir), "tiny")
     root = tmp_path_factory.mktemp("console")
     (root / "secret.png").write_bytes(b"outside the run folder")
     run_dir = make_report_run(root / "demo-run")
     (run_dir / "escape.png").symlink_to(root / "secret.png")
-    models.served["demo-run"] = dataclasses.replace(base, name="demo-run", kind="model", run_dir=run_dir,
-                                                    parent="tiny", generation=2)
+    serve_report_run(models, run_dir)
     return models
+
+
+def serve_report_run(models: ServedModels, run_dir: Path) -> None:
+    """`demo-run`: the tiny base's weights under a run's name, with the run's folder."""
+    models.served["demo-run"] = dataclasses.replace(models.served["tiny"], name="demo-run", kind="model",
+                                                    run_dir=run_dir, parent="tiny", generation=2)
 
 
 def request(base_url: str, method: str, path: str, *, body: bytes | None = None,
@@ -109,8 +128,8 @@ def test_a_run_report_renders_as_html_with_its_images(served: ServedModels) -> N
         assert '<base href="/console/runs/demo-run/files/">' in html and '<img src="loss.png" alt="loss"' in html
         assert "<script>alert" not in html and "&lt;script&gt;alert" in html  # the report's raw HTML stays text
         status, headers, body = request(base_url, "GET", "/console/runs/demo-run/files/loss.png")
-        assert status == 200 and body == PNG and headers["content-type"] == "image/png"
-        assert request(base_url, "GET", "/console/runs/demo-run/files/eval/comparison.png")[2] == PNG[::-1]
+        assert status == 200 and body == LOSS_PNG and headers["content-type"] == "image/png"
+        assert request(base_url, "GET", "/console/runs/demo-run/files/eval/comparison.png")[2] == COMPARISON_PNG
         assert page(base_url, "/console/runs/tiny/report")[0] == 404  # a base model has no run folder
 
 
