@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from tunesmith.errors import TunesmithError
 from tunesmith.serve.auth import KEY_COOKIE, key_is_valid, project_of, require_key
 from tunesmith.serve.console import pages
 from tunesmith.serve.errors import APIError
@@ -107,8 +108,12 @@ def monitor(request: Request) -> Response:
         return html(pages.message_page("No monitor", f"this installation has no monitor ({exc}); install a "
                                                      "tunesmith that includes tunesmith.monitor"))
     runs = {name: served.run_dir for name, served in request.app.state.models.served.items()}
+    try:
+        report = build_monitor(recorder.completions, runs)
+    except TunesmithError as exc:  # e.g. a run's training data moved: say so, as the CLI would
+        return html(pages.message_page("No monitor", str(exc)), 500)
     # a whole document of its own (figures inline), so not under the console's stricter policy
-    return HTMLResponse(render_html(build_monitor(recorder.completions, runs)))
+    return HTMLResponse(render_html(report))
 
 
 @router.get("/console/login", response_class=HTMLResponse)
