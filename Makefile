@@ -2,7 +2,7 @@
 # build of torch on machines without a GPU, then tunesmith), which a second call only checks.
 PYTHON_VENV := .venv/bin/python
 
-.PHONY: setup demo test test-slow bench lint
+.PHONY: setup demo test test-slow test-browser bench lint
 
 setup:
 	@./scripts/setup.sh
@@ -15,6 +15,10 @@ test: setup
 
 test-slow: setup
 	@$(PYTHON_VENV) -m pytest -m slow
+
+# The console in a real headless Chromium: needs `apt-get install chromium chromium-driver` (skips without).
+test-browser: setup
+	@$(PYTHON_VENV) -m pytest -m browser
 
 # Every benchmark in turn (about 90 minutes on 2 cores); each prints its own table.
 bench: setup

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tunesmith.config import JobsConfig, ServeConfig
 from tunesmith.errors import ConfigError
 from tunesmith.serve.classify.router import router as classify_router
+from tunesmith.serve.console.router import router as console_router
 from tunesmith.serve.engine import Engine
 from tunesmith.serve.errors import error_response, install_error_handlers
 from tunesmith.serve.feedback.router import router as feedback_router
@@ -68,7 +69,8 @@ def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | No
     app.state.recorder = _recorder(config)
     install_error_handlers(app)
     app.middleware("http")(_limit_body)
-    for router in (openai_router, stored_router, feedback_router, classify_router, spans_router, health_router):
+    for router in (openai_router, stored_router, feedback_router, classify_router, spans_router, health_router,
+                   console_router):
         app.include_router(router)
     if jobs is not None:
         from tunesmith.serve.files.router import router as files_router

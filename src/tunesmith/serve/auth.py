@@ -1,5 +1,10 @@
 """API keys: `Authorization: Bearer KEY`, compared in constant time. With no keys configured the
-server is in development mode and answers only clients on this machine."""
+server is in development mode and answers only clients on this machine.
+
+A browser cannot send a Bearer header when it opens a page, so the web console's login puts the
+key in an HttpOnly, SameSite=Strict cookie, and a request without an Authorization header is
+checked against that cookie instead: the same keys, the same check. SameSite=Strict keeps other
+sites from making a logged-in browser call the API."""
 
 from __future__ import annotations
 
@@ -25,6 +30,22 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+KEY_COOKIE = "tunesmith_key"
+
+
+def _key_of(request: Request) -> str | None:
+    """The key a request carries: its Bearer token, or (no Authorization header) the console's cookie."""
+    if "authorization" in request.headers:
+        return _bearer(request)
+    return request.cookies.get(KEY_COOKIE) or None
+
+
+def key_is_valid(request: Request, key: str) -> bool:
+    """Is `key` one of the server's keys (the console's login asks before setting the cookie)."""
+    config = request.app.state.config
+    return _matches(key, config.api_keys + config.admin_keys)
+
+
 def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
     return token is not None and any(hmac.compare_digest(token.encode(), key.encode()) for key in keys)
 
@@ -38,7 +59,7 @@ def require_key(request: Request) -> None:
             raise APIError(401, "this server has no API keys and answers only its own machine; start it "
                                 "with --api-key-file", code="invalid_api_key")
         return
-    if not _matches(_bearer(request), keys):
+    if not _matches(_key_of(request), keys):
         raise APIError(401, "Incorrect API key provided; send `Authorization: Bearer KEY` with a key from the "
                             "server's --api-key-file", code="invalid_api_key")
 
@@ -63,7 +84,7 @@ def project_of(request: Request) -> str | None:
     """The project a request acts in: its key's project; None for an admin key (the operator sees
     every project). In development mode (no keys) everything is in `default`."""
     config = request.app.state.config
-    token = _bearer(request)
+    token = _key_of(request)
     if config.admin_keys and _matches(token, config.admin_keys):
         return None
     if token is not None:
