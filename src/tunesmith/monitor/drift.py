@@ -245,7 +245,7 @@ def label_figures(labels: Sequence[str], reference: Sequence[str], held_out: Seq
     name, rule = "predicted label mix PSI", f">= {thresholds.label_psi} and above a training sample's noise"
     mapped = [label for label in predicted if label is not None]
     unmapped = 1 - len(mapped) / len(predicted) if predicted else None
-    unmapped_figure = DriftFigure("answers mapping to no label", unmapped, 0.0, None, "reported, never a flag",
+    unmapped_figure = DriftFigure("answers mapping to no label", unmapped, None, None, "reported, never a flag",
                                   "ok" if predicted else "not enough traffic", False,
                                   f"{len(predicted) - len(mapped)} of {len(predicted)} answers" if predicted else "no answers")
     if not mapped:
