@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ pytest.importorskip("sklearn", reason="the drift figures need the monitor extra 
 from tests.integration.helpers import tiny_config  # noqa: E402
 from tunesmith.data.tasks import LabelTask  # noqa: E402
 from tunesmith.errors import RunError  # noqa: E402
-from tunesmith.monitor import MonitorReport, build_monitor, render_html, write_monitor  # noqa: E402
+from tunesmith.monitor import (  # noqa: E402
+    DriftThresholds,
+    MonitorReport,
+    build_monitor,
+    render_html,
+    write_monitor,
+)
 from tunesmith.store.completions import Completions  # noqa: E402
 from tunesmith.store.db import open_store, sqlite_url  # noqa: E402
 
@@ -140,6 +147,11 @@ def test_too_little_traffic_is_not_a_verdict(label_run: Path, tmp_path: Path):
     drift = build_monitor(completions, {"reviews": label_run}).models[0].drift
     assert drift.verdict == "not enough traffic" and not any(f.flagged for f in drift.figures)
     assert {f.verdict for f in drift.figures} == {"not enough traffic", "ok"}  # the unmapped share is only reported
+    more, _ = unlike_training(40, seed=5)
+    serve_rows(completions, label_run, more, ["positive"] * 40, start=T0 + 3600)
+    strict = build_monitor(completions, {"reviews": label_run}, thresholds=DriftThresholds(min_live_prompts=100))
+    assert not strict.retrain_suggested and strict.models[0].drift.verdict == "not enough traffic"
+    assert build_monitor(completions, {"reviews": label_run}).retrain_suggested
 
 
 def test_generations_get_traffic_of_their_own(label_run: Path, tmp_path: Path):
@@ -171,3 +183,88 @@ def test_write_monitor_writes_the_page_and_a_json_that_round_trips(label_run: Pa
     assert report.retrain_suggested and "retrain suggested:" in html_path.read_text()
     with pytest.raises(RunError, match="no stored completion was answered by"):
         write_monitor(idle, sqlite_url(tmp_path / "completions.db"), tmp_path / "out2")
+    _, _, recent = write_monitor(label_run, sqlite_url(tmp_path / "completions.db"), tmp_path / "out3", since_hours=1)
+    assert recent.models[0].traffic.requests == 0 and recent.since >= time.time() - 3600 - 60  # the rows are from 2025
+
+
+def test_the_length_psi_is_the_one_computed_by_hand_from_the_training_file(label_run: Path, tmp_path: Path):
+    """End to end: the training prompts are the task's prompts of the CSV's texts, counted in the run's
+    own tokens, and the report's PSI is the hand formula over the reference deciles."""
+    import math
+
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from tunesmith.monitor.drift import split_reference
+    from tunesmith.monitor.prompts import training_prompts
+
+    task = LabelTask.load(label_run / "task.json")
+    with open(label_run.parent.parent / "reviews.csv", newline="") as handle:
+        texts = [task.prompt(row["review_text"]) for row in csv.DictReader(handle)]
+    assert training_prompts(label_run).texts == texts
+    tokenizer = AutoTokenizer.from_pretrained(label_run / "adapter")
+    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    reference, _ = split_reference(len(texts))
+    train_lengths = np.array([count(texts[i]) for i in reference])
+    live_texts, verdicts = in_distribution(45, seed=11)
+    live_lengths = [count(task.prompt(text)) for text in live_texts]
+    edges = sorted(set(np.percentile(train_lengths, [10 * k for k in range(1, 10)]).tolist()))
+    expected, actual = [0] * (len(edges) + 1), [0] * (len(edges) + 1)
+    for lengths, counts in ((train_lengths, expected), (live_lengths, actual)):
+        for length in lengths:
+            counts[sum(length > edge for edge in edges)] += 1
+    share = lambda c, total: max(c / total, 1e-4)  # noqa: E731
+    by_hand = sum((share(a, len(live_lengths)) - share(e, len(train_lengths)))
+                  * math.log(share(a, len(live_lengths)) / share(e, len(train_lengths))) for e, a in zip(expected, actual))
+
+    completions = store_at(tmp_path / "completions.db")
+    serve_rows(completions, label_run, live_texts, verdicts)
+    figure = build_monitor(completions, {"reviews": label_run}).models[0].drift.figures[0]
+    assert figure.name == "prompt length PSI (tokens)" and figure.value == pytest.approx(by_hand, rel=1e-9)
+
+
+def chat_run_folder(folder: Path, rows: list[dict]) -> Path:
+    """A finished chat run's folder as `tunesmith train` leaves it, minus the weights and the tokenizer."""
+    from tunesmith.config import build_config, dump_config
+
+    folder.mkdir()
+    data = folder / "chats.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / "config.yaml").write_text(dump_config(build_config({"data": {"train": str(data)}})))
+    (folder / "manifest.json").write_text(json.dumps({"method": "sft", "data": {"files": [{"path": str(data)}]}}))
+    return folder
+
+
+def test_a_chat_run_without_a_tokenizer_counts_words_and_says_so(tmp_path: Path):
+    rng = random.Random(2)
+    questions = [f"Repeat the word {rng.choice(['red', 'green', 'blue', 'black'])} {rng.randint(1, 4)} times." for _ in range(80)]
+    run = chat_run_folder(tmp_path / "colours", [{"messages": [{"role": "user", "content": q},
+                                                                {"role": "assistant", "content": "ok"}]} for q in questions])
+    completions = store_at(tmp_path / "completions.db")
+    for number in range(35):
+        completions.add(project="default", model="colours", kind="model", run_dir=str(run), endpoint="chat",
+                        messages=[{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": questions[number]}], answer="red",
+                        choices=[], params={}, latency_ms=10.0)
+    drift = build_monitor(completions, {"colours": run}).models[0].drift
+    assert drift.length_unit == "words" and "holds no tokenizer" in drift.note
+    assert drift.figures[0].name == "prompt length PSI (words)" and len(drift.figures) == 3  # no label figures
+    assert drift.verdict == "no drift" and drift.training_prompts == 80 and drift.label_mix is None
+
+
+def test_the_generations_of_a_lineage_are_monitored_with_the_run(tmp_path: Path):
+    rows = [{"messages": [{"role": "user", "content": f"question {n}"}, {"role": "assistant", "content": "a"}]}
+            for n in range(20)]
+    first, second = chat_run_folder(tmp_path / "gen1", rows), chat_run_folder(tmp_path / "gen2", rows)
+    (first / "lineage.json").write_text(json.dumps({"generations": [{"generation": 1, "run_dir": str(first)},
+                                                                    {"generation": 2, "run_dir": str(second)}]}))
+    completions = store_at(first / "completions.db")
+    for generation, folder, name in ((1, first, "bot"), (2, second, "bot"), (2, second, "bot-v2")):
+        completions.add(project="default", model=name, kind="model", run_dir=str(folder), generation=generation,
+                        endpoint="chat", messages=[{"role": "user", "content": "question 3"}], answer="a", choices=[],
+                        params={}, latency_ms=5.0)
+    _, _, report = write_monitor(first)
+    assert {model.name: model.run_dir for model in report.models} == {"bot": str(second.resolve()),
+                                                                     "bot-v2": str(second.resolve())}
+    assert set(report.models[0].by_generation) == {"1", "2"}
+    assert (first / "monitor" / "monitor.html").is_file() and report.models[0].drift.verdict == "not enough traffic"
