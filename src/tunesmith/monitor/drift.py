@@ -7,7 +7,9 @@ same reference. The second gives the figure's baseline (what text the model was 
 like when it is new to the reference) and its noise (the 99th percentile over the samples). Small
 samples always look shifted (PSI of 30 draws from the very same distribution is about 0.3 on 10
 bins), so a figure flags only when it passes its rule-of-thumb threshold AND lies above the noise
-of a training sample of the live sample's size.
+of a training sample of the live sample's size. (Two halves of the training set would not do as the
+baseline: a half holds hundreds of prompts, and its distance from the other half is smaller than
+that of any 30-prompt sample, so every small live sample would look drifted.)
 
 Formulas (shares p_i of the training reference, q_i of the sample, each share below EPSILON raised to
 EPSILON so that an empty bin gives a large finite term rather than infinity):
@@ -24,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -126,12 +129,13 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(np.dot(a, b)) / norms if norms > 0 else 1.0
 
 
-def centroid(rows) -> np.ndarray:
+def centroid(rows: Any) -> np.ndarray:
     """The mean row of a (sparse or dense) matrix, as a flat array."""
     return np.asarray(rows.mean(axis=0)).ravel()
 
 
-def tfidf_vectorizer():
+def tfidf_vectorizer() -> Any:
+    """scikit-learn's TfidfVectorizer with its defaults (words of 2+ characters, smooth idf, l2 rows)."""
     try:
         from sklearn.feature_extraction.text import TfidfVectorizer
     except ImportError as error:
@@ -162,11 +166,12 @@ def baseline_of(figures: Sequence[float]) -> tuple[float, float]:
 
 # -- the figures ----------------------------------------------------------------------------------
 def too_little(name: str, value: float | None, baseline: float | None, noise: float | None, threshold: str,
-               live: int, thresholds: DriftThresholds) -> DriftFigure | None:
+               live: int, thresholds: DriftThresholds, what: str = "live prompts") -> DriftFigure | None:
+    """The figure as "not enough traffic" when fewer than the minimum stand behind it (else None)."""
     if live >= thresholds.min_live_prompts:
         return None
     return DriftFigure(name, value, baseline, noise, threshold, "not enough traffic", False,
-                       f"{live} live prompts, fewer than the {thresholds.min_live_prompts} a verdict needs")
+                       f"{live} {what}, fewer than the {thresholds.min_live_prompts} a verdict needs")
 
 
 def length_figure(reference: Sequence[int], held_out: Sequence[int], live: Sequence[int], unit: str,
@@ -256,7 +261,7 @@ def label_figures(labels: Sequence[str], reference: Sequence[str], held_out: Seq
     held = np.asarray(held_out, dtype=object)
     baseline, noise = baseline_of([psi(expected, label_counts(held[draw], labels))
                                    for draw in sample_draws(len(held), len(mapped))])
-    waiting = too_little(name, value, baseline, noise, rule, len(mapped), thresholds)
+    waiting = too_little(name, value, baseline, noise, rule, len(mapped), thresholds, "answers that map to a label")
     if waiting:
         return [waiting, unmapped_figure]
     flagged = value >= thresholds.label_psi and value > noise

@@ -7,7 +7,7 @@ import base64
 import html
 import io
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunesmith.monitor.traffic import Traffic
 
@@ -123,7 +123,7 @@ def image(png: bytes) -> str:
     return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,7 +132,7 @@ def _pyplot():
     return plt
 
 
-def _png(figure) -> bytes:
+def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png")

@@ -4,6 +4,7 @@ training asked them, and the prompts it has been asked since, read from the stor
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def training_prompts(run_dir: Path) -> TrainingPrompts:
     return TrainingPrompts(texts, labels, task, [str(path) for path in files], unusable)
 
 
-def last_user_text(messages) -> str | None:
+def last_user_text(messages: Iterable[dict]) -> str | None:
     """The text of the last user turn (text parts joined when the content is a list of parts)."""
     text = None
     for message in messages:

@@ -25,7 +25,7 @@ from tunesmith.monitor.prompts import (
 )
 from tunesmith.monitor.traffic import Traffic, traffic_by_generation, traffic_of
 from tunesmith.store.completions import Completions
-from tunesmith.store.db import open_store, sqlite_url
+from tunesmith.store.db import Store, open_store, sqlite_url
 from tunesmith.store.tables import CompletionRow, FeedbackRow
 
 PLOT_BINS = 20
@@ -214,7 +214,7 @@ def run_folders(run_dir: Path) -> set[Path]:
     return folders
 
 
-def runs_in_store(store, folders: set[Path], url: str, run_dir: Path) -> dict[str, Path]:
+def runs_in_store(store: Store, folders: set[Path], url: str, run_dir: Path) -> dict[str, Path]:
     """Served name -> run folder, for every name whose stored rows say one of `folders` answered (a
     name several of them answered as: the folder of its latest row, the one drift compares with)."""
     query = (select(CompletionRow.model, CompletionRow.run_dir, func.max(CompletionRow.seq))
