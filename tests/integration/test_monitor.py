@@ -268,3 +268,19 @@ def test_the_generations_of_a_lineage_are_monitored_with_the_run(tmp_path: Path)
                                                                      "bot-v2": str(second.resolve())}
     assert set(report.models[0].by_generation) == {"1", "2"}
     assert (first / "monitor" / "monitor.html").is_file() and report.models[0].drift.verdict == "not enough traffic"
+
+
+def test_a_model_folder_or_a_model_without_chat_traffic_is_not_measured_and_reads_nothing(tmp_path: Path):
+    plain, gone = tmp_path / "plain-model", tmp_path / "run-without-data"
+    plain.mkdir()
+    chat_run_folder(gone, [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}])
+    (gone / "chats.jsonl").unlink()
+    completions = store_at(tmp_path / "completions.db")
+    for name, folder in (("plain", plain), ("gone", gone)):
+        completions.add(project="default", model=name, kind="model", run_dir=str(folder), endpoint="chat",
+                        messages=[{"role": "user", "content": "hello"}], answer="hi", choices=[], params={}, latency_ms=1.0)
+    plain_report = build_monitor(completions, {"plain": plain, "idle": gone}).models
+    assert plain_report[0].drift.verdict == "not measured" and "not a run folder" in plain_report[0].drift.note
+    assert plain_report[1].drift.verdict == "not enough traffic" and plain_report[1].traffic.requests == 0
+    with pytest.raises(RunError, match="chats.jsonl: the training data of .* is gone"):  # a run whose data moved
+        build_monitor(completions, {"gone": gone})

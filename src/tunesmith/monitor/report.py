@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,14 +114,22 @@ def feedback_of(completions: Completions, ids: list[str]) -> dict[str, list[Feed
 
 
 def measure_drift(run_dir: Path, live: list[CompletionRow], thresholds: DriftThresholds) -> Drift:
-    """Every drift figure of the live prompts (and, for a label task, answers) against the run's training prompts."""
+    """Every drift figure of the live prompts (and, for a label task, answers) against the run's training prompts.
+
+    Nothing is read when there is nothing to compare: no live chat prompt yet (a task head's
+    requests are not chat completions), or a served model folder that no training run wrote."""
+    if not live:
+        return unmeasured("not enough traffic", "no answered chat completion yet")
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / "manifest.json").is_file():
+        return unmeasured("not measured", f"{run_dir} is a model folder, not a run folder `tunesmith train` wrote (no "
+                          "config.yaml and manifest.json), so there are no training prompts to compare with", len(live))
     prompts = training_prompts(run_dir)
     train_texts = prompts.texts
     live_texts = [last_user_text(row.messages) for row in live]
     if len(train_texts) < stats.MIN_TRAINING_PROMPTS:
-        return Drift("not measured", f"the run has {len(train_texts)} training prompts; drift needs at least "
-                     f"{stats.MIN_TRAINING_PROMPTS} to set a baseline", len(live), len(train_texts), 0, 0, "", [],
-                     {}, None, prompts.files, prompts.unusable_rows)
+        return unmeasured("not measured", f"the run has {len(train_texts)} training prompts; drift needs at least "
+                          f"{stats.MIN_TRAINING_PROMPTS} to set a baseline", len(live), len(train_texts), prompts.files,
+                          prompts.unusable_rows)
     reference, held_out = stats.split_reference(len(train_texts))
     tokenizer, note = run_tokenizer(run_dir)
     unit = "tokens" if tokenizer is not None else "words"
@@ -145,7 +154,12 @@ def measure_drift(run_dir: Path, live: list[CompletionRow], thresholds: DriftThr
                  prompts.unusable_rows)
 
 
-def pick(values: list, indices) -> list:
+def unmeasured(verdict: str, note: str, live: int = 0, training: int = 0, files: list[str] | None = None,
+               unusable: int = 0) -> Drift:
+    return Drift(verdict, note, live, training, 0, 0, "", [], {}, None, files or [], unusable)
+
+
+def pick(values: list, indices: Iterable[int]) -> list:
     return [values[i] for i in indices]
 
 
