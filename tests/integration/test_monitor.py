@@ -227,7 +227,7 @@ def chat_run_folder(folder: Path, rows: list[dict]) -> Path:
     """A finished chat run's folder as `tunesmith train` leaves it, minus the weights and the tokenizer."""
     from tunesmith.config import build_config, dump_config
 
-    folder.mkdir()
+    folder.mkdir(parents=True)
     data = folder / "chats.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     (folder / "config.yaml").write_text(dump_config(build_config({"data": {"train": str(data)}})))
@@ -255,18 +255,20 @@ def test_a_chat_run_without_a_tokenizer_counts_words_and_says_so(tmp_path: Path)
 def test_the_generations_of_a_lineage_are_monitored_with_the_run(tmp_path: Path):
     rows = [{"messages": [{"role": "user", "content": f"question {n}"}, {"role": "assistant", "content": "a"}]}
             for n in range(20)]
-    first, second = chat_run_folder(tmp_path / "gen1", rows), chat_run_folder(tmp_path / "gen2", rows)
-    (first / "lineage.json").write_text(json.dumps({"generations": [{"generation": 1, "run_dir": str(first)},
-                                                                    {"generation": 2, "run_dir": str(second)}]}))
+    from tunesmith.lineage import add_generation
+
+    first = chat_run_folder(tmp_path / "run", rows)
+    second = chat_run_folder(first / "generations" / "gen-1", rows)
+    add_generation(first, 1, second, 0, promoted=True, record={})  # as tunesmith retrain records it
     completions = store_at(first / "completions.db")
-    for generation, folder, name in ((1, first, "bot"), (2, second, "bot"), (2, second, "bot-v2")):
+    for generation, folder, name in ((0, first, "bot"), (1, second, "bot"), (1, second, "bot-v2")):
         completions.add(project="default", model=name, kind="model", run_dir=str(folder), generation=generation,
                         endpoint="chat", messages=[{"role": "user", "content": "question 3"}], answer="a", choices=[],
                         params={}, latency_ms=5.0)
     _, _, report = write_monitor(first)
     assert {model.name: model.run_dir for model in report.models} == {"bot": str(second.resolve()),
                                                                      "bot-v2": str(second.resolve())}
-    assert set(report.models[0].by_generation) == {"1", "2"}
+    assert set(report.models[0].by_generation) == {"0", "1"}
     assert (first / "monitor" / "monitor.html").is_file() and report.models[0].drift.verdict == "not enough traffic"
 
 

@@ -39,7 +39,11 @@ def training_prompts(run_dir: Path) -> TrainingPrompts:
     if not manifest_path.is_file():
         raise RunError(f"{run_dir}: no manifest.json, so the training data is unknown; monitor a finished run folder "
                        "(or give the model as a base model: traffic only)")
-    files = [Path(entry["path"]) for entry in json.loads(manifest_path.read_text())["data"]["files"]]
+    listed = json.loads(manifest_path.read_text()).get("data", {}).get("files")
+    if not listed:
+        raise RunError(f"{manifest_path}: lists no training data files, so drift has nothing to compare with; "
+                       "monitor a run folder `tunesmith train` wrote")
+    files = [Path(entry["path"]) for entry in listed]
     task = LabelTask.load(run_dir / "task.json")
     texts: list[str] = []
     labels: list[str | None] = []

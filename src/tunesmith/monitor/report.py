@@ -217,14 +217,13 @@ def check_store_exists(url: str, run_dir: Path) -> None:
 
 
 def run_folders(run_dir: Path) -> set[Path]:
-    """The run and, when its lineage.json lists generations ({"generations": [{"run_dir": ...}]}), theirs."""
+    """The run and its generations (generations.json, written by tunesmith retrain). The server
+    records the run's own folder for every generation it serves; older rows may name a generation's."""
+    from tunesmith.lineage import generations, has_lineage
+
     folders = {run_dir.resolve()}
-    lineage = run_dir / "lineage.json"
-    if lineage.is_file():
-        for generation in json.loads(lineage.read_text()).get("generations", []):
-            folder = generation.get("run_dir") or generation.get("run_folder")
-            if folder:
-                folders.add(Path(folder).resolve())
+    if has_lineage(run_dir):
+        folders |= {generation.run_folder for generation in generations(run_dir)}
     return folders
 
 
