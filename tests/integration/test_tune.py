@@ -77,6 +77,11 @@ def test_the_median_pruner_stops_a_trial_behind_the_others(tmp_path: Path, tiny_
     records = [json.loads(line) for line in (Path(second.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) < 400  # its run was stopped, not left to finish
     assert not (Path(second.user_attrs["run_dir"]) / "manifest.json").exists()
+    from tunesmith.tune.report import trial_rows
+
+    rows = trial_rows(open_study(folder, settings, _space(folder), 0), _space(folder))
+    assert rows[0]["val_loss"] == first.value and rows[1]["val_loss"] is None  # a pruned trial has no objective value
+    assert rows[1]["last_val_loss"] == second.intermediate_values[max(second.intermediate_values)]
 
 
 def test_a_killed_worker_leaves_its_trial_failed_and_retried(tmp_path: Path, tiny_model_dir: Path, chat_file: Path):

@@ -26,11 +26,17 @@ def trial_rows(study: Any, space: SearchSpace) -> list[dict[str, Any]]:
     """One row per trial: its number, state, objective value, settings and cost."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
+        # A pruned trial's Optuna value is its last intermediate figure, a (signed) validation loss,
+        # not the objective: shown as the validation loss it stopped at, the objective left empty.
+        complete = trial.state.name == "COMPLETE"
         row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower(),
-                               space.objective.metric: trial.value}
+                               space.objective.metric: trial.value if complete else None}
         row.update({param.path: trial.params.get(param.path) for param in space.params})
         intermediate = trial.intermediate_values
         row["last_step"] = max(intermediate) if intermediate else None
+        sign = -1.0 if space.objective.direction == "maximize" else 1.0
+        row["last_val_loss"] = (trial.user_attrs.get("val_loss") if complete or not intermediate
+                                else sign * intermediate[max(intermediate)])
         row["seconds"] = round(trial.duration.total_seconds(), 1) if trial.duration else None
         row["retry_of"] = trial.system_attrs.get("failed_trial")
         row["run_dir"] = trial.user_attrs.get("run_dir")

@@ -55,17 +55,17 @@ def _model_card(served: Served, *, store: bool) -> str:
                    for label, value in facts if value is not None)
     report = ""
     if has_report(served):
-        report = f'<p><a class="report-link" href="/console/runs/{quote(served.name, safe="")}/report">report</a></p>'
+        report = f'<p><a class="report-link" href="/console/runs/{quote(served.public_name, safe="")}/report">report</a></p>'
     if served.kind in GENERATIVE:
-        chat = f"""<div class="chat" data-model="{escape(served.name)}">
+        chat = f"""<div class="chat" data-model="{escape(served.public_name)}">
 <ol class="messages"></ol>
 <form class="chat-form"><textarea class="chat-input" name="message" rows="2" placeholder="Write a message"
- aria-label="message to {escape(served.name)}"></textarea><button class="chat-send" type="submit">Send</button></form>
+ aria-label="message to {escape(served.public_name)}"></textarea><button class="chat-send" type="submit">Send</button></form>
 </div>"""
     else:
         chat = f'<p class="note">A {escape(served.kind)} run: it answers on its own endpoint, not in a chat.</p>'
-    return f"""<section class="model" data-model="{escape(served.name)}">
-<h2 class="model-name">{escape(served.name)}</h2>
+    return f"""<section class="model" data-model="{escape(served.public_name)}">
+<h2 class="model-name">{escape(served.public_name)}</h2>
 <dl class="facts">{rows}</dl>
 {report}
 {chat}

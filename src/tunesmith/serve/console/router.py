@@ -52,7 +52,7 @@ def refused(request: Request) -> Response | None:
 def models_page(request: Request) -> Response:
     if (denied := refused(request)) is not None:
         return denied
-    served = [s for s in request.app.state.models.served.values() if visible(request, s)]
+    served = [s for s in request.app.state.models.listed() if visible(request, s)]
     return html(pages.models_page(served, store=request.app.state.recorder is not None))
 
 
@@ -107,7 +107,7 @@ def monitor(request: Request) -> Response:
     except ImportError as exc:
         return html(pages.message_page("No monitor", f"this installation has no monitor ({exc}); install a "
                                                      "tunesmith that includes tunesmith.monitor"))
-    runs = {name: served.run_dir for name, served in request.app.state.models.served.items()}
+    runs = {s.public_name: s.root_dir or s.run_dir for s in request.app.state.models.listed()}
     try:
         report = build_monitor(recorder.completions, runs)
     except TunesmithError as exc:  # e.g. a run's training data moved: say so, as the CLI would
