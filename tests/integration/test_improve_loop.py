@@ -51,7 +51,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
 
 def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path, tmp_path: Path) -> None:
     from tunesmith.feedback import export_feedback
-    from tunesmith.lineage import read_lineage, rollback
+    from tunesmith.cli import main
+    from tunesmith.lineage import read_lineage
     from tunesmith.models.generate import generate, load_for_generation
     from tunesmith.retrain import retrain
     from tunesmith.store.completions import Completions
@@ -81,6 +82,10 @@ def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path
         ask("a review nobody rates")
         stored = Completions(open_store(sqlite_url(database))).rows()
         assert len(stored) == 41 and {row.generation for row in stored} == {0}
+
+        assert main(["monitor", str(run)]) == 0  # the CLI: monitor.html and monitor.json beside the run
+        monitored = json.loads((run / "monitor" / "monitor.json").read_text())
+        assert monitored["models"][0]["traffic"]["requests"] == 41 and (run / "monitor" / "monitor.html").is_file()
 
         sft = export_feedback(run, tmp_path / "new.jsonl", "sft")
         rows = [json.loads(line) for line in (tmp_path / "new.jsonl").read_text().splitlines()]
@@ -120,7 +125,7 @@ def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path
         card = next(m for m in client.models.list().data if m.id == "reviews")
         assert card.model_extra["generation"] == 2
 
-        assert rollback(run) == (2, 0)
+        assert main(["rollback", str(run)]) == 0  # back to generation 0, the newest promoted one before 2
         ask(probe[0])
         assert Completions(open_store(sqlite_url(database))).rows()[-1].generation == 0
     generations = read_lineage(run)["generations"]

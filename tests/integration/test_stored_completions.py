@@ -109,3 +109,38 @@ def test_a_server_without_a_store_refuses_store_true_and_the_list(served: Served
         assert ask(client, "hello").choices  # store left out: answered, kept nowhere
         with pytest.raises(openai.BadRequestError, match="--store"):
             client.chat.completions.list()
+
+
+def _completions_at(url: str):
+    from tunesmith.store.completions import Completions
+    from tunesmith.store.db import open_store
+
+    return Completions(open_store(url))
+
+
+def _keep(completions, created_at: int, **extra):
+    return completions.add(project="default", model="m", kind="base", endpoint="chat",
+                           messages=[{"role": "user", "content": "hi"}], answer="hello", choices=[], params={},
+                           latency_ms=1.0, created_at=created_at, **extra)
+
+
+def check_store_reads_and_retention(completions) -> None:
+    import time
+
+    now = int(time.time())
+    old, new = _keep(completions, now - 10 * 86400, metadata_={"app": "a"}), _keep(completions, now, metadata_={"app": "b"})
+    completions.add_feedback(None, old.id, score=-1, comment=None, correction="better")
+    completions.add_feedback(None, new.id, score=1, comment="ok", correction=None)
+    assert [r.id for r in completions.list(None, metadata={"app": "b"}).rows] == [new.id]
+    assert completions.purge(7 * 86400) == 1  # older than a week: the old row and its feedback go
+    assert [r.id for r in completions.rows()] == [new.id]
+    assert list(completions.feedback()) == [new.id]
+    assert completions.get("other-project", new.id) is None  # another project's id reads as missing
+
+
+def test_retention_deletes_old_completions_with_their_feedback_on_sqlite(tmp_path: Path) -> None:
+    check_store_reads_and_retention(_completions_at(sqlite_url(tmp_path / "c.db")))
+
+
+def test_the_same_store_on_postgresql(postgres_url: str) -> None:
+    check_store_reads_and_retention(_completions_at(postgres_url))

@@ -33,8 +33,7 @@ class LineageWatch:
     run_dir: Path
     internal: str  # the Served entry answering now (`alias@genN`)
     generation: int
-    mtime: float
-    checked: float = 0.0
+    stamp: tuple  # generations.json's (inode, mtime ns, size): written by rename, so a new file is a new inode
 
 
 @dataclass
@@ -144,7 +143,7 @@ class ServedModels:
         if served.kind in GENERATIVE and (path / "manifest.json").is_file():
             # generation 0 of a run that may be retrained while served: watch for its generations.json
             served.generation, served.root_dir = 0, path.resolve()
-            self.lineages[name] = LineageWatch(path, name, 0, 0.0, time.monotonic())
+            self.lineages[name] = LineageWatch(path, name, 0, ())
         return served
 
     def _add_lineage(self, run_dir: Path, alias: str) -> Served:
@@ -159,23 +158,18 @@ class ServedModels:
         served.generation, served.root_dir, served.alias = generation.number, run_dir.resolve(), alias
         if plain is not None and plain.generation == 0:
             plain.alias = alias  # listed only while it is the current generation
-        self.lineages[alias] = LineageWatch(run_dir, internal, generation.number, lineage_path(run_dir).stat().st_mtime,
-                                            time.monotonic())
+        self.lineages[alias] = LineageWatch(run_dir, internal, generation.number, _stamp(lineage_path(run_dir)))
         return served
 
-    def lineage_changed(self, name: str, every_seconds: float = 0.5) -> bool:
-        """Has the run served as `name` a new current generation? (A stat at most every half second.)"""
+    def lineage_changed(self, name: str) -> bool:
+        """Has the run served as `name` a new generations.json? One stat per request (microseconds,
+        against milliseconds of generation), so the request after a promotion is answered by it."""
         watch = self.lineages.get(name)
-        if watch is None or time.monotonic() - watch.checked < every_seconds:
+        if watch is None:
             return False
         from tunesmith.lineage import lineage_path
 
-        watch.checked = time.monotonic()
-        try:
-            mtime = lineage_path(watch.run_dir).stat().st_mtime
-        except OSError:
-            return False
-        return mtime != watch.mtime
+        return _stamp(lineage_path(watch.run_dir)) != watch.stamp
 
     def refresh_lineage(self, name: str) -> Served:
         """Answer `name` with its run's current generation (loaded beside the old one, which stays
@@ -186,13 +180,13 @@ class ServedModels:
         watch = self.lineages[name]
         try:
             if current_generation(watch.run_dir).number == watch.generation:  # e.g. a generation refused by its gate
-                watch.mtime = lineage_path(watch.run_dir).stat().st_mtime
+                watch.stamp = _stamp(lineage_path(watch.run_dir))
                 return self.served[watch.internal]
             return self._add_lineage(watch.run_dir, name)  # swaps the watch in one assignment at its end
         except Exception as exc:  # a generation that fails to load leaves the old one answering
             import sys
 
-            watch.mtime = lineage_path(watch.run_dir).stat().st_mtime
+            watch.stamp = _stamp(lineage_path(watch.run_dir))
             print(f"tunesmith serve: {name}: kept generation {watch.generation}; the new current one failed to "
                   f"load: {exc}", file=sys.stderr)
             return self.served[watch.internal]
@@ -343,6 +337,14 @@ class ServedModels:
             self._unload_adapter(backend, name)
         del self.served[name]
         return served
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return ()
+    return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
 def _context_length(model: Any) -> int | None:
