@@ -116,7 +116,8 @@ def main() -> int:
             print(f"  {reason}")
         for model in summary["models"]:
             for figure in (model.get("drift") or {}).get("figures", []):
-                print(f"  {figure['name']}: {figure['value']:.3f} (baseline {figure['baseline']:.3f}) {figure['verdict']}")
+                print(f"  {figure['name']}: {_number(figure['value'])} (baseline {_number(figure['baseline'])}, "
+                      f"threshold {figure['threshold']}) {figure['verdict']}")
 
         exported = export_feedback(run, run / "feedback-sft.jsonl", "sft")
         print(f"\n{exported.summary()}")
@@ -130,6 +131,10 @@ def main() -> int:
               f"(these rows include the ones trained on; the gate's held-out rows above do not)")
     print(json.dumps({"drifted_accuracy_before": before, "promoted": result.promoted, "generation": result.generation}))
     return 0
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def accuracy(replies: list, rows: list[tuple[str, str]]) -> float:
