@@ -13,9 +13,8 @@
    test set and on held-out new rows; promoted only if it wins;
 6. the same server, without a restart, answers the drifted reviews with the promoted generation.
 
-The drifted reviews come from the training split's last 600 rows (the run trained 800 of 3,600
-rows, drawn at random, so most of these it never saw in any form), never from the test split the
-gate scores.
+The reviews are drawn at random from the training split (the run trained on 800 of its 3,600
+rows, so most of these it never saw in any form), never from the test split the gate scores.
 """
 
 from __future__ import annotations
@@ -59,10 +58,13 @@ def drift(text: str, rng: random.Random) -> str:
     return re.sub(r"\s+", " ", posted)
 
 
-def review_rows(first: int, last: int) -> list[tuple[str, str]]:
+def review_rows(count: int, skip: int = 0) -> list[tuple[str, str]]:
+    """`count` rows of the training split drawn at random (the split is sorted by label), after the
+    first `skip` of the same draw."""
     path = dataset_path(*parse_name("movie-review-polarity:train"))
-    rows = [(r.data["text"], r.data["label"]) for r in read_records(path)][first:last]
-    return rows
+    rows = [(r.data["text"], r.data["label"]) for r in read_records(path)]
+    random.Random(1).shuffle(rows)
+    return rows[skip:skip + count]
 
 
 def ask_all(client: openai.OpenAI, model: str, task: LabelTask, texts: list[str]) -> list:
@@ -88,8 +90,8 @@ def main() -> int:
     config = load_config(run / "config.yaml")
     overrides = list(args.overrides) + ([] if config.eval.test else ["eval.test=movie-review-polarity:test"])
     rng = random.Random(0)
-    plain = review_rows(2400, 2400 + args.plain)
-    drifted = [(drift(text, rng), label) for text, label in review_rows(3000, 3000 + args.drifted)]
+    plain = review_rows(args.plain)
+    drifted = [(drift(text, rng), label) for text, label in review_rows(args.drifted, skip=args.plain)]
 
     models = ServedModels()
     models.add_run(run, "reviews")
