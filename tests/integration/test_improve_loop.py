@@ -50,8 +50,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
 
 
 def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path, tmp_path: Path) -> None:
-    from tunesmith.feedback import export_feedback
     from tunesmith.cli import main
+    from tunesmith.feedback import export_feedback
     from tunesmith.lineage import read_lineage
     from tunesmith.models.generate import generate, load_for_generation
     from tunesmith.retrain import retrain

@@ -4,8 +4,9 @@ was trained on far enough to retrain (`tunesmith monitor RUN`)."""
 
 from tunesmith.monitor.drift import DriftFigure, DriftThresholds
 from tunesmith.monitor.page import render_html
-from tunesmith.monitor.report import Drift, ModelReport, MonitorReport, build_monitor, write_monitor
+from tunesmith.monitor.report import Drift, ModelReport, MonitorReport, build_monitor
 from tunesmith.monitor.traffic import Traffic
+from tunesmith.monitor.write import write_monitor
 
 __all__ = ["Drift", "DriftFigure", "DriftThresholds", "ModelReport", "MonitorReport", "Traffic", "build_monitor",
            "render_html", "write_monitor"]

@@ -1,0 +1,78 @@
+"""`tunesmith monitor RUN`: find the models a run answered as in its store, build their report,
+and write it as monitor.html and monitor.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from tunesmith.errors import RunError
+from tunesmith.files import write_atomic
+from tunesmith.monitor.page import render_html
+from tunesmith.monitor.report import MonitorReport, build_monitor
+from tunesmith.store.completions import Completions
+from tunesmith.store.db import Store, open_store, sqlite_url
+from tunesmith.store.tables import CompletionRow
+
+
+def write_monitor(run_dir: Path, store_url: str | None = None, out_dir: Path | None = None, *,
+                  since_hours: float | None = None) -> tuple[Path, Path, MonitorReport]:
+    """`tunesmith monitor RUN`: the report of every model the store says RUN (or one of its
+    generations) answered as, written to out_dir (default RUN/monitor/) as monitor.html and monitor.json."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run folder; give the folder `tunesmith train` wrote")
+    url = store_url or sqlite_url(run_dir / "completions.db")
+    check_store_exists(url, run_dir)
+    store = open_store(url)
+    try:
+        runs = runs_in_store(store, run_folders(run_dir), url, run_dir)
+        since = int(time.time() - since_hours * 3600) if since_hours is not None else None
+        report = build_monitor(Completions(store), runs, since=since)
+    finally:
+        store.close()
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "monitor"
+    json_path = write_atomic(out_dir / "monitor.json", json.dumps(report.to_json(), indent=1, allow_nan=False))
+    html_path = write_atomic(out_dir / "monitor.html", render_html(report))
+    return html_path, json_path, report
+
+
+def check_store_exists(url: str, run_dir: Path) -> None:
+    """A SQLite store that is not there is a mistake (opening it would create an empty one)."""
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise RunError(f"{database}: no store of served completions; serve the run with "
+                           f"`tunesmith serve {run_dir} --store` first, or give the store with --store-url")
+
+
+def run_folders(run_dir: Path) -> set[Path]:
+    """The run and its generations (generations.json, written by tunesmith retrain). The server
+    records the run's own folder for every generation it serves; older rows may name a generation's."""
+    from tunesmith.lineage import generations, has_lineage
+
+    folders = {run_dir.resolve()}
+    if has_lineage(run_dir):
+        folders |= {generation.run_folder for generation in generations(run_dir)}
+    return folders
+
+
+def runs_in_store(store: Store, folders: set[Path], url: str, run_dir: Path) -> dict[str, Path]:
+    """Served name -> run folder, for every name whose stored rows say one of `folders` answered (a
+    name several of them answered as: the folder of its latest row, the one drift compares with)."""
+    query = (select(CompletionRow.model, CompletionRow.run_dir, func.max(CompletionRow.seq))
+             .group_by(CompletionRow.model, CompletionRow.run_dir))
+    with store.reading() as session:
+        served = session.execute(query).all()
+    latest: dict[str, tuple[int, Path]] = {}
+    for model, folder, seq in served:
+        if folder and Path(folder).resolve() in folders and (model not in latest or seq > latest[model][0]):
+            latest[model] = (seq, Path(folder).resolve())
+    if not latest:
+        names = ", ".join(sorted({model for model, _, _ in served})) or "nothing yet"
+        raise RunError(f"{url}: no stored completion was answered by {run_dir} (the store holds: {names}); serve it "
+                       f"with `tunesmith serve {run_dir} --store` and send it requests, or give another --store-url")
+    return {model: folder for model, (_, folder) in sorted(latest.items())}
