@@ -2,7 +2,8 @@
 torchrun's elastic agent (torch.distributed.run), which also sets each one's RANK and WORLD_SIZE.
 
 Rank 0 prints to the terminal as a single process would; the other ranks' output goes to log
-files, since it would only repeat rank 0's. When a rank fails, its error is printed as one line
+files, since it would only repeat rank 0's (a rank that fails without its one line, under --debug
+or in a crash, has its log printed). When a rank fails, its error is printed as one line
 naming it: each rank writes its one-line error to the file torchrun names in
 TORCHELASTIC_ERROR_FILE, with the time in nanoseconds (torchrun's own timestamp counts whole
 seconds), and the first to fail is reported, not the others that then lost contact with it.
@@ -16,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 LAUNCHED = "TUNESMITH_LAUNCHED"  # set for the ranks of --nproc: the launcher reports their errors
@@ -42,9 +44,13 @@ def launch(nproc: int, argv: list[str]) -> int:
                 print(f"error: rank {rank} was stopped by {failure.signal_name()} (out of memory, or killed); "
                       "the other ranks stopped with it", file=sys.stderr)
                 return 1
-            message = failure.message if isinstance(failure.message, str) and failure.message.startswith("rank ") \
-                else f"rank {rank} failed with exit status {failure.exitcode}; run it again with --debug for its trace"
-            print(f"error: {message}", file=sys.stderr)
+            if isinstance(failure.message, str) and failure.message.startswith("rank "):  # its own one line
+                print(f"error: {failure.message}", file=sys.stderr)
+                return failure.exitcode
+            if failure.local_rank != 0:  # a trace (--debug) or a crash: its output went to a log file
+                for log in Path(logs).glob(f"**/{failure.local_rank}/stderr.log"):
+                    sys.stderr.write(log.read_text(errors="replace")[-20000:])
+            print(f"error: rank {rank} failed with exit status {failure.exitcode}", file=sys.stderr)
             return failure.exitcode
     return 0
 
