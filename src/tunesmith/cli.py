@@ -26,13 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --nproc, which starts this command again
     _quiet_libraries(args.debug)
     try:
         return args.handler(args) or 0
     except TunesmithError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 2
     except KeyboardInterrupt:
         print("interrupted; a training run continues from its last checkpoint with --resume", file=sys.stderr)
@@ -40,8 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the last resort: never a bare traceback for the user
         if args.debug:
             raise
-        print(f"error: {unexpected_error_line(args, exc)}", file=sys.stderr)
+        print_error(unexpected_error_line(args, exc))
         return 1
+
+
+def print_error(line: str) -> None:
+    """The one line an error reaches the user as; in a process of several it names the rank (and
+    under --nproc the launcher prints it, once, for the rank that failed first)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from tunesmith.training.distributed.launch import report_rank_error
+
+        line = f"rank {os.environ.get('RANK', '?')}: {line}"
+        if report_rank_error(line):
+            return
+    print(f"error: {line}", file=sys.stderr)
 
 
 def unexpected_error_line(args: argparse.Namespace, exc: BaseException) -> str:
@@ -66,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--nproc", type=int, metavar="N",
+                       help="train in N processes on this machine (one per GPU, or CPU processes), data parallel "
+                            "(DDP); train.batch_size is per process. Many machines: see torchrun in the README")
     train.add_argument("--estimate", action="store_true",
                        help="print the steps, tokens, wall time and peak memory from a few probe steps; train nothing")
 
@@ -299,13 +315,24 @@ def _config_from_args(args: argparse.Namespace, config_path: str | None):
 def cmd_train(args: argparse.Namespace) -> int:
     import tunesmith
 
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc {args.nproc}: give a number of processes, 1 or more")
     config = _config_from_args(args, args.config)
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ and not args.estimate:
+        from tunesmith.training.distributed.launch import launch
+        from tunesmith.training.distributed.world import World
+        from tunesmith.training.session import check_distributed
+
+        check_distributed(config, World(0, args.nproc), args.resume)  # before starting any process
+        return launch(args.nproc, without_nproc(args.argv))
     if args.estimate:
         from tunesmith.training.estimate import estimate_run
 
         print(estimate_run(config).describe())
         return 0
     result = tunesmith.train(config, resume=args.resume, show_progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 tells where the run landed
+        return 0
     print(f"run folder: {result.run_dir}")
     for name, path in result.outputs.items():
         print(f"  {name}: {path}")
@@ -316,6 +343,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(f"try it: tunesmith generate {result.run_dir} --prompt \"...\"")
     return 0
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line without --nproc N (or --nproc=N), for the processes it starts."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ from tunesmith.eval.preference import pair_accuracy_summary, win_rate
 from tunesmith.eval.report import write_report
 from tunesmith.files import write_atomic
 from tunesmith.models.generate import load_for_generation
+from tunesmith.training.distributed.world import environment_world
 from tunesmith.training.metrics import perplexity
 from tunesmith.training.run_folder import (
     RunFolder,
@@ -49,17 +50,22 @@ from tunesmith.training.run_folder import (
     remove_run_folder,
     run_name,
 )
-from tunesmith.training.session import RunResult, run_method, say
+from tunesmith.training.session import RunResult, check_distributed, run_method, say
 from tunesmith.training.tracking import report_results
 
 
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
     """Train (every stage, when the config has `stages`); then evaluate as the method and config
     ask, and write the report."""
+    world = environment_world()
+    check_distributed(config, world, resume)
     if config.stages:
         return train_stages(config, resume=resume, show_progress=show_progress)
-    audit_before_training(config)
+    if world.is_main:
+        audit_before_training(config)
     result = run_method(config, resume=resume, show_progress=show_progress)
+    if not world.is_main:  # evaluation and the report run on rank 0 alone, after training
+        return result
     evaluate_after_training(result, config)
     report_results(config.output.report_to, result.run_dir, config.output.dir)
     return result

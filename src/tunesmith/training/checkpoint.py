@@ -43,6 +43,7 @@ class TrainState:
     last_eval: list[float] | None = None  # [validation loss, mean training loss] at the last evaluation
     stopped_early: bool = False
     data_fingerprint: str = ""
+    processes: int = 1  # a step's rows are processes x train.batch_size: a resume needs as many
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,6 +13,10 @@ of its loss tokens, whatever the split into micro-batches. With length-grouped b
 the epoch's mean per step instead, so that every token weighs the same whatever the length of the
 examples it was batched with (a per-step mean would weigh the tokens of short batches more: measured
 0.010 higher held-out loss than random-order batches on the Alpaca benchmark).
+
+On several processes (training/distributed/) the loop is the same loop: each process takes its
+share of every micro-batch of the step, the loss tokens are counted over all processes, and rank 0
+alone writes records, checkpoints and the progress bar.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from tunesmith.training.checkpoint import (
     save_checkpoint,
     step_folder,
 )
+from tunesmith.training.distributed.ddp import data_parallel, gradient_sync
+from tunesmith.training.distributed.world import ONE_PROCESS, World, without_loss
 from tunesmith.training.metrics import MetricsLog, perplexity
 from tunesmith.training.schedule import lr_factor, warmup_steps
 
@@ -46,23 +52,28 @@ LossFn = Callable[[Any, Batch], Any]
 
 
 class BatchStream:
-    """Micro-batches in a fixed order per (seed, epoch); the position lives in TrainState."""
+    """Micro-batches in a fixed order per (seed, epoch); the position lives in TrainState.
+
+    On N processes the micro-batches are planned with N x train.batch_size rows, as one process
+    with that batch would plan them, and each process collates its share of their rows."""
 
     def __init__(self, examples: list, train: TrainConfig, max_length: int, pad_id: int,
-                 collate_fn: Callable[[list, Plan, int], Any] = collate, batching: str | None = None) -> None:
+                 collate_fn: Callable[[list, Plan, int], Any] = collate, batching: str | None = None,
+                 world: World = ONE_PROCESS) -> None:
         self.examples = examples
         self.train = train
         self.max_length = max_length
         self.pad_id = pad_id
         self.collate = collate_fn
         self.batching = batching or train.batching
+        self.world = world
         self._plans: dict[int, list[Plan]] = {}
         self._step_tokens: dict[int, float] = {}
         self.lengths = [len(e) for e in examples]
 
     def plans(self, epoch: int) -> list[Plan]:
         if epoch not in self._plans:
-            self._plans = {epoch: plan_epoch(self.lengths, self.batching, self.train.batch_size,
+            self._plans = {epoch: plan_epoch(self.lengths, self.batching, self.train.batch_size * self.world.size,
                                              self.max_length, self.train.seed, epoch)}
         return self._plans[epoch]
 
@@ -90,7 +101,15 @@ class BatchStream:
             plans = self.plans(state.epoch)
         window = plans[state.micro_index:state.micro_index + self.train.gradient_accumulation]
         state.micro_index += len(window)
-        return [self.collate(self.examples, plan, self.pad_id) for plan in window], {}
+        return [self.collate_share(plan) for plan in window], {}
+
+    def collate_share(self, plan: Plan) -> Any:
+        """This process's rows of a micro-batch (all of them for one process); a process left
+        without rows (a last micro-batch with fewer rows than processes) gets a row with no loss."""
+        share = self.world.shard(plan)
+        if share:
+            return self.collate(self.examples, share, self.pad_id)
+        return without_loss(self.collate(self.examples, plan[:1], self.pad_id))
 
 
 class WindowSource(Protocol):
@@ -119,7 +138,7 @@ class LossValidation:
         return len(self.batches)
 
     def measure(self, model: Any, plan: LoopPlan) -> dict[str, float]:
-        val_loss, metrics = evaluate(model, self.batches, plan.loss_fn, plan.device, plan.precision)
+        val_loss, metrics = evaluate(model, self.batches, plan.loss_fn, plan.device, plan.precision, plan.world)
         return {"val_loss": val_loss, "val_ppl": perplexity(val_loss), **{f"val_{name}": value for name, value in metrics.items()}}
 
 
@@ -136,23 +155,34 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.device,
-               precision: str, normalizer: float | None = None) -> tuple[float, int, int, dict[str, float]]:
+               precision: str, normalizer: float | None = None,
+               world: World = ONE_PROCESS) -> tuple[float, int, int, dict[str, float]]:
     """Forward and backward over one optimizer step's micro-batches; returns (loss sum, loss tokens,
     tokens, per-loss-token means of the metrics the loss function reports). The gradient is the
-    summed loss divided by `normalizer`, by default the step's own loss tokens."""
-    loss_tokens = sum(batch.n_loss_tokens for batch in window)
-    scale = normalizer if normalizer is not None else max(loss_tokens, 1)
+    summed loss divided by `normalizer`, by default the step's own loss tokens.
+
+    On several processes `window` is this process's share of the step and every count and sum is
+    over all processes; each backward is scaled by the number of processes, since DDP averages the
+    processes' gradients where the step wants their sum."""
+    loss_tokens = world.sum_int(sum(batch.n_loss_tokens for batch in window))
+    scale = (normalizer if normalizer is not None else max(loss_tokens, 1)) / world.size
     loss_sum = 0.0
     metric_sums: dict[str, float] = {}
-    for batch in window:
-        with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
-            summed, metrics = split_loss(loss_fn(model, batch.to(device)))
-        (summed / scale).backward()
+    for number, batch in enumerate(window):
+        with gradient_sync(model, last=number == len(window) - 1):
+            with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
+                summed, metrics = split_loss(loss_fn(model, batch.to(device)))
+            (summed / scale).backward()
         loss_sum += summed.item()
         for name, value in metrics.items():
             metric_sums[name] = metric_sums.get(name, 0.0) + value
-    means = {name: value / max(loss_tokens, 1) for name, value in metric_sums.items()}
-    return loss_sum, loss_tokens, sum(batch.n_tokens for batch in window), means
+    sums = world.sum_values({**metric_sums, _LOSS: loss_sum, _TOKENS: sum(batch.n_tokens for batch in window)})
+    loss_sum, tokens = sums.pop(_LOSS), int(sums.pop(_TOKENS))
+    means = {name: value / max(loss_tokens, 1) for name, value in sums.items()}
+    return loss_sum, loss_tokens, tokens, means
+
+
+_LOSS, _TOKENS = " loss", " tokens"  # names no loss function's metric has (its own are identifiers)
 
 
 def split_loss(output: torch.Tensor | tuple[torch.Tensor, dict[str, float]]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -162,13 +192,14 @@ def split_loss(output: torch.Tensor | tuple[torch.Tensor, dict[str, float]]) -> 
 
 @torch.no_grad()
 def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device,
-             precision: str) -> tuple[float, dict[str, float]]:
-    """Mean loss per loss token over `batches`, and the means of the loss function's metrics."""
+             precision: str, world: World = ONE_PROCESS) -> tuple[float, dict[str, float]]:
+    """Mean loss per loss token over `batches`, and the means of the loss function's metrics. On
+    several processes each evaluates its share of the batches and all get the same sums."""
     was_training = model.training
     model.eval()
     total, tokens = 0.0, 0
     metric_sums: dict[str, float] = {}
-    for batch in batches:
+    for batch in batches[world.rank::world.size]:
         with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
             summed, metrics = split_loss(loss_fn(model, batch.to(device)))
         total += summed.item()
@@ -176,7 +207,9 @@ def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.de
         for name, value in metrics.items():
             metric_sums[name] = metric_sums.get(name, 0.0) + value
     model.train(was_training)
-    return total / max(tokens, 1), {name: value / max(tokens, 1) for name, value in metric_sums.items()}
+    sums = world.sum_values({**metric_sums, _LOSS: total, _TOKENS: tokens})
+    total, tokens = sums.pop(_LOSS), int(sums.pop(_TOKENS))
+    return total / max(tokens, 1), {name: value / max(tokens, 1) for name, value in sums.items()}
 
 
 def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
@@ -194,9 +227,10 @@ class LoopPlan:
     device: torch.device
     precision: str
     checkpoints: Path
-    metrics: MetricsLog
+    metrics: MetricsLog | None  # None on ranks other than 0
     loss_fn: LossFn
     show_progress: bool = True
+    world: World = ONE_PROCESS  # rank 0 alone writes records and checkpoints and shows progress
 
 
 def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, validation: Validation,
@@ -205,11 +239,14 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
     train = plan.train
     warmup = warmup_steps(plan.total_steps, train.warmup_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
+    main = plan.world.is_main
+    step_model, step_loss = data_parallel(model, plan.loss_fn, plan.world, plan.device)  # DDP on several processes
     if validation and state.step == 0 and train.eval_before:
         baseline = validation.measure(model, plan)
         state.baseline_val_loss = baseline.get("val_loss")
-        plan.metrics.write({"step": 0, **baseline})
-    progress = _progress_bar(plan, state)
+        if main:
+            plan.metrics.write({"step": 0, **baseline})
+    progress = _progress_bar(plan, state) if main else None
     recent_losses: list[float] = []  # training losses since the last evaluation
     model.train()
     while state.step < plan.total_steps and not state.stopped_early:
@@ -218,8 +255,8 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
             group["lr"] = lr
         started = time.perf_counter()
         window, made = source.next_window(state)  # may sample from the model; may move state into the next epoch
-        loss_sum, loss_tokens, tokens, metrics = train_step(model, window, plan.loss_fn, plan.device, plan.precision,
-                                                           source.normalizer(state.epoch))
+        loss_sum, loss_tokens, tokens, metrics = train_step(step_model, window, step_loss, plan.device, plan.precision,
+                                                           source.normalizer(state.epoch), plan.world)
         grad_norm = _clip(trainable, train.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -237,13 +274,13 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
         if evaluated:
             record.update(_evaluate(model, validation, plan, state, recent_losses))
             recent_losses.clear()
-            if record.get("overfitting"):
+            if record.get("overfitting") and main:
                 _warn(progress, f"step {state.step}: validation loss rose to {record['val_loss']:.4f} while training loss "
                                 "fell: the model may be memorising its training rows (train.early_stopping_patience stops such runs)")
-        if state.step % train.log_every == 0 or evaluated or state.step == plan.total_steps:
+        if main and (state.step % train.log_every == 0 or evaluated or state.step == plan.total_steps):
             plan.metrics.write(record)
         _show(progress, record, state)
-        if _due(state.step, train.save_every, plan.total_steps) or state.stopped_early:
+        if main and (_due(state.step, train.save_every, plan.total_steps) or state.stopped_early):
             save_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state)
             prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
     if progress is not None:
@@ -267,7 +304,8 @@ def _evaluate(model: Any, validation: Validation, plan: LoopPlan, state: TrainSt
     if improved:
         state.best_val_loss, state.best_step = val_loss, state.step
         state.evals_without_improvement = 0
-        save_checkpoint(plan.checkpoints / BEST, model, None, state)
+        if plan.world.is_main:
+            save_checkpoint(plan.checkpoints / BEST, model, None, state)
     else:
         state.evals_without_improvement += 1
         patience = plan.train.early_stopping_patience

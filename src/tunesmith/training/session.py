@@ -4,6 +4,10 @@ how rows become examples, which model class is loaded, how examples become batch
 
 The order of work is the order of trust: settings, then the data (with the tokenizer only), and
 only when every row is usable, the model.
+
+Started by torchrun (WORLD_SIZE > 1), every process runs this same function: rank 0 prepares the
+data first (the others then read its cache), all train together, and rank 0 alone writes the run
+folder, the messages and the outputs.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from tunesmith.models.device import resolve_device, resolve_precision, weights_d
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
+from tunesmith.training.distributed.world import World, environment_world, join_world
 from tunesmith.training.loop import (
     BatchStream,
     LoopPlan,
@@ -86,7 +91,28 @@ class RunResult:
 
 
 def say(message: str) -> None:
-    print(f"tunesmith: {message}", file=sys.stderr, flush=True)
+    """A progress message on stderr; from rank 0 only when several processes train."""
+    if environment_world().is_main:
+        print(f"tunesmith: {message}", file=sys.stderr, flush=True)
+
+
+# Methods whose whole path is the shared loop over collated token batches, which DDP covers so far.
+DISTRIBUTED_METHODS = ("sft", "pretrain")
+
+
+def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
+    """Refuse, before any work, what several processes cannot train yet."""
+    if world.size == 1:
+        return
+    if config.train.method not in DISTRIBUTED_METHODS:
+        raise ConfigError(f"train.method={config.train.method} does not train on several processes yet "
+                          f"({', '.join(DISTRIBUTED_METHODS)} do); run it as one process, without --nproc or torchrun")
+    if config.stages:
+        raise ConfigError("stages do not train on several processes yet; run each stage as a run of its own "
+                          "(model.name: the previous stage's model folder), or run the chain as one process")
+    if resume:
+        raise ConfigError("--resume does not work with several processes yet (their checkpoints hold one "
+                          "process's random state); start the run again without --resume")
 
 
 def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True,
@@ -97,62 +123,76 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     created (chained stages replace an earlier chain there)."""
     started = time.time()
     method = get_method(config.train.method)
+    check_distributed(config, environment_world(), resume)
     run_folder, checkpoint = check_run_folder(config, resume=resume)
+    world, device = join_world(resolve_device(config.train.device))
 
-    source = resolve_model(config.model.name)
-    tokenizer, info, template_source = load_tokenizer_and_template(method, config, source)
-    data = method.prepare_data(config, tokenizer, info)
+    with world.main_first():  # rank 0 fills the tokenized-data cache; the others read it
+        source = resolve_model(config.model.name)
+        tokenizer, info, template_source = load_tokenizer_and_template(method, config, source)
+        data = method.prepare_data(config, tokenizer, info)
     say("settings: " + describe_config(config))
     report_data(data)
-    device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
     model = trainable_model(method, source, config, data, precision, device)
 
     # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
-    if before_start is not None:
-        before_start()
-    start_run_folder(run_folder, config, resume=resume)
-    if data.task is not None:
-        data.task.save(run_folder.task)
+    if world.is_main:
+        if before_start is not None:
+            before_start()
+        start_run_folder(run_folder, config, resume=resume)
+        if data.task is not None:
+            data.task.save(run_folder.task)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
     if config.train.compile:
         compile_layers(model)
     trainable, total = count_parameters(model)
     say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
-        f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}")
+        f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}"
+        + (f", {world.size} processes (DDP), batch {config.train.batch_size} each" if world.size > 1 else ""))
 
     # fused: one kernel over all parameters instead of a loop over them (PyTorch has it on CPU and CUDA)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
                                   weight_decay=config.train.weight_decay, fused=True)
     fingerprint = data_fingerprint(data.train)
-    state = TrainState(data_fingerprint=fingerprint)
+    state = TrainState(data_fingerprint=fingerprint, processes=world.size)
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, model, optimizer)
         if state.data_fingerprint != fingerprint:
             raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
                               "resume with the original data or start a new run")
+        if state.processes != world.size:
+            raise ConfigError(f"{run_folder.path}: this run trained on {state.processes} processes (a step of "
+                              f"{state.processes} x train.batch_size rows); resume it on as many")
     pad_id = tokenizer.pad_token_id
     if method.before_fit is not None:
         method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
     if method.window_source is None:
-        stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching)
+        stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching,
+                             world)
         validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
     else:
         stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
     unit = "rounds" if method.window_source else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
         + ("rows" if stream.batching == "pack" else "examples")
-    with tracking(config.output.report_to, run_folder.path, config.output.dir) as tracker:
+    if world.size > 1:
+        unit += f" per process, on {world.size} processes"
+    with tracking(config.output.report_to if world.is_main else [], run_folder.path, config.output.dir) as tracker:
         if tracker is not None:
             tracker.log_config(config_to_dict(config), dump_config(config))
+        metrics = MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker) \
+            if world.is_main else None
         plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                        precision, run_folder.checkpoints,
-                        MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker),
-                        method.make_loss(config, data), show_progress)
+                        precision, run_folder.checkpoints, metrics, method.make_loss(config, data), show_progress, world)
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
 
+    if not world.is_main:  # rank 0 writes the outputs
+        return RunResult(run_folder.path, method.name, state.step, None, state.best_val_loss, state.baseline_val_loss,
+                         state.best_step, state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9),
+                         peak_memory_mb(), state.train_seconds)
     final_val = final_weights(model, run_folder, state)
     if method.after_fit is not None:
         method.after_fit(model, data, tokenizer, config)
