@@ -44,8 +44,8 @@ def rows(tmp_path: Path, method: str = "sft") -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("method, tuning, batching", [
     ("sft", "lora", "pad"),
-    ("sft", "full", "group_by_length"),
-    ("pretrain", "lora", "pack"),  # rows of 32 tokens packed from several documents
+    pytest.param("sft", "full", "group_by_length", marks=pytest.mark.slow),  # the default suite's 15 minutes
+    pytest.param("pretrain", "lora", "pack", marks=pytest.mark.slow),  # rows of 32 tokens packed from several documents
 ])
 def test_two_processes_with_batch_2_equal_one_process_with_batch_4(tmp_path: Path, tiny_model_dir: Path, method: str,
                                                                    tuning: str, batching: str):
@@ -84,6 +84,7 @@ def test_two_processes_with_batch_2_equal_one_process_with_batch_4(tmp_path: Pat
     assert json.loads((two_dir / "manifest.json").read_text())["results"]["steps"] == 6
 
 
+@pytest.mark.slow
 def test_two_machines_of_one_process_each_train_as_one_process_with_their_batch(tmp_path: Path, tiny_model_dir: Path):
     """torchrun's multi-machine line, both "machines" on localhost: 2 nodes x 1 process x batch 2."""
     train, validation = rows(tmp_path)

@@ -31,6 +31,7 @@ from tunesmith.tune.trial import OBJECTIVE_FILE
 
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
+PARENT_ENV = "TUNESMITH_TRIAL_PARENT"  # the worker's pid, for the trial process to outlive it by at most a second
 WORKER_ATTR = "tunesmith_worker"  # user attr: which process runs a trial, and its last heartbeat
 
 
@@ -115,6 +116,7 @@ def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     source = str(Path(__file__).resolve().parents[2])  # the tunesmith the worker imports, also in the trial
     env["PYTHONPATH"] = os.pathsep.join(p for p in [source, env.get("PYTHONPATH", "")] if p)
+    env[PARENT_ENV] = str(os.getpid())  # the trial compares with it: a worker killed while the trial starts up counts
     return env
 
 

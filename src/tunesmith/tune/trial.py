@@ -88,8 +88,12 @@ def validation_metrics(run_dir: Path, config: RunConfig) -> dict[str, float]:
 
 
 def _exit_with_parent() -> None:
-    """End this process when the worker that started it is gone (its parent changes)."""
-    parent = os.getppid()
+    """End this process when the worker that started it is gone (its parent changes). The worker's
+    pid comes from the environment: read from getppid() here, after the imports, a worker killed in
+    the meantime would already have been replaced by init and never missed."""
+    parent = int(os.environ.get("TUNESMITH_TRIAL_PARENT") or os.getppid())
+    if os.getppid() != parent:
+        os._exit(3)
 
     def watch() -> None:
         while True:
