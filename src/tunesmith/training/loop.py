@@ -294,12 +294,14 @@ def _evaluate(model: Any, validation: Validation, plan: LoopPlan, state: TrainSt
     record: dict[str, Any] = dict(validation.measure(model, plan))
     if "val_loss" not in record:  # a measure that is not a loss (online-dpo's reward) only goes into the records
         return record
-    val_loss, train_loss = record["val_loss"], sum(train_losses) / len(train_losses)
-    record["train_val_gap"] = val_loss - train_loss
-    previous = state.last_eval
-    if previous and val_loss > previous[0] and train_loss < previous[1]:
-        record["overfitting"] = True
-    state.last_eval = [val_loss, train_loss]
+    val_loss = record["val_loss"]
+    if train_losses:  # no step since the last evaluation had a loss token: no training loss to compare with
+        train_loss = sum(train_losses) / len(train_losses)
+        record["train_val_gap"] = val_loss - train_loss
+        previous = state.last_eval
+        if previous and val_loss > previous[0] and train_loss < previous[1]:
+            record["overfitting"] = True
+        state.last_eval = [val_loss, train_loss]
     improved = state.best_val_loss is None or val_loss < state.best_val_loss - plan.train.early_stopping_min_delta
     if improved:
         state.best_val_loss, state.best_step = val_loss, state.step
