@@ -526,17 +526,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _completions_url(args: argparse.Namespace) -> str:
     """Where `serve --store` keeps completions: --store-url, else the first run folder's
     completions.db (where `tunesmith monitor RUN` looks), else the jobs store or ./completions.db."""
+    from tunesmith.serve.app import ServeTarget
+    from tunesmith.store.completions import COMPLETIONS_FILE
     from tunesmith.store.db import sqlite_url
 
     if args.store_url:
         return args.store_url
-    runs = [Path(t.partition("=")[2] if "=" in t and not Path(t).exists() else t) for t in args.targets]
-    for run in runs:
+    for run in (Path(ServeTarget.parse(target).folder) for target in args.targets):
         if (run / "manifest.json").is_file() or (run / "lineage.json").is_file():
-            return sqlite_url(run / "completions.db")
+            return sqlite_url(run / COMPLETIONS_FILE)
     if args.jobs:
         return _jobs_config(args).database_url
-    return sqlite_url("completions.db")
+    return sqlite_url(COMPLETIONS_FILE)
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from tunesmith.errors import RunError
-
 Kind = Literal["sft", "dpo"]
 
 
@@ -55,16 +53,10 @@ class Candidate:
 
 
 def open_completions(run_dir: Path, store_url: str | None):
-    from tunesmith.store.completions import Completions
-    from tunesmith.store.db import open_store, sqlite_url
+    from tunesmith.store.completions import Completions, run_store_url
+    from tunesmith.store.db import open_store
 
-    if store_url is None:
-        database = Path(run_dir) / "completions.db"
-        if not database.is_file():
-            raise RunError(f"{database}: no stored completions; serve the run with `tunesmith serve {run_dir} --store` "
-                           "(or give --store-url)")
-        store_url = sqlite_url(database)
-    return Completions(open_store(store_url))
+    return Completions(open_store(run_store_url(run_dir, store_url)))
 
 
 def export_feedback(run_dir: Path, output: Path, kind: Kind, *, store_url: str | None = None) -> ExportReport:

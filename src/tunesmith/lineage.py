@@ -49,15 +49,15 @@ def read_lineage(run_dir: Path) -> dict:
                              "created": _now()}]}
 
 
-def generations(run_dir: Path) -> list[Generation]:
-    lineage = read_lineage(run_dir)
+def generations(run_dir: Path, lineage: dict | None = None) -> list[Generation]:
+    lineage = lineage or read_lineage(run_dir)
     return [Generation(g["generation"], resolve(run_dir, g["run_folder"]), g["started_from"], g["promoted"], g)
             for g in lineage["generations"]]
 
 
 def current_generation(run_dir: Path) -> Generation:
-    lineage = read_lineage(run_dir)
-    return next(g for g in generations(run_dir) if g.number == lineage["current"])
+    lineage = read_lineage(run_dir)  # read once: `current` and the list from the same file
+    return next(g for g in generations(run_dir, lineage) if g.number == lineage["current"])
 
 
 def resolve(run_dir: Path, folder: str) -> Path:

@@ -13,8 +13,8 @@ from tunesmith.errors import RunError
 from tunesmith.files import write_atomic
 from tunesmith.monitor.page import render_html
 from tunesmith.monitor.report import MonitorReport, build_monitor
-from tunesmith.store.completions import Completions
-from tunesmith.store.db import Store, open_store, sqlite_url
+from tunesmith.store.completions import Completions, run_store_url
+from tunesmith.store.db import Store, open_store
 from tunesmith.store.tables import CompletionRow
 
 
@@ -25,8 +25,7 @@ def write_monitor(run_dir: Path, store_url: str | None = None, out_dir: Path | N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run folder; give the folder `tunesmith train` wrote")
-    url = store_url or sqlite_url(run_dir / "completions.db")
-    check_store_exists(url, run_dir)
+    url = run_store_url(run_dir, store_url)
     store = open_store(url)
     try:
         runs = runs_in_store(store, run_folders(run_dir), url, run_dir)
@@ -38,15 +37,6 @@ def write_monitor(run_dir: Path, store_url: str | None = None, out_dir: Path | N
     json_path = write_atomic(out_dir / "monitor.json", json.dumps(report.to_json(), indent=1, allow_nan=False))
     html_path = write_atomic(out_dir / "monitor.html", render_html(report))
     return html_path, json_path, report
-
-
-def check_store_exists(url: str, run_dir: Path) -> None:
-    """A SQLite store that is not there is a mistake (opening it would create an empty one)."""
-    if url.startswith("sqlite:///"):
-        database = Path(url.removeprefix("sqlite:///"))
-        if not database.is_file():
-            raise RunError(f"{database}: no store of served completions; serve the run with "
-                           f"`tunesmith serve {run_dir} --store` first, or give the store with --store-url")
 
 
 def run_folders(run_dir: Path) -> set[Path]:

@@ -4,14 +4,29 @@ stored-completions endpoints read, and what the monitor and `tunesmith feedback 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 
-from tunesmith.store.db import Page, Store, _visible, new_id, now
+from tunesmith.errors import RunError
+from tunesmith.store.db import Page, Store, _visible, new_id, now, sqlite_url
 from tunesmith.store.tables import CompletionRow, FeedbackRow
 
+COMPLETIONS_FILE = "completions.db"  # where `tunesmith serve RUN --store` keeps RUN's completions by default
 METADATA_SCAN = 200  # rows read per round when a metadata filter has to be applied in Python
+
+
+def run_store_url(run_dir: Path, store_url: str | None = None) -> str:
+    """The store a run's completions are in: `store_url`, else RUN/completions.db. A SQLite file
+    that is not there is refused: opening it would create an empty store and read nothing."""
+    url = store_url or sqlite_url(Path(run_dir) / COMPLETIONS_FILE)
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise RunError(f"{database}: no store of served completions; serve the run with "
+                           f"`tunesmith serve {run_dir} --store` first, or give the store with --store-url")
+    return url
 
 
 class Completions:
