@@ -230,8 +230,14 @@ class TrainConfig:
         "auto", "Numeric precision: auto is bf16 autocast on a GPU or CPU that computes bf16 natively "
         "(AVX-512 BF16, AMX), else fp32."
     )
-    gradient_checkpointing: bool = setting(
-        False, "Recompute activations in the backward pass: less memory, about 30% slower."
+    gradient_checkpointing: bool | Literal["auto"] = setting(
+        "auto", "Recompute activations in the backward pass: less memory, about 30% slower. auto: on when "
+        "the projected peak memory of the longest micro-batch would not fit in the memory available "
+        "(train.memory_limit_gb, else what the machine has free), said at the start; true or false: always or never."
+    )
+    memory_limit_gb: float | None = setting(
+        None, "Memory the run may use, in GB, for gradient_checkpointing=auto's decision (RAM on CPU, the "
+        "GPU's memory on a GPU). Default: what is available when the run starts."
     )
     compile: bool = setting(
         False,
@@ -554,6 +560,8 @@ def check_config(config: RunConfig) -> None:
          f"must be 0 or more and under half of data.max_length={data.max_length}")
     need(config.task.max_answer_tokens >= 1, "task.max_answer_tokens", config.task.max_answer_tokens, "must be at least 1")
     need(lora.rank >= 1, "lora.rank", lora.rank, "must be at least 1")
+    need(train.memory_limit_gb is None or train.memory_limit_gb > 0, "train.memory_limit_gb", train.memory_limit_gb,
+         "must be a positive number of GB")
     need(config.retrain.replay >= 0, "retrain.replay", config.retrain.replay, "must be 0 or more")
     need(0.0 < config.retrain.holdout < 1.0, "retrain.holdout", config.retrain.holdout, "must be in (0, 1)")
     need(config.retrain.margin >= 0, "retrain.margin", config.retrain.margin, "must be 0 or more")

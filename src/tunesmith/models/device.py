@@ -12,6 +12,7 @@ import functools
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,6 +73,26 @@ def attention_kernel(device: torch.device, width: int) -> contextlib.AbstractCon
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel(SDPBackend.MATH)
+
+
+def enable_checkpointing(model: Any) -> None:
+    """Activation checkpointing (PyTorch's non-reentrant kind) on every transformer layer. A layer's
+    recomputation in the backward pass runs under the attention kernel its forward ran under: the
+    kernel is chosen per batch width (attention_kernel), and a recomputation under another kernel
+    saves other tensors, which PyTorch refuses ("Recomputed values ... have different metadata")."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False,
+                                                                       "context_fn": _same_attention_kernel})
+
+
+def _same_attention_kernel() -> tuple[contextlib.AbstractContextManager, contextlib.AbstractContextManager]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    flags = torch.backends.cuda  # the kernel switches PyTorch keeps, for CPU as for CUDA
+    enabled = [backend for backend, on in ((SDPBackend.FLASH_ATTENTION, flags.flash_sdp_enabled()),
+                                           (SDPBackend.EFFICIENT_ATTENTION, flags.mem_efficient_sdp_enabled()),
+                                           (SDPBackend.CUDNN_ATTENTION, flags.cudnn_sdp_enabled()),
+                                           (SDPBackend.MATH, flags.math_sdp_enabled())) if on]
+    return contextlib.nullcontext(), sdpa_kernel(enabled)
 
 
 def weights_dtype(precision: str, frozen_base: bool) -> torch.dtype:

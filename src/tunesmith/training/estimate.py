@@ -29,6 +29,7 @@ from tunesmith.models.device import resolve_device, resolve_precision
 from tunesmith.models.load import resolve_model
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
 from tunesmith.training.loop import BatchStream, LossFn, evaluate, total_steps, train_step
+from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.run_folder import RunFolder
 from tunesmith.training.session import (
     get_method,
@@ -106,6 +107,9 @@ def estimate_run(config: RunConfig) -> Estimate:
     setup_seconds = time.time() - started
 
     loss_fn = method.make_loss(config, data)
+    memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)  # as the run will decide
+    if memory is not None:
+        print(f"tunesmith: {memory.describe()}", file=sys.stderr)
     rng = np.random.default_rng(config.train.seed)
     widest = max(range(len(windows)), key=lambda i: _padded(stream, windows[i]))
     drawn = rng.choice(len(windows), size=min(PROBE_STEPS, len(windows)), replace=False).tolist()

@@ -37,7 +37,12 @@ from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
 from tunesmith.models.catalog import CATALOG
-from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
+from tunesmith.models.device import (
+    enable_checkpointing,
+    resolve_device,
+    resolve_precision,
+    weights_dtype,
+)
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
@@ -50,6 +55,7 @@ from tunesmith.training.loop import (
     total_steps,
 )
 from tunesmith.training.loss import choose_loss_path
+from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.registry import METHODS, Method, register_method
 from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
@@ -144,8 +150,6 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         if data.task is not None:
             data.task.save(run_folder.task)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
-    if config.train.compile:
-        compile_layers(model)
     trainable, total = count_parameters(model)
     say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
         f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}"
@@ -168,12 +172,19 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     pad_id = tokenizer.pad_token_id
     if method.before_fit is not None:
         method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
+    loss_fn = method.make_loss(config, data)
     if method.window_source is None:
         stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching,
                              world)
         validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
+        with adapter_input_casting(model, enabled=precision != "bf16"):  # as the steps will run
+            memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
+        if memory is not None:
+            say(memory.describe())
     else:
         stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
+    if config.train.compile:  # after the memory probe, which runs the layers as they are
+        compile_layers(model)
     unit = "rounds" if method.window_source else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
         + ("rows" if stream.batching == "pack" else "examples")
     if world.size > 1:
@@ -184,7 +195,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         metrics = MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker) \
             if world.is_main else None
         plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                        precision, run_folder.checkpoints, metrics, method.make_loss(config, data), show_progress, world)
+                        precision, run_folder.checkpoints, metrics, loss_fn, show_progress, world)
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
@@ -247,8 +258,8 @@ def trainable_model(method: Method, source: ModelSource, config: RunConfig, data
     """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`."""
     torch.manual_seed(config.train.seed)
     model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
-    if config.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.train.gradient_checkpointing is True:  # auto decides once the data's batches are planned
+        enable_checkpointing(model)
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
     if method.peft_task_type == "CAUSAL_LM":
         choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward

@@ -1,0 +1,195 @@
+"""`train.gradient_checkpointing: auto`: switch activation checkpointing on when a run would not fit.
+
+The peak of a training step is the memory already held (weights, adapters, data) plus what
+autograd keeps for the backward pass, which grows with the tokens of a micro-batch, plus the
+optimizer's state and a backward pass's working set. What autograd keeps is measured, not guessed:
+one forward pass over a short real example, with a saved-tensors hook that adds up every tensor
+the backward will need (each storage once, the model's own weights excluded), attributed to the
+transformer layer that saved it. Scaled to the longest micro-batch, that gives the peak without
+checkpointing; with it, each layer keeps only its input and one layer at a time is recomputed.
+A formula per architecture would drift from what transformers' code really saves; this follows it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from tunesmith.models.device import enable_checkpointing
+from tunesmith.training.loop import LossFn, autocast, split_loss
+
+_HEADROOM = 0.9  # switch on when the projection passes 90% of the memory available: it is an estimate
+_GB = 1e9
+
+
+@dataclass(frozen=True)
+class SavedActivations:
+    """Bytes autograd keeps for the backward pass, per token of a micro-batch (padding included)."""
+
+    per_layer: tuple[float, ...]  # each transformer layer's
+    outside: float  # the embeddings, the final norm and the loss
+    layer_input: float  # one layer's input: what each layer keeps under checkpointing
+
+    def peak(self, tokens: int, checkpointing: bool) -> float:
+        """Activation bytes at the peak of a step of `tokens` tokens. The backward pass works on one
+        layer at a time, with about that layer's saved size in gradients on top."""
+        largest = max(self.per_layer, default=0.0)
+        if checkpointing:  # inputs kept, one layer recomputed, its gradients
+            kept = len(self.per_layer) * self.layer_input + 2 * largest
+        else:
+            kept = sum(self.per_layer) + largest
+        return tokens * (kept + self.outside)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """gradient_checkpointing=auto's decision and the figures it rests on."""
+
+    checkpointing: bool
+    held: float  # bytes held before the first step
+    projected_off: float  # peak bytes without checkpointing
+    projected_on: float  # peak bytes with it
+    available: float  # bytes the run may use
+
+    def describe(self) -> str:
+        figures = (f"projected peak {self.projected_off / _GB:.1f} GB without activation checkpointing, "
+                   f"{self.projected_on / _GB:.1f} GB with it; {self.available / _GB:.1f} GB available")
+        if not self.checkpointing:
+            return f"memory: {figures}; checkpointing off (train.gradient_checkpointing=auto)"
+        line = f"memory: activation checkpointing on (train.gradient_checkpointing=auto): {figures}"
+        if self.projected_on > self.available:
+            line += ("; even so the run may not fit: lower train.batch_size (raise train.gradient_accumulation "
+                     "to keep the step) or data.max_length")
+        return line
+
+
+def measure_saved_activations(model: Any, loss_fn: LossFn, batch: Any, device: torch.device, precision: str) -> SavedActivations:
+    """What one forward pass over `batch` keeps for the backward, per token, by layer. The random
+    state is restored afterwards (dropout draws in the probe must not shift the run's own)."""
+    from transformers.modeling_layers import (
+        GradientCheckpointingLayer,  # the base of every transformer block
+    )
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    sizes = [0] * len(layers)
+    outside = [0]
+    layer_input = [0]
+    seen: set[int] = set()
+    current: list[int | None] = [None]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        pointer = storage.data_ptr()
+        if pointer not in weights and pointer not in seen:
+            seen.add(pointer)
+            if current[0] is None:
+                outside[0] += storage.nbytes()
+            else:
+                sizes[current[0]] += storage.nbytes()
+        return tensor
+
+    def enter(index: int) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            current[0] = index
+            hidden = args[0] if args else kwargs.get("hidden_states")
+            if index == 0 and isinstance(hidden, torch.Tensor):
+                layer_input[0] = hidden.numel() * hidden.element_size()
+        return hook
+
+    def leave(module: Any, args: tuple, output: Any) -> None:
+        current[0] = None
+
+    handles = [layer.register_forward_pre_hook(enter(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_hook(leave) for layer in layers]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast(device, precision):
+                loss, _ = split_loss(loss_fn(model, batch.to(device)))
+            del loss
+    finally:
+        for handle in handles:
+            handle.remove()
+    tokens = batch.input_ids.numel()
+    return SavedActivations(tuple(size / tokens for size in sizes), outside[0] / tokens, layer_input[0] / tokens)
+
+
+def plan_memory(saved: SavedActivations, tokens: int, trainable: int, device: torch.device,
+                limit_gb: float | None) -> MemoryPlan:
+    """Whether the longest micro-batch (`tokens` tokens, padding included) needs checkpointing to fit.
+    Trainable parameters (fp32) add their gradient and AdamW's two moments, 12 bytes each."""
+    held = _held_bytes(device)
+    fixed = held + 12 * trainable
+    off, on = fixed + saved.peak(tokens, False), fixed + saved.peak(tokens, True)
+    available = limit_gb * _GB if limit_gb is not None else held + _free_bytes(device)
+    return MemoryPlan(off > _HEADROOM * available, held, off, on, available)
+
+
+def _held_bytes(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    with open("/proc/self/statm") as handle:  # resident pages now (ru_maxrss is the peak so far)
+        return float(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _free_bytes(device: torch.device) -> float:
+    """Memory this process can still take: the GPU's free memory, or the machine's available RAM
+    (within a cgroup's limit), shared with the other processes of this machine's ranks."""
+    sharing = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free / sharing
+    free = _meminfo_available()
+    cgroup = _cgroup_room()
+    if cgroup is not None:
+        free = min(free, cgroup)
+    return free / sharing
+
+
+def _meminfo_available() -> float:
+    with open("/proc/meminfo") as handle:
+        for line in handle:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    return float("inf")
+
+
+def _cgroup_room() -> float | None:
+    """What a cgroup v2 memory limit leaves, or None without one."""
+    try:
+        with open("/sys/fs/cgroup/memory.max") as handle:
+            limit = handle.read().strip()
+        if limit == "max":
+            return None
+        with open("/sys/fs/cgroup/memory.current") as handle:
+            return float(int(limit) - int(handle.read().strip()))
+    except (OSError, ValueError):
+        return None
+
+
+def choose_checkpointing(model: Any, stream: Any, loss_fn: LossFn, train: Any, device: torch.device,
+                         precision: str) -> MemoryPlan | None:
+    """For train.gradient_checkpointing=auto over a BatchStream: measure, project, and switch
+    checkpointing on where the longest micro-batch would not fit. None when nothing was decided
+    (checkpointing set explicitly, or no layers to checkpoint)."""
+    if train.gradient_checkpointing != "auto" or not stream.examples:
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        return None
+    probe = min(range(len(stream.examples)), key=lambda i: abs(stream.lengths[i] - _PROBE_TOKENS))
+    saved = measure_saved_activations(model, loss_fn, stream.collate(stream.examples, [[probe]], stream.pad_id),
+                                      device, precision)
+    widest = max(stream.plans(0), key=lambda plan: len(plan) * max(sum(stream.lengths[i] for i in row) for row in plan))
+    tokens = stream.collate_share(widest).input_ids.numel()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    plan = plan_memory(saved, tokens, trainable, device, train.memory_limit_gb)
+    if plan.checkpointing:
+        enable_checkpointing(base)
+    return plan
+
+
+_PROBE_TOKENS = 64  # short enough to cost little on a big model, long enough for per-token sizes
