@@ -12,7 +12,9 @@ inside Qwen's vocabulary; the vocabulary's size, which sets the embedding and he
 Every system trains LoRA r=16 (alpha 32) on all linear layers, on the same chat rows of exactly
 --lengths tokens (the loss on the reply, half of each row), --batch rows a micro-batch, --steps
 optimizer steps, each in its own process, so that its peak RSS is its own. tunesmith runs with its
-defaults (bf16 weights, gradient_checkpointing=auto: its projection and decision are printed);
+defaults (bf16 weights, gradient_checkpointing=auto: its projection and decision are printed), and
+again with checkpointing forced on ("ts+ckpt"), which is what TRL's defaults do: auto keeps it
+off whenever the run fits, for speed, so that column is the like-for-like memory comparison;
 TRL runs SFTTrainer with SFTConfig's defaults (bf16, gradient checkpointing on, the model loaded
 in its checkpoint's dtype) and the same LoRA. TRL is a benchmark-only dependency: `pip install -e .[bench]`.
 """
@@ -119,7 +121,8 @@ def write_rows(folder: Path, tokens: int, count: int, out: Path) -> Path:
 # --------------------------------------------------------------------------------------- workers
 
 
-def worker_tunesmith(folder: Path, rows: Path, tokens: int, batch: int, steps: int, out: Path) -> dict:
+def worker_tunesmith(folder: Path, rows: Path, tokens: int, batch: int, steps: int, out: Path,
+                     checkpointing: bool | str = "auto") -> dict:
     import tunesmith
 
     config = tunesmith.build_config({
@@ -127,7 +130,7 @@ def worker_tunesmith(folder: Path, rows: Path, tokens: int, batch: int, steps: i
         "data": {"train": str(rows), "max_length": tokens, "validation_split": 0.0, "audit": "off"},
         "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
         "train": {"max_steps": steps, "batch_size": batch, "gradient_accumulation": 1, "learning_rate": 2e-4,
-                  "eval_every": 0, "eval_before": False, "save_every": 0},
+                  "eval_every": 0, "eval_before": False, "save_every": 0, "gradient_checkpointing": checkpointing},
         "output": {"dir": str(out), "name": "run", "save_merged": False, "overwrite": True},
         "eval": {"compare": False},
     })
@@ -156,7 +159,8 @@ def worker_trl(folder: Path, rows: Path, tokens: int, batch: int, steps: int, ou
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    work = worker_tunesmith if args.tool == "tunesmith" else worker_trl
+    work = {"tunesmith": worker_tunesmith, "trl": worker_trl,
+            "tunesmith-ckpt": lambda *a: worker_tunesmith(*a, checkpointing=True)}[args.tool]
     figures = work(Path(args.model), Path(args.rows), args.tokens, args.batch, args.steps, Path(args.out))
     figures["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
     print("RESULT " + json.dumps(figures), flush=True)
@@ -191,7 +195,9 @@ def main() -> None:
     parser.add_argument("--lengths", nargs="+", type=int, default=[512, 1024], help="row lengths in tokens")
     parser.add_argument("--batch", type=int, default=1, help="rows a micro-batch (default 1)")
     parser.add_argument("--steps", type=int, default=1, help="optimizer steps per run (LoRA's peak is in the first)")
-    parser.add_argument("--tools", nargs="+", default=["tunesmith", "trl"], choices=["tunesmith", "trl"])
+    parser.add_argument("--tools", nargs="+", default=["tunesmith", "tunesmith-ckpt", "trl"],
+                        choices=["tunesmith", "tunesmith-ckpt", "trl"],
+                        help="tunesmith-ckpt: tunesmith with gradient_checkpointing=true, as TRL's defaults have it")
     parser.add_argument("--fit-batch", type=int, default=0,
                         help="also train the 3B model on this many rows of the longest length a micro-batch (tunesmith)")
     parser.add_argument("--cache", default=str(Path.home() / ".cache" / "tunesmith" / "bench-models"))
@@ -224,7 +230,8 @@ def main() -> None:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     header = (f"{'model':<7}{'params':>8}{'row tokens':>12}{'batch':>7}{'tunesmith GB':>14}{'projected':>11}"
-              f"{'ckpt':>6}{'TRL GB':>8}{'vs TRL':>8}{'s/step ts':>11}{'s/step TRL':>12}")
+              f"{'auto ckpt':>11}{'ts+ckpt GB':>12}{'TRL GB':>8}{'vs TRL':>8}{'ckpt vs TRL':>13}"
+              f"{'s/step ts':>11}{'ts+ckpt':>9}{'TRL':>7}")
     print(header)
     print("-" * len(header))
     runs = [(size, tokens, args.batch) for size in args.sizes for tokens in args.lengths]
@@ -241,21 +248,22 @@ def main() -> None:
 
 
 def print_row(size: str, parameters: int, tokens: int, batch: int, results: dict) -> None:
-    ours, theirs = results.get("tunesmith") or {}, results.get("trl") or {}
+    ours, checkpointed, theirs = (results.get(tool) or {} for tool in ("tunesmith", "tunesmith-ckpt", "trl"))
 
     def gb(figures: dict) -> str:
         return figures.get("failed", f"{figures['peak_rss_gb']:.2f}") if figures else "-"
 
-    ratio = (f"{ours['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x"
-             if "peak_rss_gb" in ours and "peak_rss_gb" in theirs else "-")
-    projected = f"{ours['projected_gb']:.2f}" if "projected_gb" in ours else "-"
+    def ratio(figures: dict) -> str:
+        return (f"{figures['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x"
+                if "peak_rss_gb" in figures and "peak_rss_gb" in theirs else "-")
 
     def pace(figures: dict) -> str:
         return f"{figures['seconds_per_step']:.1f}" if "seconds_per_step" in figures else "-"
 
+    projected = f"{ours['projected_gb']:.2f}" if "projected_gb" in ours else "-"
     print(f"{size:<7}{parameters / 1e9:>7.2f}B{tokens:>12}{batch:>7}{gb(ours):>14}{projected:>11}"
-          f"{ours.get('checkpointing', '-'):>6}{gb(theirs):>8}{ratio:>8}{pace(ours):>11}{pace(theirs):>12}", flush=True)
-
+          f"{ours.get('checkpointing', '-'):>11}{gb(checkpointed):>12}{gb(theirs):>8}{ratio(ours):>8}{ratio(checkpointed):>13}"
+          f"{pace(ours):>11}{pace(checkpointed):>9}{pace(theirs):>7}", flush=True)
 
 if __name__ == "__main__":
     main()

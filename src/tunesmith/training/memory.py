@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from tunesmith.data.batches import IGNORE_INDEX, Batch
 from tunesmith.models.device import enable_checkpointing
 from tunesmith.training.loop import LossFn, autocast, split_loss
 
@@ -118,21 +119,48 @@ def measure_saved_activations(model: Any, loss_fn: LossFn, batch: Any, device: t
 
 
 def plan_memory(saved: SavedActivations, tokens: int, trainable: int, device: torch.device,
-                limit_gb: float | None) -> MemoryPlan:
+                limit_gb: float | None, held: float | None = None) -> MemoryPlan:
     """Whether the longest micro-batch (`tokens` tokens, padding included) needs checkpointing to fit.
-    Trainable parameters (fp32) add their gradient and AdamW's two moments, 12 bytes each."""
-    held = _held_bytes(device)
+    Trainable parameters (fp32) add their gradient and AdamW's two moments, 12 bytes each. `held`:
+    the memory in use (default: now)."""
+    held = _held_bytes(device) if held is None else held
     fixed = held + 12 * trainable
     off, on = fixed + saved.peak(tokens, False), fixed + saved.peak(tokens, True)
-    available = limit_gb * _GB if limit_gb is not None else held + _free_bytes(device)
+    available = limit_gb * _GB if limit_gb is not None else _own_bytes(device) + _free_bytes(device)
     return MemoryPlan(off > _HEADROOM * available, held, off, on, available)
 
 
+def _shortened(batch: Any, tokens: int) -> Any:
+    """A token batch cut to its last `tokens` positions (the reply's, which the loss sees): the probe
+    costs a few tokens' work however long the rows are. Other batches are probed whole."""
+    if not isinstance(batch, Batch) or batch.input_ids.shape[1] <= 2 * tokens:
+        return batch
+    labels = batch.labels[:, -tokens:]
+    positions = None if batch.position_ids is None else batch.position_ids[:, -tokens:]
+    return Batch(batch.input_ids[:, -tokens:], labels, positions, int((labels[:, 1:] != IGNORE_INDEX).sum()),
+                 labels.numel())
+
+
 def _held_bytes(device: torch.device) -> float:
+    """Memory in use now: what the GPU holds, or this process's resident pages (its own and those of
+    the files it maps, such as the weights' safetensors; ru_maxrss would be the peak so far)."""
     if device.type == "cuda":
         return float(torch.cuda.memory_allocated(device))
-    with open("/proc/self/statm") as handle:  # resident pages now (ru_maxrss is the peak so far)
+    with open("/proc/self/statm") as handle:
         return float(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _own_bytes(device: torch.device) -> float:
+    """The part of the memory in use that the machine's free memory does not already count: on a
+    CPU, anonymous pages only (the file pages of mapped weights are page cache, which MemAvailable
+    includes)."""
+    if device.type == "cuda":
+        return float(torch.cuda.memory_allocated(device))
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("RssAnon:"):
+                return float(line.split()[1]) * 1024
+    return _held_bytes(device)
 
 
 def _free_bytes(device: torch.device) -> float:
@@ -180,13 +208,14 @@ def choose_checkpointing(model: Any, stream: Any, loss_fn: LossFn, train: Any, d
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not getattr(base, "supports_gradient_checkpointing", False):
         return None
+    held = _held_bytes(device)  # before the probe, whose own memory the allocator may keep
     probe = min(range(len(stream.examples)), key=lambda i: abs(stream.lengths[i] - _PROBE_TOKENS))
-    saved = measure_saved_activations(model, loss_fn, stream.collate(stream.examples, [[probe]], stream.pad_id),
-                                      device, precision)
+    batch = _shortened(stream.collate(stream.examples, [[probe]], stream.pad_id), _PROBE_TOKENS)
+    saved = measure_saved_activations(model, loss_fn, batch, device, precision)
     widest = max(stream.plans(0), key=lambda plan: len(plan) * max(sum(stream.lengths[i] for i in row) for row in plan))
     tokens = stream.collate_share(widest).input_ids.numel()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    plan = plan_memory(saved, tokens, trainable, device, train.memory_limit_gb)
+    plan = plan_memory(saved, tokens, trainable, device, train.memory_limit_gb, held)
     if plan.checkpointing:
         enable_checkpointing(base)
     return plan
