@@ -99,3 +99,18 @@ def test_auto_checkpointing_trains_as_the_explicit_settings_do(tmp_path: Path, t
     assert max_difference(roomy, explicit_off) == 0.0
     assert max_difference(explicit_on, explicit_off) < 1e-5  # recomputation changes no arithmetic that matters
     assert max(float(w.abs().max()) for name, w in roomy.items() if "lora_B" in name) > 1e-3  # it trained
+
+
+def test_a_long_row_is_probed_by_its_last_tokens(tiny_lora):
+    """The probe of a long row costs a short one's work, and gives the same per-token figures."""
+    from tunesmith.training.memory import _shortened
+
+    long = batch_of(1, 256)
+    short = _shortened(long, 64)
+    assert short.input_ids.shape == (1, 64) and torch.equal(short.input_ids, long.input_ids[:, -64:])
+    assert short.n_loss_tokens == 63 and short.n_tokens == 64
+    cpu = torch.device("cpu")
+    whole = measure_saved_activations(tiny_lora, causal_lm_loss_sum, long, cpu, "fp32")
+    cut = measure_saved_activations(tiny_lora, causal_lm_loss_sum, short, cpu, "fp32")
+    assert sum(cut.per_layer) == pytest.approx(sum(whole.per_layer), rel=0.05)
+    assert cut.outside == pytest.approx(whole.outside, rel=0.05)
