@@ -39,6 +39,7 @@ from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
     prune_checkpoints,
+    rng_state,
     save_checkpoint,
     step_folder,
 )
@@ -280,9 +281,11 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
         if main and (state.step % train.log_every == 0 or evaluated or state.step == plan.total_steps):
             plan.metrics.write(record)
         _show(progress, record, state)
-        if main and (_due(state.step, train.save_every, plan.total_steps) or state.stopped_early):
-            save_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state)
-            prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
+        if _due(state.step, train.save_every, plan.total_steps) or state.stopped_early:
+            rng_states = plan.world.gather(rng_state())  # every rank's random state, for rank 0 to write
+            if main:
+                save_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state, rng_states)
+                prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
     if progress is not None:
         progress.close()
     return state

@@ -40,7 +40,12 @@ from tunesmith.models.catalog import CATALOG
 from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
-from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
+from tunesmith.training.checkpoint import (
+    TrainState,
+    load_checkpoint,
+    read_train_state,
+    recover_best,
+)
 from tunesmith.training.distributed.world import World, environment_world, join_world
 from tunesmith.training.loop import (
     BatchStream,
@@ -110,9 +115,53 @@ def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
     if config.stages:
         raise ConfigError("stages do not train on several processes yet; run each stage as a run of its own "
                           "(model.name: the previous stage's model folder), or run the chain as one process")
-    if resume:
-        raise ConfigError("--resume does not work with several processes yet (their checkpoints hold one "
-                          "process's random state); start the run again without --resume")
+    if resume:  # before any process starts: a checkpoint of another shape is refused now, not after N model loads
+        run_folder, checkpoint = check_run_folder(config, resume=True)
+        check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, world.size)
+
+
+def check_resume_shape(run: Path, state: TrainState, batch_size: int, count: int) -> None:
+    """A step's micro-batches are planned for processes x train.batch_size rows: a resume is exact
+    on another number of processes only when the batch size keeps that product."""
+    rows = state.rows_per_step or state.processes * batch_size  # an older checkpoint: the batch size config.yaml kept
+    if count * batch_size == rows:
+        return
+    was = f"{processes(state.processes)} x train.batch_size={rows // state.processes}"
+    now = f"{count} x {batch_size}"
+    fix = f"resume with --nproc {state.processes} and train.batch_size={rows // state.processes}"
+    if rows % count == 0:
+        fix += f", or set train.batch_size={rows // count} so that {count} x {rows // count} = {rows}"
+    else:
+        fix += f" ({rows} rows do not divide among {count} processes)"
+    raise ConfigError(f"{run}: this run's steps have {rows} rows a micro-batch ({was}), resuming with {now} would "
+                      f"have {count * batch_size}; {fix}")
+
+
+def check_resume_randomness(run: Path, state: TrainState, model: torch.nn.Module, count: int) -> None:
+    """Each process draws its own random numbers (dropout masks) from its own generator, restored
+    on resume: a run whose steps draw any can continue exactly only on the same number of processes."""
+    if state.processes == count:
+        return
+    draw = random_draw(model)
+    if draw is not None:
+        raise ConfigError(f"{run}: this run trained on {processes(state.processes)}, each drawing its own random "
+                          f"numbers ({draw}), which {processes(count)} cannot replay; resume with --nproc "
+                          f"{state.processes} (a run without dropout resumes on any number whose batch size keeps a "
+                          "step's rows)")
+
+
+def processes(count: int) -> str:
+    return f"{count} process" + ("es" if count != 1 else "")
+
+
+def random_draw(model: torch.nn.Module) -> str | None:
+    """Where a training step of `model` draws random numbers (a dropout with p > 0), or None."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"dropout p={module.p:g} in {name}"
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout > 0:
+            return f"attention dropout p={module.attention_dropout:g} in {name}"
+    return None
 
 
 def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True,
@@ -125,6 +174,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     method = get_method(config.train.method)
     check_distributed(config, environment_world(), resume)
     run_folder, checkpoint = check_run_folder(config, resume=resume)
+    if checkpoint is not None:
+        check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, environment_world().size)
     world, device = join_world(resolve_device(config.train.device))
 
     with world.main_first():  # rank 0 fills the tokenized-data cache; the others read it
@@ -156,15 +207,17 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
                                   betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
                                   weight_decay=config.train.weight_decay, fused=True)
     fingerprint = data_fingerprint(data.train)
-    state = TrainState(data_fingerprint=fingerprint, processes=world.size)
+    state = TrainState(data_fingerprint=fingerprint, processes=world.size, batch_size=config.train.batch_size)
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer)
+        check_resume_randomness(run_folder.path, read_train_state(checkpoint), model, world.size)
+        state = load_checkpoint(checkpoint, model, optimizer, world.rank)  # this rank's random state
         if state.data_fingerprint != fingerprint:
             raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
                               "resume with the original data or start a new run")
         if state.processes != world.size:
-            raise ConfigError(f"{run_folder.path}: this run trained on {state.processes} processes (a step of "
-                              f"{state.processes} x train.batch_size rows); resume it on as many")
+            say(f"resuming the run of {processes(state.processes)} on {processes(world.size)}, batch "
+                f"{config.train.batch_size} each: the same {world.size * config.train.batch_size} rows a micro-batch")
+        state.processes, state.batch_size = world.size, config.train.batch_size  # what the next checkpoint records
     pad_id = tokenizer.pad_token_id
     if method.before_fit is not None:
         method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
