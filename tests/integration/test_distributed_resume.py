@@ -123,4 +123,4 @@ def test_one_process_resumes_on_two_with_half_the_batch(tmp_path: Path, tiny_mod
     assert "resuming the run of 1 process on 2 processes, batch 2 each: the same 4 rows a micro-batch" in resumed.stderr
     update = max(float(w.abs().max()) for name, w in uninterrupted.items() if "lora_B" in name)
     difference = max_difference(uninterrupted, weights(whole.run_dir / ADAPTER))
-    assert update > 1e-3 and difference < min(2e-5, 1e-2 * update), difference
+    assert update > 1e-3 and difference < min(2e-5, 1e-2 * update), difference  # measured: 7e-9 (update 3.5e-3)
