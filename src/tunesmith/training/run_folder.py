@@ -163,8 +163,9 @@ def check_same_config(run: RunFolder, config: RunConfig, checked_elsewhere: Coll
     (but for `checked_elsewhere`, whose changes the caller checks)."""
     if not run.config.exists():
         raise RunError(f"{run.path}: has checkpoints but no config.yaml; it was not written by tunesmith train")
-    before = _flatten(yaml.safe_load(run.config.read_text()))
     now = _flatten(config_to_dict(config))
+    # a setting added to tunesmith since the run started: the run had its default's behaviour
+    before = {**_flatten(config_to_dict(RunConfig())), **_flatten(yaml.safe_load(run.config.read_text()))}
     changed = sorted(key for key in before.keys() | now.keys()
                      if before.get(key) != now.get(key) and key not in _RESUMABLE_CHANGES
                      and key not in checked_elsewhere                      and not key.startswith(_RESUMABLE_SECTIONS))
