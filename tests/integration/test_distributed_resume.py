@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 import tunesmith
@@ -124,3 +125,35 @@ def test_one_process_resumes_on_two_with_half_the_batch(tmp_path: Path, tiny_mod
     update = max(float(w.abs().max()) for name, w in uninterrupted.items() if "lora_B" in name)
     difference = max_difference(uninterrupted, weights(whole.run_dir / ADAPTER))
     assert update > 1e-3 and difference < min(2e-5, 1e-2 * update), difference  # measured: 7e-9 (update 3.5e-3)
+
+
+@pytest.mark.slow  # two launches of 2 processes (about 60 s on 2 cores); the default suite's budget is spent above
+def test_fsdp_on_two_processes_trains_as_one_process_and_resumes_from_its_shards(tmp_path: Path, tiny_model_dir: Path):
+    """Full fine-tuning sharded with FSDP2 (2 x batch 2) against one process with batch 4; then its
+    step-6 checkpoint removed and the run resumed from the sharded step-3 one."""
+    train, validation = rows(tmp_path)
+    overrides = [*SETTINGS, f"data.validation={validation}", "lora.enabled=false", "lora.dropout=0.0", "train.max_steps=6",
+                 "train.eval_every=3", "train.save_every=3", "train.learning_rate=1e-3", "train.gradient_accumulation=2"]
+    one = tunesmith.train(tiny_config(tmp_path, tiny_model_dir, train, *overrides, "train.batch_size=4", name="one"),
+                          show_progress=False)
+    args = [*cli_args(tmp_path, tiny_model_dir, train, *overrides, "train.batch_size=2", "distributed.strategy=fsdp",
+                      name="fsdp"), "--nproc", "2"]
+    sharded = launch(args)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "2 processes (FSDP), batch 2 each" in sharded.stderr
+    run = tmp_path / "runs" / "fsdp"
+    assert (run / "checkpoints" / "step-0000003" / "sharded" / ".metadata").is_file()
+    assert not (run / "checkpoints" / "step-0000003" / "trainable.safetensors").exists()
+    one_weights, fsdp_weights = weights(one.run_dir / "model/model.safetensors"), weights(run / "model/model.safetensors")
+    update = max_difference(one_weights, weights(tiny_model_dir / "model.safetensors"))
+    difference = max_difference(one_weights, fsdp_weights)
+    print(f"fsdp vs one process: {difference:.3g} (update {update:.3g})")
+    assert update > 1e-3 and difference < min(2e-5, 1e-2 * update), difference
+
+    shutil.rmtree(run / "checkpoints" / "step-0000006")
+    resumed = launch([*args, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from step-0000003" in resumed.stderr
+    again = max_difference(fsdp_weights, weights(run / "model/model.safetensors"))
+    print(f"fsdp resumed vs uninterrupted: {again:.3g}")
+    assert again < 1e-6, again

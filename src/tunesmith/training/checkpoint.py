@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import RunError
+from tunesmith.training.distributed.world import ONE_PROCESS, World
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 BEST = "best"
@@ -67,19 +68,48 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
                     rng_states: list[dict[str, torch.Tensor]] | None = None) -> Path:
     """Write `folder` atomically; returns it. `rng_states`: every rank's `rng_state()`, rank 0's
     first (by default this process's only)."""
-    staging = folder.parent / f".partial-{folder.name}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    staging = _staging(folder)
     save_file(trainable_state(model), staging / "trainable.safetensors")
     if optimizer is not None:
         tensors, meta = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, staging / "optimizer.safetensors")
         _write_json(staging / "optimizer.json", meta)
-    for rank, tensors in enumerate(rng_states or [rng_state()]):
+    _finish(staging, folder, state, rng_states or [rng_state()])
+    return folder
+
+
+def write_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, state: TrainState,
+                     world: World = ONE_PROCESS) -> Path:
+    """`save_checkpoint` called on every process: every rank's random state goes into it, and a
+    model sharded with FSDP is written as shards by every process (torch.distributed.checkpoint)
+    into the staging folder that rank 0 then renames into place."""
+    rng_states = world.gather(rng_state())
+    if not _sharded(model):
+        return save_checkpoint(folder, model, optimizer, state, rng_states) if world.is_main else folder
+    from tunesmith.training.distributed.fsdp import save_shards
+
+    staging = _staging(folder) if world.is_main else folder.parent / f".partial-{folder.name}"
+    world.barrier()  # the staging folder exists before any process writes into it
+    save_shards(staging, model, optimizer)  # returns once every process's shards and the index are written
+    if world.is_main:
+        _finish(staging, folder, state, rng_states)
+    return folder
+
+
+def _staging(folder: Path) -> Path:
+    staging = folder.parent / f".partial-{folder.name}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _finish(staging: Path, folder: Path, state: TrainState, rng_states: list[dict[str, torch.Tensor]]) -> None:
+    """The random states and loop state into `staging`, everything flushed, then renamed to `folder`."""
+    for rank, tensors in enumerate(rng_states):
         save_file(tensors, staging / rng_file(rank))
     _write_json(staging / "state.json", asdict(state))
-    for file in staging.iterdir():
+    for file in sorted(staging.rglob("*"), key=lambda path: -len(path.parts)):  # files before their folders
         _fsync(file)
     old = folder.parent / f".old-{folder.name}"
     if folder.exists():
@@ -90,13 +120,14 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
     _fsync(folder.parent)
     if old.exists():
         shutil.rmtree(old)
-    return folder
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     rank: int = 0) -> TrainState:
     """Restore weights, optimizer, loop state and rank `rank`'s random state from `folder` (rank
     0's when the checkpoint has none for `rank`: it was written by fewer processes)."""
+    if (folder / "sharded").is_dir():
+        return _load_sharded(folder, model, optimizer, rank)
     try:
         weights = load_file(folder / "trainable.safetensors")
         optimizer_files = None
@@ -121,6 +152,28 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, optimizer: torch.optim
         optimizer.load_state_dict(_unflatten_optimizer(*optimizer_files))
     _restore_rng(rng)
     return state
+
+
+def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, rank: int) -> TrainState:
+    """A checkpoint of a model sharded with FSDP: every process loads its shards; collective."""
+    from tunesmith.training.distributed.fsdp import load_shards
+
+    state = read_train_state(folder)
+    try:
+        rng = load_file(folder / rng_file(rank if (folder / rng_file(rank)).is_file() else 0))
+        load_shards(folder, model, optimizer)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise _unreadable(folder, exc) from None
+    _restore_rng(rng)
+    return state
+
+
+def _sharded(model: torch.nn.Module) -> bool:
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from tunesmith.training.distributed.fsdp import is_sharded
+
+    return is_sharded(model)
 
 
 def read_train_state(folder: Path) -> TrainState:

@@ -41,12 +41,13 @@ from tunesmith.models.device import resolve_device, resolve_precision, weights_d
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training.checkpoint import (
+    BEST,
     TrainState,
     load_checkpoint,
     read_train_state,
     recover_best,
 )
-from tunesmith.training.distributed.world import World, environment_world, join_world
+from tunesmith.training.distributed.world import ONE_PROCESS, World, environment_world, join_world
 from tunesmith.training.loop import (
     BatchStream,
     LoopPlan,
@@ -198,9 +199,16 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     if config.train.compile:
         compile_layers(model)
     trainable, total = count_parameters(model)
+    strategy = config.distributed.strategy if world.size > 1 else "one process"
     say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
         f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}"
-        + (f", {world.size} processes (DDP), batch {config.train.batch_size} each" if world.size > 1 else ""))
+        + (f", {world.size} processes ({strategy.upper()}), batch {config.train.batch_size} each" if world.size > 1 else ""))
+    # FSDP shards the weights before the optimizer is made over them
+    sharded = None
+    if strategy == "fsdp":
+        from tunesmith.training.distributed.fsdp import shard
+
+        sharded = shard(model, method.make_loss(config, data), precision)
 
     # fused: one kernel over all parameters instead of a loop over them (PyTorch has it on CPU and CUDA)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
@@ -210,6 +218,9 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     state = TrainState(data_fingerprint=fingerprint, processes=world.size, batch_size=config.train.batch_size)
     if checkpoint is not None:
         check_resume_randomness(run_folder.path, read_train_state(checkpoint), model, world.size)
+        if sharded is not None and read_train_state(checkpoint).processes == 1:
+            raise ConfigError(f"{run_folder.path}: this run's checkpoints were written by one process, whole, not in "
+                              "FSDP's shards; resume it as one process, or with distributed.strategy=ddp")
         state = load_checkpoint(checkpoint, model, optimizer, world.rank)  # this rank's random state
         if state.data_fingerprint != fingerprint:
             raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
@@ -237,16 +248,21 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         metrics = MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker) \
             if world.is_main else None
         plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                        precision, run_folder.checkpoints, metrics, method.make_loss(config, data), show_progress, world)
+                        precision, run_folder.checkpoints, metrics, method.make_loss(config, data), show_progress, world,
+                        sharded)
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
 
+    if sharded is not None:  # every process takes part in putting the best weights back and gathering them
+        final_val = final_weights(model, run_folder, state, world)
+        model = gathered_model(model, method, source, config, data, world)
     if not world.is_main:  # rank 0 writes the outputs
         return RunResult(run_folder.path, method.name, state.step, None, state.best_val_loss, state.baseline_val_loss,
                          state.best_step, state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9),
                          peak_memory_mb(), state.train_seconds)
-    final_val = final_weights(model, run_folder, state)
+    if sharded is None:
+        final_val = final_weights(model, run_folder, state)
     if method.after_fit is not None:
         method.after_fit(model, data, tokenizer, config)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
@@ -314,16 +330,34 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def final_weights(model: Any, run_folder: RunFolder, state: TrainState) -> float | None:
+def final_weights(model: Any, run_folder: RunFolder, state: TrainState, world: World = ONE_PROCESS) -> float | None:
     """Put the best weights (lowest validation loss) in place; returns their validation loss, which
-    was measured when they were current (the last step is always evaluated)."""
+    was measured when they were current (the last step is always evaluated). With FSDP every
+    process calls it, to load its shards of the best weights."""
     if state.best_val_loss is None:
         return None
-    best = recover_best(run_folder.checkpoints)
-    if best is not None and state.best_step != state.step:
-        load_checkpoint(best, model, None)
+    if world.is_main:
+        recover_best(run_folder.checkpoints)
+    world.barrier()
+    best = run_folder.checkpoints / BEST
+    if best.is_dir() and state.best_step != state.step:
+        load_checkpoint(best, model, None, world.rank)
         say(f"final weights: step {state.best_step} (lowest validation loss), not the last step {state.step}")
     return state.best_val_loss
+
+
+def gathered_model(model: Any, method: Method, source: ModelSource, config: RunConfig, data: PreparedData,
+                   world: World) -> Any:
+    """With FSDP: on rank 0 an ordinary model holding the whole trained weights, to save as any
+    other (None on the other processes, whose shards were gathered to it)."""
+    from tunesmith.training.distributed.fsdp import full_weights
+
+    weights = full_weights(model, world.is_main)
+    if not world.is_main:
+        return None
+    plain = method.load_model(source, config, torch.float32, data)
+    plain.load_state_dict(weights)
+    return plain
 
 
 def save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo | None,
