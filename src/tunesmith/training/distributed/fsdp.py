@@ -14,6 +14,7 @@ process writes its own shards into the staging folder, then rank 0 renames it in
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,17 +66,21 @@ def save_shards(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Opt
 
 
 def load_shards(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-    """Each process reads its shards back (the number of processes may differ from the writer's); collective."""
+    """Each process reads its shards back (the number of processes may differ from the writer's,
+    down to one process without a process group); collective."""
     import torch.distributed.checkpoint as dcp
 
-    if optimizer is None:
-        weights = get_model_state_dict(model)
-        dcp.load({"model": weights}, checkpoint_id=folder / SHARDS)
-        set_model_state_dict(model, weights)
-        return
-    weights, moments = get_state_dict(model, optimizer)  # a fresh optimizer's moments are made (zero) to load into
-    state = {"model": weights, "optimizer": moments}
-    dcp.load(state, checkpoint_id=folder / SHARDS)
+    alone = not torch.distributed.is_initialized()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)  # one process: meant so
+        if optimizer is None:
+            weights = get_model_state_dict(model)
+            dcp.load({"model": weights}, checkpoint_id=folder / SHARDS, no_dist=alone)
+            set_model_state_dict(model, weights)
+            return
+        weights, moments = get_state_dict(model, optimizer)  # a fresh optimizer's moments are made (zero) to load into
+        state = {"model": weights, "optimizer": moments}
+        dcp.load(state, checkpoint_id=folder / SHARDS, no_dist=alone)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 
