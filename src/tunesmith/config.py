@@ -365,6 +365,20 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """How several processes (`--nproc N`, torchrun) share the training; one process ignores it."""
+
+    strategy: Literal["ddp", "fsdp"] = setting(
+        "ddp",
+        "ddp: every process holds the whole model and its optimizer, gradients are averaged (fastest when the model "
+        "fits on one device). fsdp: PyTorch's FSDP2 shards weights, gradients and AdamW moments across the processes "
+        "(each decoder layer and the rest of the model gathered only while in use), for full fine-tuning of a model "
+        "that does not fit on one device; checkpoints are sharded (torch.distributed.checkpoint), the final model a "
+        "normal Hugging Face folder.",
+    )
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """`tunesmith retrain RUN --data NEW`: a new generation of a served run, promoted only through its gate."""
 
@@ -389,6 +403,7 @@ class RunConfig:
     eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
     preference: PreferenceConfig = setting(PreferenceConfig(), "Preference tuning.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
+    distributed: DistributedConfig = setting(DistributedConfig(), "Training on several processes.")
     retrain: RetrainConfig = setting(RetrainConfig(), "Retraining a served run on new rows (tunesmith retrain).")
     stages: list[dict[str, Any]] = setting(
         [],
@@ -567,6 +582,8 @@ def check_config(config: RunConfig) -> None:
     need(config.retrain.margin >= 0, "retrain.margin", config.retrain.margin, "must be 0 or more")
     need(lora.alpha > 0, "lora.alpha", lora.alpha, "must be positive")
     need(0.0 <= lora.dropout < 1.0, "lora.dropout", lora.dropout, "must be in [0, 1)")
+    need(config.distributed.strategy != "fsdp" or not lora.enabled, "distributed.strategy", config.distributed.strategy,
+         "shards full fine-tuning only (LoRA's trained weights are small: use ddp, or set lora.enabled=false)")
     for name in ("batch_size", "gradient_accumulation", "log_every", "keep_checkpoints"):
         need(getattr(train, name) >= 1, f"train.{name}", getattr(train, name), "must be at least 1")
     for name in ("eval_every", "save_every"):

@@ -127,3 +127,14 @@ def test_a_bare_off_in_yaml_or_a_flag_means_the_word_not_false(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("data:\n  audit: off\n")
     assert load_config(path).data.audit == "off"
+
+
+def test_fsdp_is_for_full_fine_tuning():
+    from tunesmith.config import build_config
+    from tunesmith.errors import ConfigError
+
+    assert build_config({}, ["distributed.strategy=fsdp", "lora.enabled=false"]).distributed.strategy == "fsdp"
+    with pytest.raises(ConfigError, match=r"distributed.strategy='fsdp' shards full fine-tuning only .*set lora.enabled=false"):
+        build_config({}, ["distributed.strategy=fsdp"])
+    with pytest.raises(ConfigError, match="distributed.strategy"):
+        build_config({}, ["distributed.strategy=zero3"])

@@ -26,7 +26,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,10 +39,10 @@ from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
     prune_checkpoints,
-    save_checkpoint,
     step_folder,
+    write_checkpoint,
 )
-from tunesmith.training.distributed.ddp import data_parallel, gradient_sync
+from tunesmith.training.distributed.ddp import call_wrapped, data_parallel, gradient_sync
 from tunesmith.training.distributed.world import ONE_PROCESS, World, without_loss
 from tunesmith.training.metrics import MetricsLog, perplexity
 from tunesmith.training.schedule import lr_factor, warmup_steps
@@ -199,7 +199,7 @@ def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.de
     model.eval()
     total, tokens = 0.0, 0
     metric_sums: dict[str, float] = {}
-    for batch in batches[world.rank::world.size]:
+    for batch in _share(batches, world):
         with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
             summed, metrics = split_loss(loss_fn(model, batch.to(device)))
         total += summed.item()
@@ -210,6 +210,15 @@ def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.de
     sums = world.sum_values({**metric_sums, _LOSS: total, _TOKENS: tokens})
     total, tokens = sums.pop(_LOSS), int(sums.pop(_TOKENS))
     return total / max(tokens, 1), {name: value / max(tokens, 1) for name, value in sums.items()}
+
+
+def _share(batches: list[Batch], world: World) -> list[Batch]:
+    """This process's validation batches, as many on every process: a process with one fewer runs a
+    batch without loss tokens, since with FSDP every forward gathers weights from all processes."""
+    mine = batches[world.rank::world.size]
+    if world.size > 1 and batches and len(mine) < -(-len(batches) // world.size):
+        mine.append(without_loss(batches[0]))
+    return mine
 
 
 def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
@@ -231,6 +240,7 @@ class LoopPlan:
     loss_fn: LossFn
     show_progress: bool = True
     world: World = ONE_PROCESS  # rank 0 alone writes records and checkpoints and shows progress
+    sharded: Any = None  # with FSDP (distributed/fsdp.py): the root the steps and the validation go through
 
 
 def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, validation: Validation,
@@ -240,9 +250,15 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
     warmup = warmup_steps(plan.total_steps, train.warmup_ratio)
     trainable = [p for p in model.parameters() if p.requires_grad]
     main = plan.world.is_main
-    step_model, step_loss = data_parallel(model, plan.loss_fn, plan.world, plan.device)  # DDP on several processes
+    if plan.sharded is not None:  # FSDP: the root gathers the weights it holds in its forward, also to validate
+        step_model, step_loss = plan.sharded, call_wrapped
+        plan = replace(plan, loss_fn=call_wrapped)
+        measured = plan.sharded
+    else:
+        step_model, step_loss = data_parallel(model, plan.loss_fn, plan.world, plan.device)  # DDP on several processes
+        measured = model
     if validation and state.step == 0 and train.eval_before:
-        baseline = validation.measure(model, plan)
+        baseline = validation.measure(measured, plan)
         state.baseline_val_loss = baseline.get("val_loss")
         if main:
             plan.metrics.write({"step": 0, **baseline})
@@ -272,7 +288,7 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
             recent_losses.append(record["loss"])
         evaluated = bool(validation) and _due(state.step, train.eval_every, plan.total_steps)
         if evaluated:
-            record.update(_evaluate(model, validation, plan, state, recent_losses))
+            record.update(_evaluate(model, measured, validation, plan, state, recent_losses))
             recent_losses.clear()
             if record.get("overfitting") and main:
                 _warn(progress, f"step {state.step}: validation loss rose to {record['val_loss']:.4f} while training loss "
@@ -280,18 +296,21 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
         if main and (state.step % train.log_every == 0 or evaluated or state.step == plan.total_steps):
             plan.metrics.write(record)
         _show(progress, record, state)
-        if main and (_due(state.step, train.save_every, plan.total_steps) or state.stopped_early):
-            save_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state)
-            prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
+        if _due(state.step, train.save_every, plan.total_steps) or state.stopped_early:
+            write_checkpoint(step_folder(plan.checkpoints, state.step), model, optimizer, state, plan.world)
+            if main:
+                prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
     if progress is not None:
         progress.close()
     return state
 
 
-def _evaluate(model: Any, validation: Validation, plan: LoopPlan, state: TrainState, train_losses: list[float]) -> dict[str, Any]:
-    """The validation measure; a validation loss keeps the best weights, counts evaluations without
-    improvement, and flags validation loss rising while training loss falls."""
-    record: dict[str, Any] = dict(validation.measure(model, plan))
+def _evaluate(model: Any, measured: Any, validation: Validation, plan: LoopPlan, state: TrainState,
+              train_losses: list[float]) -> dict[str, Any]:
+    """The validation measure (of `measured`: the model, or with FSDP its root); a validation loss
+    keeps the best weights, counts evaluations without improvement, and flags validation loss rising
+    while training loss falls."""
+    record: dict[str, Any] = dict(validation.measure(measured, plan))
     if "val_loss" not in record:  # a measure that is not a loss (online-dpo's reward) only goes into the records
         return record
     val_loss = record["val_loss"]
@@ -306,8 +325,7 @@ def _evaluate(model: Any, validation: Validation, plan: LoopPlan, state: TrainSt
     if improved:
         state.best_val_loss, state.best_step = val_loss, state.step
         state.evals_without_improvement = 0
-        if plan.world.is_main:
-            save_checkpoint(plan.checkpoints / BEST, model, None, state)
+        write_checkpoint(plan.checkpoints / BEST, model, None, state, plan.world)
     else:
         state.evals_without_improvement += 1
         patience = plan.train.early_stopping_patience
@@ -332,8 +350,13 @@ def _clip(parameters: list[torch.Tensor], max_norm: float | None) -> float:
     clip_grad_norm_ with 0 would scale every gradient to zero)."""
     if not max_norm:
         grads = [p.grad for p in parameters if p.grad is not None]
-        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
-    return float(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+        return _whole(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    return _whole(torch.nn.utils.clip_grad_norm_(parameters, max_norm))
+
+
+def _whole(norm: torch.Tensor) -> float:
+    """A norm as a number; with FSDP the norm of sharded gradients is a DTensor to be summed over processes."""
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def _progress_bar(plan: LoopPlan, state: TrainState) -> Any:

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,20 @@ import yaml
 from tunesmith.config import RunConfig, config_to_dict, dump_config
 from tunesmith.errors import RunError
 from tunesmith.files import write_atomic, write_json_atomic
-from tunesmith.training.checkpoint import latest_checkpoint
+from tunesmith.training.checkpoint import latest_checkpoint, read_train_state
 
 MARKER = ".tunesmith-run"  # written into every folder tunesmith creates for a run; nothing else is ever deleted
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
-_RESUMABLE_CHANGES = {"output.overwrite", "output.report_to", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device"}
+_RESUMABLE_CHANGES = {"output.overwrite", "output.report_to", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device",
+                      # memory, not arithmetic: recomputed activations are the same numbers (a run that ran
+                      # out of memory resumes with checkpointing on)
+                      "train.gradient_checkpointing", "train.memory_limit_gb"}
 _RESUMABLE_SECTIONS = ("eval.",)  # evaluation runs after training: changing it changes no trained weight
+# A step's rows are processes x train.batch_size: the batch size may change with the number of
+# processes as long as their product does not, which session.check_resume_shape checks against the
+# checkpoint (one from before checkpoints recorded their batch size keeps its own).
+_CHECKED_AGAINST_CHECKPOINT = {"train.batch_size"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,7 @@ def check_run_folder(config: RunConfig, *, resume: bool) -> tuple[RunFolder, Pat
         checkpoint = latest_checkpoint(run.checkpoints)
         if checkpoint is None:
             raise RunError(f"{run.path}: no checkpoint to resume from; run without --resume to start this run")
-        check_same_config(run, config)
+        check_same_config(run, config, _CHECKED_AGAINST_CHECKPOINT if read_train_state(checkpoint).batch_size else ())
         return run, checkpoint
     check_replaceable(run.path, config.output.overwrite)
     return run, None
@@ -153,15 +161,17 @@ def remove_run_folder(path: Path) -> None:
     shutil.rmtree(doomed)
 
 
-def check_same_config(run: RunFolder, config: RunConfig) -> None:
-    """Refuse to resume under settings that would make the result differ from an uninterrupted run."""
+def check_same_config(run: RunFolder, config: RunConfig, checked_elsewhere: Collection[str] = ()) -> None:
+    """Refuse to resume under settings that would make the result differ from an uninterrupted run
+    (but for `checked_elsewhere`, whose changes the caller checks)."""
     if not run.config.exists():
         raise RunError(f"{run.path}: has checkpoints but no config.yaml; it was not written by tunesmith train")
-    before = _flatten(yaml.safe_load(run.config.read_text()))
     now = _flatten(config_to_dict(config))
+    # a setting added to tunesmith since the run started: the run had its default's behaviour
+    before = {**_flatten(config_to_dict(RunConfig())), **_flatten(yaml.safe_load(run.config.read_text()))}
     changed = sorted(key for key in before.keys() | now.keys()
                      if before.get(key) != now.get(key) and key not in _RESUMABLE_CHANGES
-                     and not key.startswith(_RESUMABLE_SECTIONS))
+                     and key not in checked_elsewhere and not key.startswith(_RESUMABLE_SECTIONS))
     if changed:
         details = ", ".join(f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in changed[:5])
         raise RunError(

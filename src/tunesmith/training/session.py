@@ -45,8 +45,14 @@ from tunesmith.models.device import (
 )
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
-from tunesmith.training.checkpoint import TrainState, load_checkpoint, recover_best
-from tunesmith.training.distributed.world import World, environment_world, join_world
+from tunesmith.training.checkpoint import (
+    BEST,
+    TrainState,
+    load_checkpoint,
+    read_train_state,
+    recover_best,
+)
+from tunesmith.training.distributed.world import ONE_PROCESS, World, environment_world, join_world
 from tunesmith.training.loop import (
     BatchStream,
     LoopPlan,
@@ -116,9 +122,53 @@ def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
     if config.stages:
         raise ConfigError("stages do not train on several processes yet; run each stage as a run of its own "
                           "(model.name: the previous stage's model folder), or run the chain as one process")
-    if resume:
-        raise ConfigError("--resume does not work with several processes yet (their checkpoints hold one "
-                          "process's random state); start the run again without --resume")
+    if resume:  # before any process starts: a checkpoint of another shape is refused now, not after N model loads
+        run_folder, checkpoint = check_run_folder(config, resume=True)
+        check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, world.size)
+
+
+def check_resume_shape(run: Path, state: TrainState, batch_size: int, count: int) -> None:
+    """A step's micro-batches are planned for processes x train.batch_size rows: a resume is exact
+    on another number of processes only when the batch size keeps that product."""
+    rows = state.rows_per_step or state.processes * batch_size  # an older checkpoint: the batch size config.yaml kept
+    if count * batch_size == rows:
+        return
+    was = f"{processes(state.processes)} x train.batch_size={rows // state.processes}"
+    now = f"{count} x {batch_size}"
+    fix = f"resume with --nproc {state.processes} and train.batch_size={rows // state.processes}"
+    if rows % count == 0:
+        fix += f", or set train.batch_size={rows // count} so that {count} x {rows // count} = {rows}"
+    else:
+        fix += f" ({rows} rows do not divide among {count} processes)"
+    raise ConfigError(f"{run}: this run's steps have {rows} rows a micro-batch ({was}), resuming with {now} would "
+                      f"have {count * batch_size}; {fix}")
+
+
+def check_resume_randomness(run: Path, state: TrainState, model: torch.nn.Module, count: int) -> None:
+    """Each process draws its own random numbers (dropout masks) from its own generator, restored
+    on resume: a run whose steps draw any can continue exactly only on the same number of processes."""
+    if state.processes == count:
+        return
+    draw = random_draw(model)
+    if draw is not None:
+        raise ConfigError(f"{run}: this run trained on {processes(state.processes)}, each drawing its own random "
+                          f"numbers ({draw}), which {processes(count)} cannot replay; resume with --nproc "
+                          f"{state.processes} (a run without dropout resumes on any number whose batch size keeps a "
+                          "step's rows)")
+
+
+def processes(count: int) -> str:
+    return f"{count} process" + ("es" if count != 1 else "")
+
+
+def random_draw(model: torch.nn.Module) -> str | None:
+    """Where a training step of `model` draws random numbers (a dropout with p > 0), or None."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"dropout p={module.p:g} in {name}"
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout > 0:
+            return f"attention dropout p={module.attention_dropout:g} in {name}"
+    return None
 
 
 def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True,
@@ -131,6 +181,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     method = get_method(config.train.method)
     check_distributed(config, environment_world(), resume)
     run_folder, checkpoint = check_run_folder(config, resume=resume)
+    if checkpoint is not None:
+        check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, environment_world().size)
     world, device = join_world(resolve_device(config.train.device))
 
     with world.main_first():  # rank 0 fills the tokenized-data cache; the others read it
@@ -151,24 +203,36 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
             data.task.save(run_folder.task)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
     trainable, total = count_parameters(model)
+    strategy = config.distributed.strategy if world.size > 1 else "one process"
     say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
         f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}"
-        + (f", {world.size} processes (DDP), batch {config.train.batch_size} each" if world.size > 1 else ""))
+        + (f", {world.size} processes ({strategy.upper()}), batch {config.train.batch_size} each" if world.size > 1 else ""))
+    # FSDP shards the weights before the optimizer is made over them
+    sharded = None
+    if strategy == "fsdp":
+        from tunesmith.training.distributed.fsdp import shard
+
+        sharded = shard(model, method.make_loss(config, data), precision)
 
     # fused: one kernel over all parameters instead of a loop over them (PyTorch has it on CPU and CUDA)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
                                   betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
                                   weight_decay=config.train.weight_decay, fused=True)
     fingerprint = data_fingerprint(data.train)
-    state = TrainState(data_fingerprint=fingerprint, processes=world.size)
+    state = TrainState(data_fingerprint=fingerprint, processes=world.size, batch_size=config.train.batch_size)
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, model, optimizer)
+        check_resume_randomness(run_folder.path, read_train_state(checkpoint), model, world.size)
+        if sharded is not None and read_train_state(checkpoint).processes == 1:
+            raise ConfigError(f"{run_folder.path}: this run's checkpoints were written by one process, whole, not in "
+                              "FSDP's shards; resume it as one process, or with distributed.strategy=ddp")
+        state = load_checkpoint(checkpoint, model, optimizer, world.rank)  # this rank's random state
         if state.data_fingerprint != fingerprint:
             raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
                               "resume with the original data or start a new run")
         if state.processes != world.size:
-            raise ConfigError(f"{run_folder.path}: this run trained on {state.processes} processes (a step of "
-                              f"{state.processes} x train.batch_size rows); resume it on as many")
+            say(f"resuming the run of {processes(state.processes)} on {processes(world.size)}, batch "
+                f"{config.train.batch_size} each: the same {world.size * config.train.batch_size} rows a micro-batch")
+        state.processes, state.batch_size = world.size, config.train.batch_size  # what the next checkpoint records
     pad_id = tokenizer.pad_token_id
     if method.before_fit is not None:
         method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
@@ -177,10 +241,11 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching,
                              world)
         validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
-        with adapter_input_casting(model, enabled=precision != "bf16"):  # as the steps will run
-            memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
-        if memory is not None:
-            say(memory.describe())
+        if sharded is None:  # FSDP's shards are gathered layer by layer: its memory is set explicitly
+            with adapter_input_casting(model, enabled=precision != "bf16"):  # as the steps will run
+                memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
+            if memory is not None:
+                say(memory.describe())
     else:
         stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
     if config.train.compile:  # after the memory probe, which runs the layers as they are
@@ -195,16 +260,20 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         metrics = MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker) \
             if world.is_main else None
         plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                        precision, run_folder.checkpoints, metrics, loss_fn, show_progress, world)
+                        precision, run_folder.checkpoints, metrics, loss_fn, show_progress, world, sharded)
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
 
+    if sharded is not None:  # every process takes part in putting the best weights back and gathering them
+        final_val = final_weights(model, run_folder, state, world)
+        model = gathered_model(model, method, source, config, data, world)
     if not world.is_main:  # rank 0 writes the outputs
         return RunResult(run_folder.path, method.name, state.step, None, state.best_val_loss, state.baseline_val_loss,
                          state.best_step, state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9),
                          peak_memory_mb(), state.train_seconds)
-    final_val = final_weights(model, run_folder, state)
+    if sharded is None:
+        final_val = final_weights(model, run_folder, state)
     if method.after_fit is not None:
         method.after_fit(model, data, tokenizer, config)
     plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
@@ -272,16 +341,34 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def final_weights(model: Any, run_folder: RunFolder, state: TrainState) -> float | None:
+def final_weights(model: Any, run_folder: RunFolder, state: TrainState, world: World = ONE_PROCESS) -> float | None:
     """Put the best weights (lowest validation loss) in place; returns their validation loss, which
-    was measured when they were current (the last step is always evaluated)."""
+    was measured when they were current (the last step is always evaluated). With FSDP every
+    process calls it, to load its shards of the best weights."""
     if state.best_val_loss is None:
         return None
-    best = recover_best(run_folder.checkpoints)
-    if best is not None and state.best_step != state.step:
-        load_checkpoint(best, model, None)
+    if world.is_main:
+        recover_best(run_folder.checkpoints)
+    world.barrier()
+    best = run_folder.checkpoints / BEST
+    if best.is_dir() and state.best_step != state.step:
+        load_checkpoint(best, model, None, world.rank)
         say(f"final weights: step {state.best_step} (lowest validation loss), not the last step {state.step}")
     return state.best_val_loss
+
+
+def gathered_model(model: Any, method: Method, source: ModelSource, config: RunConfig, data: PreparedData,
+                   world: World) -> Any:
+    """With FSDP: on rank 0 an ordinary model holding the whole trained weights, to save as any
+    other (None on the other processes, whose shards were gathered to it)."""
+    from tunesmith.training.distributed.fsdp import full_weights
+
+    weights = full_weights(model, world.is_main)
+    if not world.is_main:
+        return None
+    plain = method.load_model(source, config, torch.float32, data)
+    plain.load_state_dict(weights)
+    return plain
 
 
 def save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo | None,

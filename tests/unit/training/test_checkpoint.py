@@ -83,3 +83,26 @@ def test_a_checkpoint_of_another_model_or_a_damaged_one_is_a_clear_run_error(tmp
     (folder / "state.json").write_text('{"step": ')
     with pytest.raises(RunError, match="cannot be read .*move that folder away"):
         load_checkpoint(folder, model, optimizer)
+
+
+def test_each_rank_gets_its_own_random_state_back_and_rank_0s_where_it_has_none(tmp_path: Path):
+    import random
+
+    from tunesmith.training.checkpoint import rng_state
+
+    model, optimizer = model_and_optimizer(0)
+    states = []
+    for seed in (1, 2):  # rank 0's generators, then rank 1's
+        torch.manual_seed(seed)
+        random.seed(seed)
+        states.append(rng_state())
+    folder = save_checkpoint(step_folder(tmp_path, 1), model, optimizer, TrainState(step=1, processes=2), states)
+    assert sorted(p.name for p in folder.glob("rng*")) == ["rng-rank-1.safetensors", "rng.safetensors"]
+    for rank, seed in ((0, 1), (1, 2), (2, 1)):  # rank 2 of a resume on 3: the checkpoint has none for it
+        torch.manual_seed(seed)
+        random.seed(seed)
+        expected_torch, expected_python = torch.rand(2), random.random()
+        torch.manual_seed(99)
+        random.seed(99)
+        load_checkpoint(folder, model, optimizer, rank)
+        assert torch.equal(torch.rand(2), expected_torch) and random.random() == expected_python, rank

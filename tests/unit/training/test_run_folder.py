@@ -57,3 +57,43 @@ def test_an_empty_folder_is_used_as_it_is(tmp_path: Path):
 def test_output_name_is_one_folder_name(tmp_path: Path, name: str):
     with pytest.raises(ConfigError, match="output.name=.* must be one folder name"):
         _config(tmp_path, f"output.name={name!r}" if name else "output.name=''")
+
+
+def test_a_resume_may_change_the_batch_size_only_when_its_checkpoint_records_one(tmp_path: Path):
+    """(the product with the number of processes is checked against it: session.check_resume_shape)"""
+    import json
+
+    from tunesmith.config import dump_config
+
+    folder = tmp_path / "runs" / "mine"
+    make_run_folder(folder)
+    (folder / "config.yaml").write_text(dump_config(_config(tmp_path, "train.batch_size=4")))
+    step = folder / "checkpoints" / "step-0000002"
+    step.mkdir(parents=True)
+    (step / "state.json").write_text(json.dumps({"step": 2, "processes": 1}))  # from before batch sizes were recorded
+    with pytest.raises(RunError, match="cannot resume with different settings .train.batch_size: 4 -> 2"):
+        check_run_folder(_config(tmp_path, "train.batch_size=2"), resume=True)
+    (step / "state.json").write_text(json.dumps({"step": 2, "processes": 1, "batch_size": 4}))
+    assert check_run_folder(_config(tmp_path, "train.batch_size=2"), resume=True)[1] == step
+    with pytest.raises(RunError, match="train.learning_rate"):  # every other setting still as before
+        check_run_folder(_config(tmp_path, "train.batch_size=2", "train.learning_rate=1e-3"), resume=True)
+
+
+def test_a_run_started_before_a_setting_existed_resumes_with_its_default(tmp_path: Path):
+    import json
+
+    import yaml
+
+    from tunesmith.config import config_to_dict
+
+    folder = tmp_path / "runs" / "mine"
+    make_run_folder(folder)
+    saved = config_to_dict(_config(tmp_path))
+    del saved["distributed"]  # a config.yaml written before the section was added
+    (folder / "config.yaml").write_text(yaml.safe_dump(saved))
+    step = folder / "checkpoints" / "step-0000002"
+    step.mkdir(parents=True)
+    (step / "state.json").write_text(json.dumps({"step": 2}))
+    assert check_run_folder(_config(tmp_path), resume=True)[1] == step
+    with pytest.raises(RunError, match="distributed.strategy: 'ddp' -> 'fsdp'"):
+        check_run_folder(_config(tmp_path, "distributed.strategy=fsdp", "lora.enabled=false"), resume=True)

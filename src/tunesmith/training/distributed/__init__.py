@@ -7,5 +7,7 @@ nothing here does anything: one process runs exactly the code it ran before, wit
 - world.py: the process group (gloo on CPU, nccl on CUDA, chosen from the device), sums over
   processes, and each process's share of a step's micro-batches.
 - ddp.py: DistributedDataParallel around the loss, so the one training loop stays one loop.
+- fsdp.py: FSDP2 (`fully_shard`) for full fine-tuning (distributed.strategy=fsdp): weights,
+  gradients and AdamW moments in shares, sharded checkpoints, the final model gathered to rank 0.
 - launch.py: `--nproc N` starts N processes through torchrun's elastic agent on this machine.
 """

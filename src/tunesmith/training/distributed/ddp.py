@@ -46,6 +46,8 @@ def call_wrapped(wrapped: DistributedDataParallel, batch: Any) -> Any:
 def gradient_sync(model: Any, last: bool) -> contextlib.AbstractContextManager:
     """DDP averages gradients over the processes after every backward unless told not to: only the
     last micro-batch of an optimizer step needs it (the others only accumulate)."""
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter after the last micro-batch only
+        model.set_requires_gradient_sync(last)
     if last or not isinstance(model, DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -57,9 +58,13 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 def _failed_at(failure: Any) -> tuple[int, float]:
     """(0, when it failed in nanoseconds) for a rank that wrote its error; (1, torchrun's second)
-    for one that wrote none (stopped by a signal): such a rank is reported only when no rank said why."""
+    for one that wrote none (a crash, or a signal): such a rank is reported only when no rank said
+    why; (2, ...) for one stopped by SIGTERM, which the agent sends the survivors of a failure (their
+    times, in whole seconds, often tie with the rank that failed, which would hide it behind rank 0)."""
     data = failure.error_file_data if isinstance(failure.error_file_data, dict) else {}
-    return (0, data[_NANOSECONDS]) if _NANOSECONDS in data else (1, failure.timestamp * 1e9)
+    if _NANOSECONDS in data:
+        return 0, data[_NANOSECONDS]
+    return (2 if failure.exitcode == -signal.SIGTERM else 1), failure.timestamp * 1e9
 
 
 def report_rank_error(line: str) -> bool:

@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -53,6 +54,14 @@ class World:
             for name, value in (part or {}).items():
                 totals[name] = totals.get(name, 0.0) + value
         return totals
+
+    def gather(self, value: Any) -> list[Any] | None:
+        """Every process's `value` (picklable), in rank order, on rank 0; None on the others."""
+        if self.size == 1:
+            return [value]
+        gathered: list[Any] | None = [None] * self.size if self.is_main else None
+        torch.distributed.gather_object(value, gathered, dst=0)
+        return gathered
 
     def barrier(self) -> None:
         if self.size > 1:
