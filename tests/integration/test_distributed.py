@@ -107,14 +107,81 @@ def test_two_machines_of_one_process_each_train_as_one_process_with_their_batch(
     assert max_difference(weights(one.run_dir / file), weights(tmp_path / "runs" / "nodes" / file)) < 2e-5
 
 
+def method_rows(tmp_path: Path, method: str) -> tuple[Path, list[str]]:
+    """21 training rows of `method` (with 4 rows a micro-batch, an epoch's last micro-batch holds one,
+    so the second process's share of it is empty) and the settings that read them."""
+    if method == "dpo":
+        from tests.integration.test_preference import preference_rows
+
+        return write_jsonl(tmp_path / "pairs.jsonl", preference_rows(27)), ["data.validation_split=0.2222"]
+    if method == "classify":
+        from tests.integration.test_eval import write_reviews_csv
+
+        return write_reviews_csv(tmp_path / "reviews.csv", 27, seed=1), [
+            "data.columns.text=review_text", "data.columns.label=verdict", "data.validation_split=0.2222"]
+    from tests.integration.test_span_methods import write_conll, write_squad
+
+    data = write_conll(tmp_path / "rows.conll", 27, seed=3) if method == "token-classify" else \
+        write_squad(tmp_path / "rows.jsonl", 27, seed=3, unanswerable_every=5)
+    return data, ["data.validation_split=0.2222", "data.max_length=48", "data.stride=16"]
+
+
+@pytest.mark.parametrize("method, tuning", [
+    ("dpo", "lora"),  # the reference: the model with its adapter off, filled as pairs are first seen
+    pytest.param("dpo", "full", marks=pytest.mark.slow),  # the reference table: each process computes its share
+    pytest.param("classify", "lora", marks=pytest.mark.slow),
+    pytest.param("classify", "full", marks=pytest.mark.slow),
+    pytest.param("token-classify", "lora", marks=pytest.mark.slow),
+    pytest.param("extractive-qa", "lora", marks=pytest.mark.slow),
+])
+def test_every_method_on_two_processes_with_batch_2_equals_one_process_with_batch_4(
+        tmp_path: Path, request: pytest.FixtureRequest, method: str, tuning: str):
+    """Pairs and labelled examples are counted over all processes as loss tokens are: the loss of a
+    step is the mean over its pairs (its examples), whichever process holds them."""
+    data, settings = method_rows(tmp_path, method)
+    model_dir = request.getfixturevalue("tiny_wordpiece_bert_dir" if method in ("token-classify", "extractive-qa")
+                                        else "tiny_model_dir")
+    overrides = [*SETTINGS, *settings, f"train.method={method}", f"lora.enabled={tuning == 'lora'}",
+                 "output.save_merged=false", "data.audit=off"]
+    one = tunesmith.train(tiny_config(tmp_path, model_dir, data, *overrides, "train.batch_size=4", name="one"),
+                          show_progress=False)
+    two = launch([*cli_args(tmp_path, model_dir, data, *overrides, "train.batch_size=2", name="two"), "--nproc", "2"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 processes (DDP), batch 2 each" in two.stderr
+    two_dir = tmp_path / "runs" / "two"
+
+    file = "adapter/adapter_model.safetensors" if tuning == "lora" else "model/model.safetensors"
+    one_weights, two_weights = weights(one.run_dir / file), weights(two_dir / file)
+    if tuning == "full":
+        start = weights(model_dir / "model.safetensors")
+        update = max(float((one_weights[k].float() - start[k].float()).abs().max()) for k in one_weights if k in start)
+    else:  # LoRA's B matrices start at zero
+        update = max(float(w.abs().max()) for name, w in one_weights.items() if "lora_B" in name)
+    assert update > 1e-3  # it trained
+    difference = max_difference(one_weights, two_weights)
+    print(f"{method} {tuning}: largest weight difference {difference:.2g}, largest update {update:.2g}")
+    assert difference < min(2e-5, 1e-2 * update)
+
+    one_records, two_records = read_metrics(one.run_dir / "metrics.jsonl"), read_metrics(two_dir / "metrics.jsonl")
+    assert [r["step"] for r in one_records] == [r["step"] for r in two_records] == [0, 1, 2, 3, 4, 5, 6]
+    for a, b in zip(one_records, two_records):
+        for key in ("loss", "val_loss", "loss_tokens", "tokens", "epoch", "reward_accuracy", "drift"):
+            assert (key in a) == (key in b), (a, b)
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (key, a, b)
+    assert max(r.get("epoch", 0) for r in one_records) >= 1.5  # past an epoch's end, whose last micro-batch is short
+
+
 def test_a_method_that_cannot_train_on_several_processes_is_refused_before_any_starts(tmp_path: Path,
                                                                                      tiny_model_dir: Path):
     train, _ = rows(tmp_path)
-    result = launch([*cli_args(tmp_path, tiny_model_dir, train, "train.method=dpo", name="dpo"), "--nproc", "2"])
+    result = launch([*cli_args(tmp_path, tiny_model_dir, train, "train.method=online-dpo", name="online"),
+                     "--nproc", "2"])
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1:] == [
-        "error: train.method=dpo does not train on several processes yet (sft, pretrain do); "
-        "run it as one process, without --nproc or torchrun"]
+        "error: train.method=online-dpo does not train on several processes: each round samples its pairs from the "
+        "model as it trains, and processes sampling their shares would neither sample what one process samples nor "
+        "agree on a round's micro-batches; run it as one process, without --nproc or torchrun"]
 
 
 # Loaded by every process of the run (PYTHONPATH): rank 1 fails as its model loads, while rank 0
