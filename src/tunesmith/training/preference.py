@@ -257,10 +257,12 @@ def reference_table(model: Any, pairs: list[PairExample], config: RunConfig, dev
                     pad_id: int, world: World = ONE_PROCESS) -> torch.Tensor:
     """[pair key, (chosen, rejected)] log-probabilities under the reference: the adapter switched off
     (LoRA), or the weights as they are now (full fine-tuning, called before the first step). On
-    several processes each computes every N-th batch and all get the whole table; a pair is in the
-    same batch whatever N is, so the numbers are one process's."""
+    N processes the batches are planned for N x train.batch_size pairs, as the training batches
+    are, each process computes every N-th one and all get the whole table: the numbers of one
+    process with that batch, to the bit."""
     table = torch.zeros((max(p.key for p in pairs) + 1, 2), dtype=torch.float32)
-    plans = plan_epoch([len(p) for p in pairs], "group_by_length", config.train.batch_size, config.data.max_length, 0, 0)
+    plans = plan_epoch([len(p) for p in pairs], "group_by_length", config.train.batch_size * world.size,
+                       config.data.max_length, 0, 0)
     disabled = model.disable_adapter() if hasattr(model, "disable_adapter") else _nothing()
     was_training = model.training
     model.eval()
