@@ -65,7 +65,7 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
     if world.is_main:
         audit_before_training(config)
     result = run_method(config, resume=resume, show_progress=show_progress)
-    share = evaluation_share(result, world)
+    share = evaluation_share(result, world) if shares_decoding(result.method, config.eval) else ALONE
     if not world.is_main:  # its share of the held-out decoding; rank 0 writes the report
         if share.size > 1:
             evaluate_after_training(result, config, share)
