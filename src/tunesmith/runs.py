@@ -86,9 +86,9 @@ def evaluation_share(result: RunResult, world: World) -> Share:
     return Share(world.rank, world.size) if all(readable) else ALONE
 
 
-# Evaluations whose decoding is shared out over the processes (eval.test on a generative or a
-# classification run); the others run on rank 0 alone.
 def shares_decoding(method: str, settings: EvalConfig) -> bool:
+    """Whether the evaluation after training shares its decoding out over the processes: eval.test
+    on a generative or a classification run. The others run on rank 0 alone."""
     return bool(settings.test) and method not in ("token-classify", "extractive-qa", "pretrain", "dpo", "online-dpo")
 
 
