@@ -112,10 +112,11 @@ def test_two_machines_of_one_process_each_train_as_one_process_with_their_batch(
 def method_rows(tmp_path: Path, method: str) -> tuple[Path, list[str]]:
     """21 training rows of `method` (with 4 rows a micro-batch, an epoch's last micro-batch holds one,
     so the second process's share of it is empty) and the settings that read them."""
-    if method == "dpo":
+    if method in ("dpo", "simpo"):
         from tests.integration.test_preference import preference_rows
 
-        return write_jsonl(tmp_path / "pairs.jsonl", preference_rows(27)), ["data.validation_split=0.2222"]
+        return write_jsonl(tmp_path / "pairs.jsonl", preference_rows(27)), [
+            "data.validation_split=0.2222", *(["preference.loss=simpo", "preference.beta=2.0"] if method == "simpo" else [])]
     if method == "classify":
         from tests.integration.test_eval import write_reviews_csv
 
@@ -141,6 +142,7 @@ def without_dropout(model_dir: Path, folder: Path) -> Path:
 @pytest.mark.parametrize("method, tuning", [
     ("dpo", "lora"),  # the reference: the model with its adapter off, filled as pairs are first seen
     pytest.param("dpo", "full", marks=pytest.mark.slow),  # the reference table: each process computes its share
+    pytest.param("simpo", "lora", marks=pytest.mark.slow),  # no reference; length-normalised log-probabilities
     pytest.param("classify", "lora", marks=pytest.mark.slow),
     pytest.param("classify", "full", marks=pytest.mark.slow),
     pytest.param("token-classify", "lora", marks=pytest.mark.slow),
@@ -155,7 +157,7 @@ def test_every_method_on_two_processes_with_batch_2_equals_one_process_with_batc
         model_dir = without_dropout(request.getfixturevalue("tiny_wordpiece_bert_dir"), tmp_path / "bert")
     else:
         model_dir = request.getfixturevalue("tiny_model_dir")
-    overrides = [*SETTINGS, *settings, f"train.method={method}", f"lora.enabled={tuning == 'lora'}",
+    overrides = [*SETTINGS, *settings, f"train.method={'dpo' if method == 'simpo' else method}", f"lora.enabled={tuning == 'lora'}",
                  "output.save_merged=false", "data.audit=off"]
     one = tunesmith.train(tiny_config(tmp_path, model_dir, data, *overrides, "train.batch_size=4", name="one"),
                           show_progress=False)
