@@ -40,7 +40,8 @@ from tunesmith.eval.preference import pair_accuracy_summary, win_rate
 from tunesmith.eval.report import write_report
 from tunesmith.files import write_atomic
 from tunesmith.models.generate import load_for_generation
-from tunesmith.training.distributed.world import environment_world
+from tunesmith.models.processes import ALONE, Share
+from tunesmith.training.distributed.world import World, environment_world
 from tunesmith.training.metrics import perplexity
 from tunesmith.training.run_folder import (
     RunFolder,
@@ -64,11 +65,31 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
     if world.is_main:
         audit_before_training(config)
     result = run_method(config, resume=resume, show_progress=show_progress)
-    if not world.is_main:  # evaluation and the report run on rank 0 alone, after training
+    share = evaluation_share(result, world) if shares_decoding(result.method, config.eval) else ALONE
+    if not world.is_main:  # its share of the held-out decoding; rank 0 writes the report
+        if share.size > 1:
+            evaluate_after_training(result, config, share)
         return result
-    evaluate_after_training(result, config)
+    evaluate_after_training(result, config, share)
     report_results(config.output.report_to, result.run_dir, config.output.dir)
     return result
+
+
+def evaluation_share(result: RunResult, world: World) -> Share:
+    """The processes that evaluate the run together: all of them once rank 0 has written the run's
+    model, when every one can read it (one machine, or a file system the machines share); else
+    rank 0 alone."""
+    if world.size == 1:
+        return ALONE
+    world.barrier()  # rank 0 has written the model and the manifest
+    readable = world.gather((result.run_dir / "manifest.json").is_file())
+    return Share(world.rank, world.size) if all(readable) else ALONE
+
+
+def shares_decoding(method: str, settings: EvalConfig) -> bool:
+    """Whether the evaluation after training shares its decoding out over the processes: eval.test
+    on a generative or a classification run. The others run on rank 0 alone."""
+    return bool(settings.test) and method not in ("token-classify", "extractive-qa", "pretrain", "dpo", "online-dpo")
 
 
 def train_stages(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
@@ -149,12 +170,20 @@ def _result_from_manifest(folder: Path) -> RunResult:
                      r.get("train_seconds", 0.0), manifest["outputs"])
 
 
-def evaluate_after_training(result: RunResult, config: RunConfig) -> None:
+def evaluate_after_training(result: RunResult, config: RunConfig, share: Share = ALONE) -> None:
+    """What the method and config ask for after training. With a `share` of several processes
+    (each calls this), the held-out decoding of eval.test is shared out over them and rank 0
+    writes; the other evaluations run on rank 0 alone."""
+    if shares_decoding(result.method, config.eval):
+        if share.size > 1:
+            say(f"evaluation: the rows of {config.eval.test} shared out over {share.size} processes")
+        evaluate = evaluate_classifier_run if result.method == "classify" else evaluate_run
+        result.comparison = evaluate(result.run_dir, config.eval.test, config.eval, share=share)
+        return
+    if not share.writes:
+        return
     if result.method == "classify":
-        if config.eval.test:
-            result.comparison = evaluate_classifier_run(result.run_dir, config.eval.test, config.eval)
-        else:
-            write_report(result.run_dir, None)
+        write_report(result.run_dir, None)
     elif result.method in ("token-classify", "extractive-qa"):
         if config.eval.test:
             result.comparison = evaluate_span_run(result.run_dir, config.eval.test, config.eval)
@@ -170,19 +199,19 @@ def evaluate_after_training(result: RunResult, config: RunConfig) -> None:
         result.comparison = figures
         say("preference results: " + json.dumps(figures))
         write_report(result.run_dir, None, preference=figures)
-    elif config.eval.test:
-        result.comparison = evaluate_run(result.run_dir, config.eval.test, config.eval)
     else:
         write_report(result.run_dir, None)
 
 
 def evaluate_classifier_run(run_dir: Path, test: str, settings: EvalConfig, *,
-                            columns: dict[str, str] | None = None) -> Comparison:
-    """Metrics of a run's classification head on `test`; writes eval/ and the report."""
+                            columns: dict[str, str] | None = None, share: Share = ALONE) -> Comparison:
+    """Metrics of a run's classification head on `test`; writes eval/ and the report (rank 0 of `share`)."""
     config = run_config(run_dir)
     data = replace(config.data, columns={**config.data.columns, **(columns or {})})
     items, _ = load_items(test, data, LabelTask.load(Path(run_dir) / "task.json"), config.task, max_rows=settings.max_rows)
-    comparison = evaluate_classifier(load_classifier(str(run_dir)), items, settings)
+    comparison = evaluate_classifier(load_classifier(str(run_dir), share), items, settings)
+    if not share.writes:
+        return comparison
     save_comparison(comparison, Path(run_dir) / "eval")
     markdown, html = write_report(run_dir, comparison)
     print(f"\n{comparison.table()}\n\nreport: {markdown} and {html}", flush=True)
@@ -311,8 +340,10 @@ def pretrain_perplexity(result: RunResult, settings: EvalConfig) -> dict:
     return figures
 
 
-def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dict[str, str] | None = None) -> Comparison:
-    """Compare base zero-shot / base few-shot / fine-tuned on `test`; writes eval/ and report.md/.html."""
+def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dict[str, str] | None = None,
+                 share: Share = ALONE) -> Comparison:
+    """Compare base zero-shot / base few-shot / fine-tuned on `test`; writes eval/ and report.md/.html
+    (rank 0 of `share`, whose processes share out the decoding)."""
     run_dir = Path(run_dir)
     config = run_config(run_dir)
     data = replace(config.data, columns={**config.data.columns, **(columns or {})})
@@ -323,11 +354,13 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     if settings.compare and (settings.few_shot or settings.rag.corpus == "train"):
         pool, _ = load_items(config.data.train, config.data, task, config.task, skip_invalid=True)
     if settings.compare:
-        comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, say=say)
+        comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, say=say, share=share)
     else:
-        loaded = load_for_generation(str(run_dir), precision=settings.precision)
+        loaded = load_for_generation(str(run_dir), precision=settings.precision, share=share)
         comparison = Comparison("label" if labels else "generation", items,
                                 [evaluate_system(loaded, "fine-tuned", [i.prompt for i in items], items, labels, settings)], labels)
+    if not share.writes:
+        return comparison
     comparison.notes.extend(leakage_notes(items, pool))
     if settings.groups and labels:
         comparison.notes.extend(group_notes(comparison, settings.groups))

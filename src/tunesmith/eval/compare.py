@@ -21,6 +21,7 @@ from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
 from tunesmith.models.generate import LoadedModel, generate, load_for_generation
+from tunesmith.models.processes import ALONE, Share
 from tunesmith.models.score import score_labels
 from tunesmith.training.metrics import perplexity
 
@@ -138,8 +139,9 @@ def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[E
 
 
 def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], settings: EvalConfig,
-                   labels: list[str] | None, seed: int = 0, say: Any = print) -> Comparison:
-    """Evaluate base zero-shot, base k-shot and the fine-tuned model of `run_dir` on `items`."""
+                   labels: list[str] | None, seed: int = 0, say: Any = print, share: Share = ALONE) -> Comparison:
+    """Evaluate base zero-shot, base k-shot and the fine-tuned model of `run_dir` on `items`, each
+    model's decoding shared out over `share`'s processes."""
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
     comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot, settings.few_shot_selection)
     general = _general_texts(settings)
@@ -155,7 +157,7 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
                                 f"{'BM25' if settings.rag.retriever == 'bm25' else 'dense MiniLM embeddings'} "
                                 "before each question" + _recall_note(items, retrieved.sources))
 
-    tuned = load_for_generation(str(run_dir), precision=settings.precision)
+    tuned = load_for_generation(str(run_dir), precision=settings.precision, share=share)
     template = tuned.tokenizer.chat_template
     say(f"evaluating the fine-tuned model on {len(items)} rows")
     tuned_result = evaluate_system(tuned, "fine-tuned", zero_shot, items, labels, settings)
@@ -168,7 +170,8 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
     del tuned
     gc.collect()
 
-    base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=settings.precision)
+    base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=settings.precision,
+                               share=share)
     say(f"evaluating the base model zero-shot on {len(items)} rows")
     comparison.systems.append(evaluate_system(base, "base zero-shot", zero_shot, items, labels, settings))
     if settings.few_shot and pool:

@@ -36,7 +36,13 @@ def _truncate(example: TokenizedExample, max_length: int) -> TokenizedExample:
 
 
 def _mean_loss(loaded: LoadedModel, examples: list[TokenizedExample], batch_size: int) -> float:
+    """Mean loss per loss token; each of `loaded.share`'s processes takes its share of the batches."""
     plans = plan_epoch([len(e) for e in examples], "group_by_length", batch_size, 0, seed=0, epoch=0)
-    batches = [collate(examples, plan, loaded.tokenizer.pad_token_id) for plan in plans]
+    batches = [collate(examples, plan, loaded.tokenizer.pad_token_id) for plan in loaded.share.take(plans)]
     device = next(loaded.model.parameters()).device
-    return evaluate_loss(loaded.model, batches, causal_lm_loss_sum, device, "fp32")
+    mine = evaluate_loss(loaded.model, batches, causal_lm_loss_sum, device, "fp32") if batches else 0.0
+    if loaded.share.size == 1:
+        return mine
+    tokens = sum(batch.n_loss_tokens for batch in batches)
+    parts = loaded.share.gather({loaded.share.rank: (mine * tokens, tokens)}).values()
+    return sum(total for total, _ in parts) / max(sum(count for _, count in parts), 1)

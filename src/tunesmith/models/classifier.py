@@ -14,6 +14,7 @@ from tunesmith.errors import ModelError
 from tunesmith.models.device import attention_kernel, resolve_device
 from tunesmith.models.generate import pad_rows
 from tunesmith.models.load import ModelSource, _first_line, load_tokenizer
+from tunesmith.models.processes import ALONE, Share
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Classifier:
     labels: list[str]
     name: str
     max_length: int = 512  # longest input in tokens: the run's data.max_length, so predictions see what training saw
+    share: Share = ALONE  # the processes that classify with it together (evaluation after a run on several)
 
 
 def classifier_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -57,13 +59,13 @@ def position_limit(model: Any) -> int | None:
     return limit
 
 
-def load_classifier(target: str) -> Classifier:
+def load_classifier(target: str, share: Share = ALONE) -> Classifier:
     """A run folder's (or model folder's) sequence classifier, in fp32 for stable probabilities."""
     from transformers import AutoModelForSequenceClassification
 
     model, tokenizer, max_length = load_trained_head(target, AutoModelForSequenceClassification, "classify")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return Classifier(model, tokenizer, labels, str(target), max_length)
+    return Classifier(model, tokenizer, labels, str(target), max_length, share)
 
 
 HEAD_NAMES = {"classify": "classification head", "token-classify": "token-classification head",
@@ -118,7 +120,7 @@ def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_siz
                           max_length: int | None = None) -> np.ndarray:
     """[rows, labels] probabilities; rows are batched by length, right-padded with an attention mask,
     and cut at `max_length` tokens (default: what the run trained with) or the model's positions,
-    whichever is fewer."""
+    whichever is fewer. The batches are shared out over `classifier.share`'s processes."""
     max_length = max_length or classifier.max_length
     limit = position_limit(classifier.model)
     max_length = min(max_length, limit) if limit is not None else max_length
@@ -127,10 +129,12 @@ def predict_probabilities(classifier: Classifier, texts: list[str], *, batch_siz
     probabilities = np.zeros((len(texts), len(classifier.labels)), dtype=np.float32)
     device = next(classifier.model.parameters()).device
     pad_id = classifier.tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    found: dict[int, np.ndarray] = {}  # row -> its probabilities
+    for chunk in classifier.share.take([order[start:start + batch_size] for start in range(0, len(order), batch_size)]):
         input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=False)
         with attention_kernel(device, input_ids.shape[1]):
             logits = classifier_logits(classifier.model, input_ids.to(device), attention.to(device))
-        probabilities[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        found.update(zip(chunk, torch.softmax(logits.float(), dim=-1).cpu().numpy()))
+    for row, values in classifier.share.gather(found).items():
+        probabilities[row] = values
     return probabilities

@@ -20,6 +20,7 @@ from tunesmith.data.tokenize import encode_prompt
 from tunesmith.errors import ModelError
 from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import ModelSource, load_causal_lm, load_tokenizer, resolve_model
+from tunesmith.models.processes import ALONE, Share
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,6 +42,7 @@ class LoadedModel:
     tokenizer: Any
     info: TemplateInfo
     name: str
+    share: Share = ALONE  # the processes that decode with it together (evaluation after a run on several)
 
 
 def find_model_folder(target: str) -> ModelSource:
@@ -63,7 +65,7 @@ def find_model_folder(target: str) -> ModelSource:
 
 
 def load_for_generation(target: str, *, chat_template: str | None = None, device: str = "auto",
-                        precision: str = "auto") -> LoadedModel:
+                        precision: str = "auto", share: Share = ALONE) -> LoadedModel:
     """Tokenizer, template and weights for inference; bf16 weights where the device computes bf16 natively."""
     torch_device = resolve_device(device)
     dtype = weights_dtype(resolve_precision(precision, torch_device), frozen_base=True)
@@ -82,7 +84,7 @@ def load_for_generation(target: str, *, chat_template: str | None = None, device
         model = load_causal_lm(source, dtype=dtype)
     info = analyze_template(tokenizer, model.generation_config.eos_token_id)
     model.to(torch_device).eval()
-    return LoadedModel(model, tokenizer, info, target)
+    return LoadedModel(model, tokenizer, info, target, share)
 
 
 Prompt = str | list[Message]
@@ -109,20 +111,21 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
     """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0.
 
     `stop_at_newline` also ends a reply at its first line break after some text (a one-line answer,
-    such as a label, is complete there; the text returned is cut at the break)."""
+    such as a label, is complete there; the text returned is cut at the break).
+
+    Greedy decoding is shared out over `loaded.share`'s processes, batch by batch; sampled decoding
+    is not (its random stream runs through the batches in order), so each process samples all."""
     started = time.perf_counter()
     encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
-    replies: list[str] = [""] * len(encoded)
-    token_ids: list[list[int]] = [[] for _ in encoded]
-    finish_reasons: list[str] = [""] * len(encoded)
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    share = loaded.share if temperature == 0 else ALONE
     device = next(loaded.model.parameters()).device
     pad_id = loaded.tokenizer.pad_token_id
     stop_ids = set(loaded.info.stop_token_ids)
-    new_tokens = 0
+    replies: dict[int, tuple[str, list[int], str]] = {}  # row -> (text, token ids, finish reason)
     torch.manual_seed(seed)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+    for chunk in share.take(batches):
         input_ids, attention = pad_rows([encoded[i] for i in chunk], pad_id, left=True)
         width = input_ids.shape[1]
         output = loaded.model.generate(
@@ -140,11 +143,12 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
             if line_done:
                 length = _tokens_through_first_line(loaded.tokenizer, generated[:length])
                 text = text[:_first_line_end(text)]
-            new_tokens += length
-            replies[index] = text.strip()
-            token_ids[index] = generated[:length]
-            finish_reasons[index] = "stop" if line_done or (length and generated[length - 1] in stop_ids) else "length"
-    return Generated(replies, new_tokens, time.perf_counter() - started, token_ids, finish_reasons)
+            finish = "stop" if line_done or (length and generated[length - 1] in stop_ids) else "length"
+            replies[index] = (text.strip(), generated[:length], finish)
+    replies = share.gather(replies)
+    rows = [replies[i] for i in range(len(encoded))]
+    return Generated([r[0] for r in rows], sum(len(r[1]) for r in rows), time.perf_counter() - started,
+                     [r[1] for r in rows], [r[2] for r in rows])
 
 
 def _first_line_end(text: str) -> int | None:

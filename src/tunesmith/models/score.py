@@ -58,7 +58,8 @@ def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[M
                  batch_size: int = 16, share_prefix: bool = True) -> LabelScores:
     """[rows, labels] log-probabilities of each label's answer after each prompt, in batches of
     similar prompt lengths (left-padded; positions from the attention mask). `share_prefix`: run a
-    batch's common leading tokens once (see the module's notes)."""
+    batch's common leading tokens once (see the module's notes). The batches are shared out over
+    `loaded.share`'s processes."""
     started = time.perf_counter()
     answers = [answer_ids(loaded, label) for label in labels]
     encoded = [encode_prompt(loaded.tokenizer, loaded.info, list(p)) for p in prompts]
@@ -67,7 +68,8 @@ def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[M
     device = next(model.parameters()).device
     pad_id = loaded.tokenizer.pad_token_id
     prefixes: dict[tuple[int, ...], Any] = {}
-    for chunk in _batches(prompts, encoded, batch_size, share_prefix):
+    scored: dict[int, np.ndarray] = {}  # row -> its labels' log-probabilities
+    for chunk in loaded.share.take(_batches(prompts, encoded, batch_size, share_prefix)):
         shared = _common_prefix([encoded[i] for i in chunk]) if share_prefix and len(chunk) > 1 else 0
         prefix = None
         if shared >= MIN_SHARED:
@@ -79,7 +81,10 @@ def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[M
         else:
             shared = 0
         input_ids, attention = pad_rows([encoded[i][shared:] for i in chunk], pad_id, left=True)
-        scores[chunk] = _score_batch(model, input_ids.to(device), attention.to(device), answers, pad_id, prefix)
+        rows = _score_batch(model, input_ids.to(device), attention.to(device), answers, pad_id, prefix)
+        scored.update(zip(chunk, rows))
+    for row, values in loaded.share.gather(scored).items():
+        scores[row] = values
     return LabelScores(list(labels), scores, np.array([len(a) for a in answers], dtype=np.float64),
                        time.perf_counter() - started)
 

@@ -163,7 +163,8 @@ def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.d
 
     On several processes `window` is this process's share of the step and every count and sum is
     over all processes; each backward is scaled by the number of processes, since DDP averages the
-    processes' gradients where the step wants their sum."""
+    processes' gradients where the step wants their sum. The counts are what the method's batches
+    count (loss tokens, pairs, labelled examples), so every method's update is one process's."""
     loss_tokens = world.sum_int(sum(batch.n_loss_tokens for batch in window))
     scale = (normalizer if normalizer is not None else max(loss_tokens, 1)) / world.size
     loss_sum = 0.0
@@ -172,6 +173,8 @@ def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.d
         with gradient_sync(model, last=number == len(window) - 1):
             with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
                 summed, metrics = split_loss(loss_fn(model, batch.to(device)))
+            if not batch.n_loss_tokens:  # nothing of it is in the loss (a process's empty share)
+                summed, metrics = summed * 0.0, {}
             (summed / scale).backward()
         loss_sum += summed.item()
         for name, value in metrics.items():

@@ -34,6 +34,7 @@ from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import atomic_path
 from tunesmith.models.device import attention_kernel
+from tunesmith.training.distributed.world import ONE_PROCESS, World, environment_world
 from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.loss import sequence_log_probs
 from tunesmith.training.registry import Method, register_method
@@ -214,23 +215,29 @@ def preference_loss(config: RunConfig, data: PreparedData) -> LossFn:
 def prepare_reference(model: Any, data: PreparedData, config: RunConfig, folder: Path, device: torch.device,
                       precision: str, pad_id: int) -> None:
     """The reference table. With LoRA the reference is the model with its adapter off, the same at
-    any time, so each pair's row is filled the first time the pair is seen (NaN until then). With
-    full fine-tuning it is the starting weights: every pair is computed before the first step and
-    kept in the run folder, so that a resumed run uses the very same numbers."""
+    any time, so each pair's row is filled the first time the pair is seen (NaN until then; on
+    several processes each fills the rows of its own share). With full fine-tuning it is the
+    starting weights: every pair is computed before the first step (each process its share of the
+    batches, then all get the whole table) and kept in the run folder, so that a resumed run uses
+    the very same numbers."""
     if config.preference.loss != "dpo":
         return
     pairs = [*data.train, *data.validation]
     if hasattr(model, "disable_adapter"):
         data.extras["reference"] = torch.full((max(p.key for p in pairs) + 1, 2), float("nan"))
         return
+    world = environment_world()  # the processes training together (torchrun's); one without it
     path = folder / "reference_logps.safetensors"
-    if path.is_file():
-        data.extras["reference"] = load_file(path)["reference"]
+    saved = load_file(path)["reference"] if world.is_main and path.is_file() else None  # rank 0 writes the run folder
+    saved = world.gather(saved)[0]
+    if saved is not None:
+        data.extras["reference"] = saved
         return
-    table = reference_table(model, pairs, config, device, precision, pad_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as staging:  # a resume reads it: never a torn file
-        save_file({"reference": table}, staging)
+    table = reference_table(model, pairs, config, device, precision, pad_id, world)
+    if world.is_main:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as staging:  # a resume reads it: never a torn file
+            save_file({"reference": table}, staging)
     data.extras["reference"] = table
 
 
@@ -247,16 +254,20 @@ def reference_for(model: Any, batch: PairBatch, table: torch.Tensor) -> torch.Te
 
 
 def reference_table(model: Any, pairs: list[PairExample], config: RunConfig, device: torch.device, precision: str,
-                    pad_id: int) -> torch.Tensor:
+                    pad_id: int, world: World = ONE_PROCESS) -> torch.Tensor:
     """[pair key, (chosen, rejected)] log-probabilities under the reference: the adapter switched off
-    (LoRA), or the weights as they are now (full fine-tuning, called before the first step)."""
+    (LoRA), or the weights as they are now (full fine-tuning, called before the first step). On
+    N processes the batches are planned for N x train.batch_size pairs, as the training batches
+    are, each process computes every N-th one and all get the whole table: the numbers of one
+    process with that batch, to the bit."""
     table = torch.zeros((max(p.key for p in pairs) + 1, 2), dtype=torch.float32)
-    plans = plan_epoch([len(p) for p in pairs], "group_by_length", config.train.batch_size, config.data.max_length, 0, 0)
+    plans = plan_epoch([len(p) for p in pairs], "group_by_length", config.train.batch_size * world.size,
+                       config.data.max_length, 0, 0)
     disabled = model.disable_adapter() if hasattr(model, "disable_adapter") else _nothing()
     was_training = model.training
     model.eval()
     with torch.no_grad(), disabled:
-        for plan in plans:
+        for plan in plans[world.rank::world.size]:
             batch = collate_pairs(pairs, plan, pad_id).to(device)
             with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
                 log_probs, _ = sequence_log_probs(model, batch.sequences)
@@ -264,6 +275,11 @@ def reference_table(model: Any, pairs: list[PairExample], config: RunConfig, dev
             table[batch.keys.cpu(), 0] = log_probs[:size].float().cpu()
             table[batch.keys.cpu(), 1] = log_probs[size:].float().cpu()
     model.train(was_training)
+    if world.size > 1:
+        shares = world.gather(table)
+        for rank, share in enumerate(shares):
+            keys = [p.key for plan in plans[rank::world.size] for row in plan for p in (pairs[row[0]],)]
+            table[keys] = share[keys]
     return table
 
 

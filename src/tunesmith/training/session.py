@@ -108,14 +108,20 @@ def say(message: str) -> None:
         print(f"tunesmith: {message}", file=sys.stderr, flush=True)
 
 
-# Methods whose whole path is the shared loop over collated token batches, which DDP covers so far.
-DISTRIBUTED_METHODS = ("sft", "pretrain")
+# Methods whose batches all come from a BatchStream over prepared examples, which DDP covers: each
+# process collates its share of every micro-batch, whatever the batch holds (tokens, pairs, labels).
+DISTRIBUTED_METHODS = ("sft", "pretrain", "dpo", "classify", "token-classify", "extractive-qa")
 
 
 def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
     """Refuse, before any work, what several processes cannot train yet."""
     if world.size == 1:
         return
+    if config.train.method == "online-dpo":
+        raise ConfigError("train.method=online-dpo does not train on several processes: each round samples its pairs "
+                          "from the model as it trains, and processes sampling their shares would neither sample what "
+                          "one process samples nor agree on a round's micro-batches; run it as one process, without "
+                          "--nproc or torchrun")
     if config.train.method not in DISTRIBUTED_METHODS:
         raise ConfigError(f"train.method={config.train.method} does not train on several processes yet "
                           f"({', '.join(DISTRIBUTED_METHODS)} do); run it as one process, without --nproc or torchrun")

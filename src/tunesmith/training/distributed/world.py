@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tunesmith.data.batches import IGNORE_INDEX, Batch, Plan
+from tunesmith.data.batches import Plan
 from tunesmith.errors import ConfigError
 
 
@@ -55,12 +56,12 @@ class World:
                 totals[name] = totals.get(name, 0.0) + value
         return totals
 
-    def gather(self, value: Any) -> list[Any] | None:
-        """Every process's `value` (picklable), in rank order, on rank 0; None on the others."""
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's `value` (any picklable object), in rank order; [value] for one process."""
         if self.size == 1:
             return [value]
-        gathered: list[Any] | None = [None] * self.size if self.is_main else None
-        torch.distributed.gather_object(value, gathered, dst=0)
+        gathered: list[Any] = [None] * self.size
+        torch.distributed.all_gather_object(gathered, value)
         return gathered
 
     def barrier(self) -> None:
@@ -120,10 +121,11 @@ def join_world(device: torch.device) -> tuple[World, torch.device]:
     return world, device
 
 
-def without_loss(batch: Batch) -> Batch:
-    """The batch with no token in the loss: a process whose share of a micro-batch is empty runs it
-    so that its backward still takes part in DDP's gradient averaging, adding exactly zero."""
-    return Batch(batch.input_ids, torch.full_like(batch.labels, IGNORE_INDEX), batch.position_ids, 0, 0)
+def without_loss(batch: Any) -> Any:
+    """The batch (of any method: tokens, pairs, labelled examples) counted as holding nothing: a
+    process whose share of a micro-batch is empty runs it so that its backward still takes part in
+    DDP's gradient averaging, and the loop multiplies the loss of a batch without loss tokens by zero."""
+    return dataclasses.replace(batch, n_loss_tokens=0, n_tokens=0)
 
 
 def _collective_device() -> torch.device:
