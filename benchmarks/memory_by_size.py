@@ -251,7 +251,9 @@ def print_row(size: str, parameters: int, tokens: int, batch: int, results: dict
     ours, checkpointed, theirs = (results.get(tool) or {} for tool in ("tunesmith", "tunesmith-ckpt", "trl"))
 
     def gb(figures: dict) -> str:
-        return figures.get("failed", f"{figures['peak_rss_gb']:.2f}") if figures else "-"
+        if not figures:
+            return "-"
+        return figures["failed"] if "failed" in figures else f"{figures['peak_rss_gb']:.2f}"
 
     def ratio(figures: dict) -> str:
         return (f"{figures['peak_rss_gb'] / theirs['peak_rss_gb']:.2f}x"

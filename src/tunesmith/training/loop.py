@@ -205,6 +205,8 @@ def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.de
     for batch in _share(batches, world):
         with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
             summed, metrics = split_loss(loss_fn(model, batch.to(device)))
+        if not batch.n_loss_tokens:  # a process's stand-in for a batch it lacks (_share): not in the loss
+            continue
         total += summed.item()
         tokens += batch.n_loss_tokens
         for name, value in metrics.items():
