@@ -65,13 +65,14 @@ def test_projection_switches_on_only_when_the_run_would_not_fit():
     assert saved.peak(10, checkpointing=False) == 10 * (10 * 1000 + 1000 + 500)
     assert saved.peak(10, checkpointing=True) == 10 * (10 * 100 + 2 * 1000 + 500)
     cpu = torch.device("cpu")
-    roomy = plan_memory(saved, 1000, trainable=1000, device=cpu, limit_gb=1000.0)
+    tokens = 1_000_000  # activations of 11.5 GB without checkpointing, 3.5 GB with it: far above what the test holds
+    roomy = plan_memory(saved, tokens, trainable=1000, device=cpu, limit_gb=1000.0)
     assert not roomy.checkpointing and roomy.projected_off > roomy.projected_on > roomy.held > 0
     # a limit between the two projections: on, and it fits
     limit = (roomy.projected_on + roomy.projected_off) / 2 / 1e9
-    tight = plan_memory(saved, 1000, trainable=1000, device=cpu, limit_gb=limit)
+    tight = plan_memory(saved, tokens, trainable=1000, device=cpu, limit_gb=limit)
     assert tight.checkpointing and "checkpointing on" in tight.describe() and "may not fit" not in tight.describe()
-    hopeless = plan_memory(saved, 1000, trainable=1000, device=cpu, limit_gb=0.001)
+    hopeless = plan_memory(saved, tokens, trainable=1000, device=cpu, limit_gb=0.001)
     assert hopeless.checkpointing and "lower train.batch_size" in hopeless.describe()
 
 
