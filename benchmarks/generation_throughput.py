@@ -14,7 +14,9 @@ against generated 5-shot with per-row shots (evaluation's default).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 MODEL = "smollm2-135m-instruct"
 
@@ -38,9 +40,15 @@ def main() -> None:
     items, _ = load_items("alpaca-demo", build_config({}).data, None, max_rows=args.prompts)
     prompts = [item.prompt for item in items]
     precisions = ["fp32", "bf16"] if args.precision == "auto" else [args.precision]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import matmul_parameters, matmul_peak_gflops
+
+    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
+    flops_per_token = 2 * matmul_parameters()  # a forward pass; the prompt's own tokens are not counted
     print(f"{CATALOG[MODEL].label}, {len(prompts)} Alpaca prompts, greedy, up to {args.max_new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads\n")
-    print(f"{'decoding':<48}{'new tokens':>11}{'seconds':>9}{'tokens/s':>10}")
+          f"{torch.get_num_threads()} threads; matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f}; "
+          "of peak: new tokens/s x 2N FLOPs against the peak of the precision decoded in\n")
+    print(f"{'decoding':<48}{'new tokens':>11}{'seconds':>9}{'tokens/s':>10}{'of peak':>9}")
     for precision in precisions:
         loaded = load_for_generation(MODEL, precision=precision)
         generate(loaded, prompts[:2], max_new_tokens=4, batch_size=2)  # warm-up
@@ -51,7 +59,8 @@ def main() -> None:
         batched = generate(loaded, prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         for name, tokens, seconds in ((f"{precision}: one at a time (generate per prompt)", single_tokens, single_seconds),
                                       (f"{precision}: batched ({args.batch_size} prompts, left-padded)", batched.new_tokens, batched.seconds)):
-            print(f"{name:<48}{tokens:>11}{seconds:>9.1f}{tokens / seconds:>10.1f}")
+            share = tokens / seconds * flops_per_token / (peaks[precision] * 1e9)
+            print(f"{name:<48}{tokens:>11}{seconds:>9.1f}{tokens / seconds:>10.1f}{share:>9.1%}")
         ratio = (batched.new_tokens / batched.seconds) / (single_tokens / single_seconds)
         same = sum(a == b for a, b in zip([g.texts[0] for g in single], batched.texts))
         print(f"{precision}: batched / one at a time {ratio:.2f}x tokens/s; identical answers {same} of {len(prompts)}\n")
