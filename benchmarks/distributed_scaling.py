@@ -69,25 +69,10 @@ def tiny_model(folder: Path) -> Path:
 
 def train_rows(examples: int, folder: Path) -> Path:
     """The first `examples` chat rows of the Alpaca demo that fit in MAX_LENGTH tokens."""
-    from transformers import AutoTokenizer
+    sys.path.insert(0, str(Path(__file__).parent))
+    from train_throughput import fitting_chat_rows
 
-    from tunesmith.config import build_config
-    from tunesmith.data.catalog import resolve_data_path
-    from tunesmith.data.pipeline import read_source, render_source
-    from tunesmith.data.tasks import build_label_task
-    from tunesmith.models.catalog import materialize
-
-    config = build_config({"data": {"train": DATASET, "max_length": MAX_LENGTH}})
-    raw = read_source(resolve_data_path(DATASET), config.data)
-    chats = render_source(raw, config.data, build_label_task(raw.examples, config.task)).examples
-    tokenizer = AutoTokenizer.from_pretrained(materialize(MODEL))
-    rows = []
-    for example in chats:
-        messages = [m.as_dict() for m in example.messages]
-        if len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) <= MAX_LENGTH:
-            rows.append(messages)
-        if len(rows) == examples:
-            break
+    rows = fitting_chat_rows(DATASET, MODEL, MAX_LENGTH, limit=examples)
     path = folder / "train.jsonl"
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in rows))
     return path

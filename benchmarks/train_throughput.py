@@ -69,6 +69,17 @@ RANDOM_ORDER = System("tunesmith, random batches", "tunesmith", batching="pad")
 
 def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tuple[Path, Path]:
     """The same chat rows for every system: `examples` to train on, `held_out` to score the result."""
+    rows = fitting_chat_rows(dataset, MODEL, MAX_LENGTH)
+    random.Random(0).shuffle(rows)  # files can be sorted by label; every system gets the same shuffled rows
+    train, test = rows[:examples], rows[examples:examples + held_out]
+    for name, part in (("train", train), ("test", test)):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in part))
+    return folder / "train.jsonl", folder / "test.jsonl"
+
+
+def fitting_chat_rows(dataset: str, model: str, max_length: int, limit: int | None = None) -> list[list[dict]]:
+    """`dataset`'s rows as chat messages, in file order, those within `max_length` tokens under
+    `model`'s chat template (the first `limit` of them). Also used by distributed_scaling.py."""
     from transformers import AutoTokenizer
 
     from tunesmith.config import build_config
@@ -77,20 +88,18 @@ def prepare_rows(dataset: str, examples: int, held_out: int, folder: Path) -> tu
     from tunesmith.data.tasks import build_label_task
     from tunesmith.models.catalog import materialize
 
-    config = build_config({"data": {"train": dataset, "max_length": MAX_LENGTH}})
+    config = build_config({"data": {"train": dataset, "max_length": max_length}})
     raw = read_source(resolve_data_path(dataset), config.data)
     chats = render_source(raw, config.data, build_label_task(raw.examples, config.task)).examples
-    tokenizer = AutoTokenizer.from_pretrained(materialize(MODEL))
+    tokenizer = AutoTokenizer.from_pretrained(materialize(model))
     rows = []
     for example in chats:
         messages = [m.as_dict() for m in example.messages]
-        if len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) <= MAX_LENGTH:
+        if len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)) <= max_length:
             rows.append(messages)
-    random.Random(0).shuffle(rows)  # files can be sorted by label; every system gets the same shuffled rows
-    train, test = rows[:examples], rows[examples:examples + held_out]
-    for name, part in (("train", train), ("test", test)):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"messages": m}) + "\n" for m in part))
-    return folder / "train.jsonl", folder / "test.jsonl"
+        if len(rows) == limit:
+            break
+    return rows
 
 
 # --------------------------------------------------------------------------------------- workers
