@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from tunesmith.data.batches import IGNORE_INDEX, Batch
+from tunesmith.models.adapters import adapter_input_casting
 from tunesmith.models.device import enable_checkpointing
 from tunesmith.training.loop import LossFn, autocast, split_loss
 
@@ -215,7 +216,8 @@ def choose_checkpointing(model: Any, stream: Any, loss_fn: LossFn, train: Any, d
     held = _held_bytes(device)  # before the probe, whose own memory the allocator may keep
     probe = min(range(len(stream.examples)), key=lambda i: abs(stream.lengths[i] - _PROBE_TOKENS))
     batch = _shortened(stream.collate(stream.examples, [[probe]], stream.pad_id), _PROBE_TOKENS)
-    saved = measure_saved_activations(model, loss_fn, batch, device, precision)
+    with adapter_input_casting(model, enabled=precision != "bf16"):  # as the training steps run
+        saved = measure_saved_activations(model, loss_fn, batch, device, precision)
     widest = max(stream.plans(0), key=lambda plan: len(plan) * max(sum(stream.lengths[i] for i in row) for row in plan))
     tokens = stream.collate_share(widest).input_ids.numel()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -248,8 +248,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
                              world)
         validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
         if sharded is None:  # FSDP's shards are gathered layer by layer: its memory is set explicitly
-            with adapter_input_casting(model, enabled=precision != "bf16"):  # as the steps will run
-                memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
+            memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
             if memory is not None:
                 say(memory.describe())
     else:
