@@ -187,8 +187,9 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     method = get_method(config.train.method)
     check_distributed(config, environment_world(), resume)
     run_folder, checkpoint = check_run_folder(config, resume=resume)
-    if checkpoint is not None:
-        check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, environment_world().size)
+    resumed = read_train_state(checkpoint) if checkpoint is not None else None  # the loop state it was saved at
+    if resumed is not None:
+        check_resume_shape(run_folder.path, resumed, config.train.batch_size, environment_world().size)
     world, device = join_world(resolve_device(config.train.device))
 
     with world.main_first():  # rank 0 fills the tokenized-data cache; the others read it
@@ -227,8 +228,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     fingerprint = data_fingerprint(data.train)
     state = TrainState(data_fingerprint=fingerprint, processes=world.size, batch_size=config.train.batch_size)
     if checkpoint is not None:
-        check_resume_randomness(run_folder.path, read_train_state(checkpoint), model, world.size)
-        if sharded is not None and read_train_state(checkpoint).processes == 1:
+        check_resume_randomness(run_folder.path, resumed, model, world.size)
+        if sharded is not None and resumed.processes == 1:
             raise ConfigError(f"{run_folder.path}: this run's checkpoints were written by one process, whole, not in "
                               "FSDP's shards; resume it as one process, or with distributed.strategy=ddp")
         state = load_checkpoint(checkpoint, model, optimizer, world.rank)  # this rank's random state
