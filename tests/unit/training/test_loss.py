@@ -66,6 +66,37 @@ def test_chunked_linear_cross_entropy_matches_the_plain_computation(autocast, tr
         assert torch.allclose(linear_cross_entropy_sum(hidden, weight, None, targets, chunk=16), ours, rtol=1e-6)
 
 
+def test_bf16_loss_and_its_gradient_are_those_of_the_bf16_logits_to_one_rounding():
+    """Under bf16 the loss takes its log-sum-exp in fp32, in blocks of rows, and its gradient from
+    bf16 softmax with the target's p - 1 from the fp32 log-sum-exp. With one-hot hidden rows each
+    row's logit gradient is a column of the weight's gradient, exactly (one product of 1.0)."""
+    from tunesmith.training.loss import _LSE_ROWS, linear_cross_entropy_sum
+
+    torch.manual_seed(0)
+    vocab, rows = 300, 2 * _LSE_ROWS + 37  # a chunk of three blocks of rows, the last one short
+    columns = torch.randperm(vocab)[:rows]
+    hidden = torch.eye(vocab, dtype=torch.bfloat16)[columns]
+    targets = torch.randint(0, vocab, (rows,))
+    weight = (torch.randn(vocab, vocab) * 4).to(torch.bfloat16)  # logits of trained models' size
+    weight[targets[:8], columns[:8]] = 17.0  # rows whose target is near-certain: p - 1 is small
+    weight.requires_grad_()
+    logits = (hidden @ weight.detach().T).double()
+    ours = linear_cross_entropy_sum(hidden, weight, None, targets, chunk=rows)
+    ours.backward()
+    reference = F.cross_entropy(logits, targets, reduction="sum")
+    assert ours.dtype == torch.float32
+    assert abs(ours.item() - reference.item()) <= 1e-6 * reference.item()
+    grad_logits = weight.grad.double()[:, columns].T
+    exact = torch.softmax(logits, dim=-1) - F.one_hot(targets, vocab).double()
+    near_certain = exact[torch.arange(8), targets[:8]]
+    assert (near_certain > -0.2).all() and (near_certain < -1e-3).all()
+    # one bf16 rounding (half a step of 2^-7) of the exact value, and for p - 1 also the fp32
+    # log-sum-exp's own error (rounding p to bf16 first would be off by up to 2^-9 p, 6% of it here)
+    error = (grad_logits - exact).abs()
+    assert (error <= 2.0 ** -8 * exact.abs() + 2e-6).all()
+    assert (error[F.one_hot(targets, vocab) == 0] <= 2.0 ** -8 * exact.abs()[F.one_hot(targets, vocab) == 0]).all()
+
+
 def _tiny_falcon_h1(lm_head_multiplier: float):
     """A real architecture whose forward multiplies the logits by a config field the allow-list lacks."""
     from transformers import FalconH1Config, FalconH1ForCausalLM
