@@ -36,6 +36,7 @@ from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
+from tunesmith.models.attention import use_training_attention
 from tunesmith.models.catalog import CATALOG
 from tunesmith.models.device import (
     enable_checkpointing,
@@ -200,6 +201,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     report_data(data)
     precision = resolve_precision(config.train.precision, device)
     model = trainable_model(method, source, config, data, precision, device)
+    # on CPU, from the memory probe to the end of fit; torch.compile keeps SDPA (our kernel loops over blocks)
+    attention_after = use_training_attention(model, device) if not config.train.compile else None
 
     # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
     if world.is_main:
@@ -270,6 +273,8 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
+    if attention_after is not None:
+        model.set_attn_implementation(attention_after)
 
     if sharded is not None:  # every process takes part in putting the best weights back and gathering them
         final_val = final_weights(model, run_folder, state, world)
