@@ -113,17 +113,22 @@ def block_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.
                            scale: float | None = None) -> torch.Tensor:
     """Causal attention of query [B, H, L, D] over key/value [B, K, L, D]; returns [B, L, H, D]."""
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    with torch.autocast(query.device.type, enabled=False):  # dtypes as given: bf16 stays bf16
+    device = query.device.type
+    if torch.is_autocast_enabled(device):  # as autocast runs SDPA: in its dtype (rotary fp32 queries, bf16 values)
+        dtype = torch.get_autocast_dtype(device)
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    with torch.autocast(device, enabled=False):  # the products in the dtype given
         return _BlockCausalAttention.apply(query, key, value, scale)
 
 
-def applies(module: Any, query: torch.Tensor, key: torch.Tensor, attention_mask: Any, dropout: float,
-            is_causal: bool | None, kwargs: dict) -> bool:
+def applies(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any,
+            dropout: float, is_causal: bool | None, kwargs: dict) -> bool:
     """Whether this call is plain causal self-attention over the whole sequence, on CPU."""
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     return (query.device.type == "cpu" and attention_mask is None and not dropout and bool(causal)
             and query.shape[2] > 1 and query.shape[2] == key.shape[2] and query.shape[1] % key.shape[1] == 0
-            and query.dtype == key.dtype and query.shape[-1] == key.shape[-1]
+            and (query.dtype == key.dtype == value.dtype or torch.is_autocast_enabled("cpu"))
+            and query.shape[-1] == key.shape[-1] == value.shape[-1]
             and kwargs.get("position_bias") is None and kwargs.get("softcap") is None
             and kwargs.get("sliding_window") is None and kwargs.get("s_aux") is None)
 
@@ -132,7 +137,7 @@ def attention_forward(module: Any, query: torch.Tensor, key: torch.Tensor, value
                       attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
                       is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' attention-function signature: [B, L, H, D] out; anything else goes to SDPA."""
-    if applies(module, query, key, attention_mask, dropout, is_causal, kwargs):
+    if applies(module, query, key, value, attention_mask, dropout, is_causal, kwargs):
         return block_causal_attention(query, key, value, scaling), None
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
