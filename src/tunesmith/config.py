@@ -52,7 +52,9 @@ class ModelConfig:
         "A model without one gets tunesmith's documented default (see docs/templates.md).",
     )
     attn_implementation: str = setting(
-        "sdpa", "Attention kernel: sdpa (PyTorch scaled-dot-product), eager, or flash_attention_2."
+        "sdpa", "Attention kernel: sdpa (PyTorch scaled-dot-product), eager, or flash_attention_2. On CPU, "
+        "training with sdpa runs tunesmith's blocked causal attention wherever a call is plain causal attention "
+        "(no mask, no dropout): the same result, faster (benchmarks/attention_cpu.py).",
     )
 
 
