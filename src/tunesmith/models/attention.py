@@ -154,14 +154,19 @@ def register() -> None:
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)
 
 
-def use_training_attention(model: Any, device: torch.device) -> str | None:
-    """On CPU, a model on SDPA trains with the blocked causal attention. Returns the implementation
-    to put back after training (None: nothing changed). Not saved: transformers leaves the
-    implementation out of config.json."""
+def use_training_attention(model: Any, device: torch.device) -> bool:
+    """On CPU, a model on SDPA trains with the blocked causal attention (whether it switched). Not
+    saved: transformers leaves the implementation out of config.json."""
     config = getattr(model, "config", None)
-    before = getattr(config, "_attn_implementation", None)
-    if device.type != "cpu" or before != "sdpa" or not hasattr(model, "set_attn_implementation"):
-        return None
+    if device.type != "cpu" or getattr(config, "_attn_implementation", None) != "sdpa" \
+            or not hasattr(model, "set_attn_implementation"):
+        return False
     register()
     model.set_attn_implementation(NAME)
-    return before
+    return True
+
+
+def leave_training_attention(model: Any) -> None:
+    """Back to SDPA, the implementation use_training_attention switched from."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == NAME:
+        model.set_attn_implementation("sdpa")

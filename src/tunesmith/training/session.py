@@ -36,7 +36,7 @@ from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
-from tunesmith.models.attention import use_training_attention
+from tunesmith.models.attention import leave_training_attention, use_training_attention
 from tunesmith.models.catalog import CATALOG
 from tunesmith.models.device import (
     enable_checkpointing,
@@ -201,8 +201,6 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     report_data(data)
     precision = resolve_precision(config.train.precision, device)
     model = trainable_model(method, source, config, data, precision, device)
-    # on CPU, from the memory probe to the end of fit; torch.compile keeps SDPA (our kernel loops over blocks)
-    attention_after = use_training_attention(model, device) if not config.train.compile else None
 
     # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
     if world.is_main:
@@ -273,8 +271,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
         with adapter_input_casting(model, enabled=precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
-    if attention_after is not None:
-        model.set_attn_implementation(attention_after)
+    leave_training_attention(model)
 
     if sharded is not None:  # every process takes part in putting the best weights back and gathering them
         final_val = final_weights(model, run_folder, state, world)
@@ -335,12 +332,15 @@ def load_tokenizer_and_template(method: Method, config: RunConfig, source: Model
 
 def trainable_model(method: Method, source: ModelSource, config: RunConfig, data: PreparedData, precision: str,
                     device: torch.device) -> Any:
-    """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`."""
+    """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`,
+    on CPU with the blocked causal attention (models/attention.py)."""
     torch.manual_seed(config.train.seed)
     model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
     if config.train.gradient_checkpointing is True:  # auto decides once the data's batches are planned
         enable_checkpointing(model)
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
+    if not config.train.compile:  # on CPU; torch.compile keeps SDPA (the blocked kernel loops over blocks)
+        use_training_attention(model, device)
     if method.peft_task_type == "CAUSAL_LM":
         choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
     return model

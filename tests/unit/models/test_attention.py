@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tunesmith.models.attention import NAME, block_causal_attention, use_training_attention
+from tunesmith.models.attention import (
+    NAME,
+    block_causal_attention,
+    leave_training_attention,
+    use_training_attention,
+)
 
 
 def _inputs(batch: int, heads: int, kv_heads: int, length: int, size: int, dtype: torch.dtype, seed: int = 0):
@@ -97,8 +102,7 @@ def test_a_model_trains_through_it_on_cpu_and_gets_its_setting_back(tiny_model_d
     ids = torch.randint(3, 1000, (2, 150), generator=torch.Generator().manual_seed(1))
     loss, logits, grads = _loss_and_grads(model, input_ids=ids)
     assert not _graph_has(logits, "_BlockCausalAttentionBackward")
-    before = use_training_attention(model, torch.device("cpu"))
-    assert before == "sdpa" and model.config._attn_implementation == NAME
+    assert use_training_attention(model, torch.device("cpu")) and model.config._attn_implementation == NAME
     our_loss, our_logits, our_grads = _loss_and_grads(model, input_ids=ids)
     assert _graph_has(our_logits, "_BlockCausalAttentionBackward")
     assert torch.allclose(our_logits, logits, atol=1e-5)
@@ -108,10 +112,11 @@ def test_a_model_trains_through_it_on_cpu_and_gets_its_setting_back(tiny_model_d
     mask[1, 100:] = 0
     masked = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     assert not _graph_has(masked, "_BlockCausalAttentionBackward")
-    model.set_attn_implementation(before)
+    leave_training_attention(model)
+    assert model.config._attn_implementation == "sdpa"
     assert torch.allclose(masked, model(input_ids=ids, attention_mask=mask, use_cache=False).logits, atol=1e-6)
     # nothing of it is saved: a model saved while training with it loads anywhere
-    assert use_training_attention(model, torch.device("cpu")) == "sdpa"
+    assert use_training_attention(model, torch.device("cpu"))
     config = model.config.to_json_string()
     assert NAME not in config
 
@@ -138,10 +143,10 @@ def test_other_devices_and_implementations_are_left_alone(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager")
-    assert use_training_attention(model, torch.device("cpu")) is None
+    assert not use_training_attention(model, torch.device("cpu"))
     assert model.config._attn_implementation == "eager"
     model.set_attn_implementation("sdpa")
-    assert use_training_attention(model, torch.device("meta")) is None
+    assert not use_training_attention(model, torch.device("meta"))
     assert model.config._attn_implementation == "sdpa"
 
 
