@@ -39,14 +39,21 @@ class Share:
         """Every process's results by row index, merged; the same on every process."""
         if self.size == 1:
             return results
-        import torch.distributed
-
-        parts: list[dict[int, Any] | None] = [None] * self.size
-        torch.distributed.all_gather_object(parts, results)
         merged: dict[int, Any] = {}
-        for part in parts:
+        for part in gather_objects(results, self.size):
             merged.update(part or {})
         return merged
+
+
+def gather_objects(value: Any, size: int) -> list[Any]:
+    """Every one of `size` processes' `value` (any picklable object), in rank order; [value] for one."""
+    if size == 1:
+        return [value]
+    import torch.distributed
+
+    gathered: list[Any] = [None] * size
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
 
 ALONE = Share()  # one process does all the work

@@ -20,6 +20,7 @@ import torch
 
 from tunesmith.data.batches import Plan
 from tunesmith.errors import ConfigError
+from tunesmith.models.processes import gather_objects
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,15 @@ class World:
         (a process whose share of a step is empty reports no metrics)."""
         if self.size == 1:
             return values
-        gathered: list[dict[str, float] | None] = [None] * self.size
-        torch.distributed.all_gather_object(gathered, values)
         totals: dict[str, float] = {}
-        for part in gathered:
+        for part in self.gather(values):
             for name, value in (part or {}).items():
                 totals[name] = totals.get(name, 0.0) + value
         return totals
 
     def gather(self, value: Any) -> list[Any]:
         """Every process's `value` (any picklable object), in rank order; [value] for one process."""
-        if self.size == 1:
-            return [value]
-        gathered: list[Any] = [None] * self.size
-        torch.distributed.all_gather_object(gathered, value)
-        return gathered
+        return gather_objects(value, self.size)
 
     def barrier(self) -> None:
         if self.size > 1:
