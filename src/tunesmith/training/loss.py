@@ -124,14 +124,23 @@ def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
                   chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
     """The loss alone, for evaluation."""
     weight_c = weight.to(compute_dtype)
+    bias_f = bias.float() if bias is not None else None
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     for start in range(0, len(targets), chunk):
-        logits = hidden[start:start + chunk].to(compute_dtype) @ weight_c.T
-        if bias is not None:
-            logits = logits.float() + bias.float()
-        t = targets[start:start + chunk]
-        total += (_logsumexp(logits) - logits.gather(1, t[:, None]).squeeze(1).float()).sum()
+        _, lse, target_logits = _chunk_logits(hidden[start:start + chunk].to(compute_dtype), weight_c, bias_f,
+                                              targets[start:start + chunk])
+        total += (lse - target_logits).sum()
     return total
+
+
+def _chunk_logits(h: torch.Tensor, weight_c: torch.Tensor, bias_f: torch.Tensor | None,
+                  targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A chunk's logits (the compute dtype's; fp32 with a bias, added after the matmul), each row's
+    log-sum-exp and its target's logit, both fp32."""
+    logits = h @ weight_c.T
+    if bias_f is not None:
+        logits = logits.float() + bias_f
+    return logits, _logsumexp(logits), logits.gather(1, targets[:, None]).squeeze(1).float()
 
 
 _LSE_ROWS = 64  # rows of bf16 logits made fp32 at a time: 12 MB, in cache, where a whole chunk's copy is 67 MB
@@ -168,11 +177,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, len(targets), chunk):
             h = hidden[start:start + chunk].to(compute_dtype)
             t = targets[start:start + chunk]
-            logits = h @ weight_c.T
-            if bias_f is not None:
-                logits = logits.float() + bias_f
-            lse = _logsumexp(logits)
-            target_logits = logits.gather(1, t[:, None]).squeeze(1).float()
+            logits, lse, target_logits = _chunk_logits(h, weight_c, bias_f, t)
             total += (lse - target_logits).sum()
             # The gradient of the summed loss, softmax - one-hot, in the logits' dtype (PyTorch's
             # softmax accumulates in fp32): 3x faster here than softmax in fp32 and a cast to bf16,
