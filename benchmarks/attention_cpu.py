@@ -8,7 +8,7 @@ kernel's error against an fp64 computation (relative Frobenius norm of the outpu
 query, key and value gradients). Queries and keys are drawn at twice unit scale, so scores reach
 the ~10-20 of trained models' attention logits.
 
-    python benchmarks/attention_cpu.py [--widths 80 256 512] [--heads 9 --kv-heads 3]
+    python benchmarks/attention_cpu.py [--widths 80 256 512] [--heads 9 --kv-heads 3] [--dtype float32]
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from tunesmith.models.attention import block_causal_attention
 KERNELS = ("flash", "math", "tunesmith")
 
 
-def inputs(batch: int, heads: int, kv_heads: int, width: int, size: int, seed: int):
+def inputs(batch: int, heads: int, kv_heads: int, width: int, size: int, seed: int, dtype: torch.dtype):
     generator = torch.Generator().manual_seed(seed)
 
     def draw(count: int, spread: float) -> torch.Tensor:  # laid out as a model makes them: [B, L, H, D]
         values = torch.randn(batch, width, count, size, generator=generator) * spread
-        return values.to(torch.bfloat16).transpose(1, 2).requires_grad_()
+        return values.to(dtype).transpose(1, 2).requires_grad_()
 
     return draw(heads, 2.0), draw(kv_heads, 2.0), draw(kv_heads, 1.0), \
-        torch.randn(batch, heads, width, size, generator=generator).to(torch.bfloat16)
+        torch.randn(batch, heads, width, size, generator=generator).to(dtype)
 
 
 def run(kernel: str, query, key, value, grad_out):
@@ -64,18 +64,22 @@ def main() -> None:
     parser.add_argument("--kv-heads", type=int, default=3)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
     args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    error_format = ".4f" if dtype == torch.bfloat16 else ".1e"  # fp32's errors are ~1e-7
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.batch} rows, {args.heads} query heads "
-          f"on {args.kv_heads} key/value heads of {args.head_size}, bf16, causal, forward + backward")
+          f"on {args.kv_heads} key/value heads of {args.head_size}, {args.dtype}, causal, forward + backward")
     print(f"{'width':>6}" + "".join(f"{k + ' ms':>15}" for k in KERNELS) + f"{'speed-up':>10}   "
           + "   ".join(f"{k} error (out dq dk dv)" for k in KERNELS))
     for width in args.widths:
-        tensors = inputs(args.batch, args.heads, args.kv_heads, width, args.head_size, seed=width)
+        tensors = inputs(args.batch, args.heads, args.kv_heads, width, args.head_size, seed=width, dtype=dtype)
         reference = exact(*tensors)
         errors = {}
         for kernel in KERNELS:
             got = run(kernel, *tensors)
-            errors[kernel] = " ".join(f"{((g.double() - r).norm() / r.norm()).item():.4f}" for g, r in zip(got, reference))
+            errors[kernel] = " ".join(f"{((g.double() - r).norm() / r.norm()).item():{error_format}}"
+                                      for g, r in zip(got, reference))
         times: dict[str, list[float]] = {kernel: [] for kernel in KERNELS}
         for _ in range(args.repeats):
             for kernel in KERNELS:

@@ -105,7 +105,8 @@ def test_a_model_trains_through_it_on_cpu_and_gets_its_setting_back(tiny_model_d
     assert use_training_attention(model, torch.device("cpu")) and model.config._attn_implementation == NAME
     our_loss, our_logits, our_grads = _loss_and_grads(model, input_ids=ids)
     assert _graph_has(our_logits, "_BlockCausalAttentionBackward")
-    assert torch.allclose(our_logits, logits, atol=1e-5)
+    # fp32 rounding of another summation order: 1.1e-5 on logits up to 9.1 seen on an AVX2 CPU
+    assert torch.allclose(our_logits, logits, rtol=0, atol=1e-5 * logits.abs().max().item())
     assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(our_grads, grads))
     # a padded batch's mask is not plain causal attention: SDPA takes it, with the same result
     mask = torch.ones_like(ids)
