@@ -1,5 +1,5 @@
-"""A run on 2 processes killed with SIGKILL and resumed on 2 ends with the weights of one never
-interrupted; a resume on another number of processes keeps a step's rows or is refused."""
+"""A run on 2 processes whose launcher is killed with SIGKILL stops, its ranks with it, and resumed
+on 2 ends with the weights of one never interrupted; a resume on another number of processes keeps a step's rows or is refused."""
 
 from __future__ import annotations
 
@@ -51,20 +51,31 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_when(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """SIGKILL the launcher and all its ranks at once as soon as `path` exists."""
+    """SIGKILL the launcher as soon as `path` exists; its ranks must stop with it (they are told by
+    the kernel: PR_SET_PDEATHSIG), not train on into the run folder a resume then shares."""
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint appeared in time"
         time.sleep(0.002)
     ranks = descendants(process.pid)
+    assert ranks, "no rank was running"
     os.killpg(process.pid, signal.SIGKILL)
-    for rank in ranks:
-        try:
-            os.kill(rank, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait(timeout=60)
+    deadline = time.monotonic() + 10
+    while (alive := [rank for rank in ranks if Path(f"/proc/{rank}").exists() and not _zombie(rank)]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for rank in alive:  # leave nothing running, then fail
+        os.kill(rank, signal.SIGKILL)
+    assert not alive, f"ranks {alive} outlived their launcher"
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def start(args: list[str]) -> subprocess.Popen:

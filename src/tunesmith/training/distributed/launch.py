@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-LAUNCHED = "TUNESMITH_LAUNCHED"  # set for the ranks of --nproc: the launcher reports their errors
+LAUNCHED = "TUNESMITH_LAUNCHED"  # set for the ranks of --nproc: the launcher's process id; it reports their errors
 _NANOSECONDS = "tunesmith_failed_ns"
 
 
@@ -32,7 +32,7 @@ def launch(nproc: int, argv: list[str]) -> int:
 
     # torchrun would set 1 thread per process and say so; share this machine's cores out instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    os.environ[LAUNCHED] = "1"
+    os.environ[LAUNCHED] = str(os.getpid())  # torchrun's agent runs in this process: the ranks' parent
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report is ours to give
     with tempfile.TemporaryDirectory(prefix="tunesmith-ranks-") as logs:
         quiet = ",".join(f"{rank}:3" for rank in range(1, nproc))  # 3: stdout and stderr to files
@@ -77,4 +77,18 @@ def report_rank_error(line: str) -> bool:
                 json.dump({"message": line, "timestamp": int(time.time()), _NANOSECONDS: time.time_ns()}, handle)
         except OSError:
             return False
-    return bool(path) and os.environ.get(LAUNCHED) == "1"
+    return bool(path) and bool(os.environ.get(LAUNCHED))
+
+
+def stop_with_launcher() -> None:
+    """In a rank of --nproc: stop (SIGTERM) when the launcher dies, on Linux (PR_SET_PDEATHSIG).
+    Without it, a launcher killed by SIGKILL, which can stop nothing, leaves its ranks training and
+    writing checkpoints into the run folder that a resumed run then shares with them."""
+    launcher = os.environ.get(LAUNCHED, "")
+    if not launcher.isdigit() or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != int(launcher):  # it died before the call above
+        os.kill(os.getpid(), signal.SIGTERM)

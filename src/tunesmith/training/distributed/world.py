@@ -21,6 +21,7 @@ import torch
 from tunesmith.data.batches import Plan
 from tunesmith.errors import ConfigError
 from tunesmith.models.processes import gather_objects
+from tunesmith.training.distributed.launch import stop_with_launcher
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def join_world(device: torch.device) -> tuple[World, torch.device]:
     world = environment_world()
     if world.size == 1:
         return world, device
+    stop_with_launcher()
     if device.type == "cuda":
         if world.local_rank >= torch.cuda.device_count():
             raise ConfigError(f"rank {world.rank}: LOCAL_RANK={world.local_rank} but this machine has "
