@@ -248,10 +248,16 @@ def main() -> None:
 
     import torch
 
-    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16")}
+    from tunesmith.models.device import cpu_has_native_bf16
+
+    # Without native bf16 (AVX2 only, say) PyTorch emulates it at ~1% of the fp32 speed: minutes to
+    # measure a peak no run uses (tunesmith trains in fp32 there; TRL's bf16 rows mean nothing).
+    native_bf16 = cpu_has_native_bf16()
+    peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16") if native_bf16 else None}
     flops_per_token = 4 * matmul_parameters()
+    bf16_peak = f"{peaks['bf16']:.0f} GFLOP/s" if native_bf16 else "not native on this CPU (not measured)"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; limit (fp32) "
+          f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {bf16_peak}; limit (fp32) "
           f"{peaks['fp32'] * 1e9 / flops_per_token:.0f} tokens/s")
     from tunesmith.models.catalog import CATALOG
 
@@ -301,7 +307,7 @@ def compare_losses(dataset: str, systems: list[System], train_file: Path, test_f
     print()
 
 
-def print_table(dataset: str, results: dict[str, list[dict]], peaks: dict[str, float], flops_per_token: int) -> None:
+def print_table(dataset: str, results: dict[str, list[dict]], peaks: dict[str, float | None], flops_per_token: int) -> None:
     best = {name: max(runs, key=lambda r: r["tokens_per_s"]) for name, runs in results.items() if runs}
     trl = {name: r for name, r in best.items() if name.startswith("TRL")}
     fastest_trl = max(trl.values(), key=lambda r: r["tokens_per_s"]) if trl else None
@@ -313,9 +319,9 @@ def print_table(dataset: str, results: dict[str, list[dict]], peaks: dict[str, f
     print("-" * len(header))
     for name, r in best.items():
         fp32 = r["tokens_per_s"] * flops_per_token / (peaks["fp32"] * 1e9)
-        bf16 = r["tokens_per_s"] * flops_per_token / (peaks["bf16"] * 1e9)
+        bf16 = f"{r['tokens_per_s'] * flops_per_token / (peaks['bf16'] * 1e9):.1%}" if peaks["bf16"] else "-"
         print(f"{name:<36}{r['tokens_per_s']:>9.1f}{r['steps']:>7}{r['peak_rss_mb']:>13.0f}{r['train_loss']:>12.4f}"
-              f"{r['held_out_loss']:>15.4f}{fp32:>12.1%}{bf16:>11.1%}")
+              f"{r['held_out_loss']:>15.4f}{fp32:>12.1%}{bf16:>11}")
     ours = best.get("tunesmith")
     if ours and fastest_trl:
         name = next(n for n, r in trl.items() if r is fastest_trl)
