@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,7 +146,8 @@ def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
         # Offline: the hub client would retry for about a minute; a copy in the local Hugging Face
         # cache still loads, anything else fails at once.
         try:
-            return loader(source.location, local_files_only=True, **kwargs)
+            with _hub_client_offline():
+                return loader(source.location, local_files_only=True, **kwargs)
         except Exception as exc:
             if not _not_in_cache(exc):
                 raise load_error(source.spec, exc) from exc
@@ -156,6 +159,21 @@ def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:
         return loader(source.location, **kwargs)
     except Exception as exc:
         raise _hub_error(source.spec, exc) from exc
+
+
+@contextlib.contextmanager
+def _hub_client_offline() -> Iterator[None]:
+    """The hub client in offline mode for the call: transformers' look for an adapter config ignores
+    local_files_only, and the client retried that one request for 27 s (5 times, a warning each) before
+    the one line said the hub was unreachable."""
+    from huggingface_hub import constants
+
+    was = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was
 
 
 def _hub_reachable(timeout_s: float = 5.0) -> bool:

@@ -1,4 +1,3 @@
-import time
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,12 @@ from tunesmith.models.load import load_causal_lm, load_tokenizer, resolve_model
 def test_catalog_model_is_a_materialized_folder_that_loads_fast(smollm2_dir: Path):
     source = resolve_model("smollm2-135m-instruct")
     assert source.kind == "catalog" and Path(source.location).resolve() == smollm2_dir.resolve()
-    started = time.perf_counter()
+    written = {path.name: path.stat().st_mtime_ns for path in smollm2_dir.iterdir()}
     model = load_causal_lm(source)
     tokenizer = load_tokenizer(source)
-    assert time.perf_counter() - started < 5  # seconds, not the ~30 s of reading the GGUF
+    # read from the folder made once, not made again from the GGUF (~30 s) on each load; no timing
+    # assertion: the same load took 8 s alone on a 2-core AVX2 CPU and under 5 in the suite
+    assert {path.name: path.stat().st_mtime_ns for path in smollm2_dir.iterdir()} == written
     assert model.config.num_hidden_layers == 30 and tokenizer.eos_token == "<|im_end|>"
     assert (smollm2_dir / "model.safetensors").is_file() and "<|im_start|>" in tokenizer.chat_template
 
@@ -26,11 +27,11 @@ def test_local_folder_and_hub_id_are_told_apart(tiny_model_dir: Path, tmp_path: 
     assert "smollm2-135m-instruct" in CATALOG
 
 
-def test_hub_id_offline_fails_at_once_with_one_clear_line():
-    started = time.perf_counter()
+def test_hub_id_offline_fails_with_one_clear_line():
+    """(That it asks nothing of the hub once found unreachable, rather than retrying for half a
+    minute, is test_load_errors.py's test_offline_the_hub_client_sends_no_request.)"""
     with pytest.raises(ModelError) as error:
         load_tokenizer(resolve_model("some-org/some-model"))
-    assert time.perf_counter() - started < 10
     message = str(error.value)
     assert "Hub is unreachable" in message and "--model PATH" in message and "\n" not in message
 

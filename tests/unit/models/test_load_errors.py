@@ -51,6 +51,44 @@ def test_offline_hub_model_absent_from_the_cache_says_offline(hub_cache: Path):
         load_causal_lm(resolve_model("acme/absent"))
 
 
+def test_offline_the_hub_client_sends_no_request(hub_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """Offline, nothing is asked of the hub: transformers' look for an adapter config ignores
+    local_files_only, and without a network the client retried that request for 27 s before the one
+    line. A real HTTP server on 127.0.0.1 stands in for the hub and counts what reaches it."""
+    import http.server
+    import threading
+
+    import huggingface_hub.constants as constants
+
+    requests = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):  # noqa: N802 (http.server's name)
+            requests.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        # tunesmith finds the hub unreachable (HF_HUB_OFFLINE, as the fixture sets it); the client, as in a
+        # process that imported it before the variable was set or with no variable at all, is not offline
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        with pytest.raises(ModelError, match="Hub is unreachable"):
+            load_causal_lm(resolve_model("acme/absent"))
+    finally:
+        server.shutdown()
+    assert requests == []
+
+
 def test_damaged_local_weights_are_named(tiny_model_dir: Path, tmp_path: Path):
     broken = tmp_path / "broken"
     shutil.copytree(tiny_model_dir, broken)
