@@ -37,11 +37,9 @@ def descendants(pid: int) -> list[int]:
     launcher's process group would leave the ranks running."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it ended meanwhile
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        fields = _stat_fields(int(stat.parent.name))
+        if fields:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     found, pending = [], [pid]
     while pending:
         below = children.get(pending.pop(), [])
@@ -63,19 +61,25 @@ def kill_when(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     deadline = time.monotonic() + 10
-    while (alive := [rank for rank in ranks if Path(f"/proc/{rank}").exists() and not _zombie(rank)]) \
-            and time.monotonic() < deadline:
+    while (alive := [rank for rank in ranks if _running(rank)]) and time.monotonic() < deadline:
         time.sleep(0.01)
     for rank in alive:  # leave nothing running, then fail
         os.kill(rank, signal.SIGKILL)
     assert not alive, f"ranks {alive} outlived their launcher"
 
 
-def _zombie(pid: int) -> bool:
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, parent pid, ...; empty once it has ended."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return True
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Neither gone nor a zombie (an orphan's parent, pid 1 here, may never reap it)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def start(args: list[str]) -> subprocess.Popen:

@@ -17,7 +17,7 @@ shapes in bf16 (benchmarks/README.md has the table):
 
 In fp32 (a CPU without native bf16) it is used as well: whole training runs on a 2-core AVX2 CPU
 were 1.4-2.6% faster with it than with SDPA's kernels in each of 3 alternating pairs (Alpaca, 64
-rows), though flash alone is the faster kernel below ~300 tokens there (benchmarks/attention_cpu.py
+rows), though flash alone is the faster kernel below ~400 tokens and at 1024 there (benchmarks/attention_cpu.py
 --dtype float32).
 
 It applies only where it is exactly causal attention over the whole sequence: no attention mask (the
