@@ -24,6 +24,7 @@ import zipfile
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.files import filling
 
 
 def cache_dir() -> Path:
@@ -47,9 +48,16 @@ def fetch_package_members(package: str, version: str, members: tuple[str, ...], 
     archive can be large: llama-cpp-python's is 76 MB). Each member lands whole or not at all."""
     target_root = cache_dir() / "packages" / f"{package}-{version}"
     targets = [target_root / member for member in members]
-    missing = [member for member, target in zip(members, targets) if not target.exists()]
-    if not missing:
+    if all(target.exists() for target in targets):
         return targets
+    with filling(target_root, what=f"{package}=={version}"):
+        missing = [member for member, target in zip(members, targets) if not target.exists()]
+        if missing:
+            _fetch_members(package, version, missing, target_root, sdist=sdist)
+    return targets
+
+
+def _fetch_members(package: str, version: str, missing: list[str], target_root: Path, *, sdist: bool) -> None:
     with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
         archive = _download(package, version, Path(scratch), sdist=sdist)
         extracted = Path(scratch) / "extracted"
@@ -69,7 +77,6 @@ def fetch_package_members(package: str, version: str, members: tuple[str, ...], 
                 shutil.rmtree(staging) if staging.is_dir() else staging.unlink()
             shutil.move(str(source), staging)
             os.replace(staging, target)
-    return targets
 
 
 def _download(package: str, version: str, into: Path, *, sdist: bool) -> Path:

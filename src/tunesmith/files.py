@@ -1,4 +1,5 @@
-"""Writing files that a resume or a restart reads: atomically, through one helper.
+"""Writing files that a resume or a restart reads: atomically, through one helper; and filling a
+cache entry one process at a time.
 
 A file is written under a temporary name in the same folder, flushed to disk, then renamed over the
 target (rename is atomic on POSIX filesystems) and the folder entry flushed too. A process killed at
@@ -45,6 +46,33 @@ def write_atomic(path: str | os.PathLike, content: str | bytes, *, encoding: str
 
 def write_json_atomic(path: str | os.PathLike, value: Any, *, indent: int | None = 1) -> Path:
     return write_atomic(path, json.dumps(value, indent=indent, ensure_ascii=False))
+
+
+@contextlib.contextmanager
+def filling(entry: Path, *, what: str) -> Iterator[None]:
+    """Held while this process fills cache entry `entry` (a model folder, a package's files, a dataset).
+
+    Two tunesmith processes that need the same entry at once (two runs started together on a fresh
+    machine, a job worker beside the CLI) would otherwise both download it, and the second rename
+    would land on the first's folder ("Directory not empty") or replace a file the first is reading.
+    The second now waits, says so once, and then finds the entry filled: callers check again inside.
+    The lock file (`.<name>.lock` beside the entry) stays: removing it while another process opens
+    it would let a third process lock a different file. filelock, because it is what Hugging Face's
+    own cache uses for the same job (an flock on POSIX, msvcrt on Windows).
+    """
+    from filelock import FileLock, Timeout
+
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(entry.parent / f".{entry.name}.lock")
+    try:
+        lock.acquire(timeout=1)
+    except Timeout:
+        print(f"tunesmith: waiting for another process to finish fetching {what}", flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def fsync_path(path: str | os.PathLike) -> None:

@@ -64,3 +64,55 @@ def test_sdist_with_wrong_hash_is_refused(local_index: tuple[Path, Path]) -> Non
 def test_missing_version_names_the_package(local_index: tuple[Path, Path]) -> None:
     with pytest.raises(TunesmithError, match=r"tsdata==2\.0"):
         fetch_package_member("tsdata", "2.0", "tsdata-2.0/data/rows.jsonl", sdist=True)
+
+
+def test_two_processes_fetching_one_package_download_it_once_and_both_get_it(tmp_path: Path) -> None:
+    """Two runs started together on a fresh machine need the same package: the second waits for the
+    first instead of downloading it again and renaming its copy onto the first's folder."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    archive = _sdist(tmp_path / "tsdata-1.0.tar.gz", tmp_path / "build-code-ran").read_bytes()
+    digest = hashlib.sha256(archive).hexdigest()
+    downloads: list[float] = []
+    both_asked = threading.Event()
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+            if self.path.endswith(".tar.gz"):
+                downloads.append(time.monotonic())
+                if len(downloads) == 2:
+                    both_asked.set()
+                both_asked.wait(timeout=2)  # holds the first download open long enough for a second to ask
+                body, kind = archive, "application/gzip"
+            else:
+                body, kind = f'<a href="tsdata-1.0.tar.gz#sha256={digest}">tsdata-1.0.tar.gz</a>'.encode(), "text/html"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    index = f"http://127.0.0.1:{server.server_address[1]}/simple"
+    env = {**__import__("os").environ, "TUNESMITH_CACHE": str(tmp_path / "cache"),
+           "PIP_INDEX_URL": index, "PIP_EXTRA_INDEX_URL": index}
+    script = ("from tunesmith.assets import fetch_package_member as f; "
+              "p = f('tsdata', '1.0', 'tsdata-1.0/data', sdist=True); print(sorted(x.name for x in p.iterdir()))")
+    try:
+        runs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+        outputs = [run.communicate(timeout=60) for run in runs]
+    finally:
+        server.shutdown()
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    assert [out.strip().splitlines()[-1] for out, _ in outputs] == ["['rows.jsonl']"] * 2
+    assert len(downloads) == 1  # the second process found the first's copy
+    assert sum("waiting for another process to finish fetching tsdata==1.0" in out for out, _ in outputs) == 1

