@@ -19,6 +19,12 @@ os.environ["TUNESMITH_CACHE"] = str(TEST_CACHE / "tunesmith")
 os.environ["XDG_CACHE_HOME"] = str(TEST_CACHE / "xdg")
 os.environ["HF_HOME"] = str(TEST_CACHE / "huggingface")
 os.environ["MPLCONFIGDIR"] = str(TEST_CACHE / "matplotlib")
+# The suite runs in pytest-xdist workers (addopts: -n), since most tests use one core at a time (a tiny
+# model, a subprocess starting, a server waiting): each worker's torch gets its share of the cores,
+# as torchrun gives each rank, instead of every worker spinning as many threads as there are cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 import pytest  # noqa: E402
 
