@@ -25,6 +25,7 @@ import torch
 
 from tunesmith.config import RunConfig, load_config
 from tunesmith.errors import RunError
+from tunesmith.models.adapters import adapter_input_casting
 from tunesmith.models.device import resolve_device, resolve_precision
 from tunesmith.models.load import resolve_model
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
@@ -115,22 +116,22 @@ def estimate_run(config: RunConfig) -> Estimate:
     drawn = rng.choice(len(windows), size=min(PROBE_STEPS, len(windows)), replace=False).tolist()
     rates = []
     model.train()
-    for number, index in enumerate([widest, *drawn]):
-        epoch, plans = windows[index]
-        batches = [stream.collate(stream.examples, plan, pad_id) for plan in plans]
-        began = time.perf_counter()
-        train_step(model, batches, loss_fn, device, precision, stream.normalizer(epoch))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        if number > 0:  # the first step pays one-time costs (allocations, kernel choice)
-            rates.append((time.perf_counter() - began) / _padded(stream, windows[index]))
-    rate = statistics.median(rates) if rates else 0.0
-    train_seconds = rate * sum(_padded(stream, window) for window in windows)
-
     validation = validation_batches(data.validation, config, pad_id, method.collate)
     evaluations = _evaluations(config, steps) if validation else 0
-    eval_seconds = _validation_seconds(model, validation, loss_fn, device, precision) * evaluations
+    with adapter_input_casting(model, enabled=precision != "bf16"):  # as the run's steps and validations run
+        for number, index in enumerate([widest, *drawn]):
+            epoch, plans = windows[index]
+            batches = [stream.collate(stream.examples, plan, pad_id) for plan in plans]
+            began = time.perf_counter()
+            train_step(model, batches, loss_fn, device, precision, stream.normalizer(epoch))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            if number > 0:  # the first step pays one-time costs (allocations, kernel choice)
+                rates.append((time.perf_counter() - began) / _padded(stream, windows[index]))
+        eval_seconds = _validation_seconds(model, validation, loss_fn, device, precision) * evaluations
+    rate = statistics.median(rates) if rates else 0.0
+    train_seconds = rate * sum(_padded(stream, window) for window in windows)
 
     with tempfile.TemporaryDirectory(prefix="tunesmith-estimate-") as scratch:
         folder = RunFolder(Path(scratch) / "run")
