@@ -255,6 +255,7 @@ def test_100_concurrent_requests_are_answered_as_alone_or_refused_with_429(clien
 
 def test_the_cli_serves_run_folders_with_keys_from_a_file(tmp_path: Path, runs):
     """`tunesmith serve RUN NAME=RUN --api-key-file keys.txt` as a user starts it, then the client."""
+    import http.client
     import subprocess
     import sys
     import time
@@ -283,6 +284,16 @@ def test_the_cli_serves_run_folders_with_keys_from_a_file(tmp_path: Path, runs):
         assert greedy(client, "second", PROMPTS[0]) != greedy(client, "bot-a", PROMPTS[0])
         with pytest.raises(openai.AuthenticationError):
             greedy(openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0), "bot-a", "hi")
+        # an idle connection outlives the 5 s after which httpx's pool (the openai client's) retires it,
+        # so a pooled connection is never closed under a request (uvicorn's default closed it at 5 s)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/health")
+        assert connection.getresponse().read() is not None
+        socket_before = connection.sock
+        time.sleep(6)
+        connection.request("GET", "/health")
+        assert connection.getresponse().status == 200 and connection.sock is socket_before
+        connection.close()
     finally:
         process.terminate()
         output = process.communicate(timeout=30)[0]

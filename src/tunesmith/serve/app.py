@@ -156,6 +156,14 @@ def read_key_projects(path: str | None) -> dict[str, str]:
     return {parts[0]: parts[1] for parts in lines if len(parts) > 1}
 
 
+# How long an idle keep-alive connection stays open. uvicorn's default, 5 s, is the idle expiry of
+# httpx's pool, which the official openai client uses: a request sent on a pooled connection as the
+# server closes it fails with "Server disconnected without sending a response" (the client retries
+# it only where max_retries allows). Longer than the clients' expiry, so clients close first; 75 s
+# is nginx's default.
+KEEP_ALIVE_S = 75
+
+
 def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConfig | None = None) -> None:
     """Load the targets and answer on config.host:config.port until interrupted; with `jobs_config`,
     also the fine-tuning API, and its worker processes beside the server."""
@@ -177,7 +185,7 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
     if not config.api_keys and not config.admin_keys:
         print("no API keys: development mode, only clients on this machine are answered (--api-key-file to open it)")
     try:
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S)
     finally:
         for worker in workers:
             worker.terminate()
@@ -202,7 +210,7 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int | None = None) -> I
     import uvicorn
 
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_S))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
