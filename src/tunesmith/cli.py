@@ -20,7 +20,16 @@ from tunesmith.errors import ConfigError, TunesmithError
 METHOD_NAMES = ("sft", "pretrain", "classify", "token-classify", "extractive-qa", "dpo", "online-dpo")
 
 
+# Commands that load a model: started again under tcmalloc where it is installed (allocator.py)
+_MODEL_COMMANDS = frozenset({"train", "tune", "eval", "compare", "predict", "generate", "chat", "serve", "worker",
+                             "retrain", "export", "demo"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] in _MODEL_COMMANDS:  # the process's own command line
+        from tunesmith.allocator import restart_under_tcmalloc
+
+        restart_under_tcmalloc(sys.argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import tunesmith
 
 PACKAGE = Path(tunesmith.__file__).parent
-BASE = {"errors", "files", "config", "assets", "_version"}
+BASE = {"errors", "files", "config", "assets", "allocator", "_version"}
 LAYERS = {"data": 1, "models": 2, "training": 3, "eval": 4}
 TOP = 5
 

@@ -13,20 +13,23 @@ A formula per architecture would drift from what transformers' code really saves
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from tunesmith.allocator import INSTALL_HINT, current_allocator
 from tunesmith.data.batches import IGNORE_INDEX, Batch
 from tunesmith.models.adapters import adapter_input_casting
 from tunesmith.models.device import enable_checkpointing
 from tunesmith.training.loop import LossFn, autocast, split_loss
 
 # Switch on when the projection passes 75% of the memory available. The projection counts what
-# autograd keeps; the peak RSS measured by benchmarks/memory_by_size.py (2026-12-01) was 4-17% above
-# it without checkpointing (SmolLM2-135M to a 3B Qwen2.5, batch 1) and 35% above it with
-# checkpointing (3B, 4 x 1024 tokens): the allocator's and the backward pass's working memory.
+# autograd keeps; the peak RSS measured by benchmarks/memory_by_size.py (2026-12-01, glibc's malloc)
+# was 4-17% above it without checkpointing (SmolLM2-135M to a 3B Qwen2.5, batch 1) and 35% above it
+# with checkpointing (3B, 4 x 1024 tokens). Under tcmalloc (allocator.py) the peak is the projection:
+# 6.26 GB against 6.2 projected (SmolLM2-135M, fp32, 4 x 1024 tokens), where glibc's took 10.9.
 _HEADROOM = 0.75
 _GB = 1e9
 
@@ -59,16 +62,21 @@ class MemoryPlan:
     projected_off: float  # peak bytes without checkpointing
     projected_on: float  # peak bytes with it
     available: float  # bytes the run may use
+    allocator: str = ""  # on a CPU: "tcmalloc" or "system" (allocator.py); "" on a GPU
 
     def describe(self) -> str:
         figures = (f"projected peak {self.projected_off / _GB:.1f} GB without activation checkpointing, "
                    f"{self.projected_on / _GB:.1f} GB with it; {self.available / _GB:.1f} GB available")
         if not self.checkpointing:
-            return f"memory: {figures}; checkpointing off (train.gradient_checkpointing=auto)"
-        line = f"memory: activation checkpointing on (train.gradient_checkpointing=auto): {figures}"
-        if self.projected_on > _HEADROOM * self.available:
-            line += ("; even so the run may not fit: lower train.batch_size (raise train.gradient_accumulation "
-                     "to keep the step) or data.max_length")
+            line = f"memory: {figures}; checkpointing off (train.gradient_checkpointing=auto)"
+        else:
+            line = f"memory: activation checkpointing on (train.gradient_checkpointing=auto): {figures}"
+            if self.projected_on > _HEADROOM * self.available:
+                line += ("; even so the run may not fit: lower train.batch_size (raise train.gradient_accumulation "
+                         "to keep the step) or data.max_length")
+        if self.allocator == "system":
+            line += (f"; glibc's malloc can hold much more than this at the peak (1.7-3.3x at 4 x 1024 tokens): "
+                     f"{INSTALL_HINT} and run the tunesmith command, which then uses tcmalloc")
         return line
 
 
@@ -132,7 +140,8 @@ def plan_memory(saved: SavedActivations, tokens: int, trainable: int, device: to
     fixed = held + 12 * trainable
     off, on = fixed + saved.peak(tokens, False), fixed + saved.peak(tokens, True)
     available = limit_gb * _GB if limit_gb is not None else _own_bytes(device) + _free_bytes(device)
-    return MemoryPlan(off > _HEADROOM * available, held, off, on, available)
+    allocator = current_allocator() if device.type == "cpu" and sys.platform == "linux" else ""
+    return MemoryPlan(off > _HEADROOM * available, held, off, on, available, allocator)
 
 
 def _shortened(batch: Any, tokens: int) -> Any:

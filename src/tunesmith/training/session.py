@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from tunesmith._version import __version__
+from tunesmith.allocator import current_allocator
 from tunesmith.config import RunConfig, config_to_dict, describe_config, dump_config
 from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
@@ -450,7 +451,8 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "peft": peft.__version__},
         "machine": {"platform": platform.platform(), "processor": platform.machine(),
-                    "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+                    "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                    "allocator": current_allocator()},  # the peak memory below depends on it (allocator.py)
         "base_model": {"spec": source.spec, "kind": source.kind, "location": source.location,
                        "weights": CATALOG[source.spec].weights if source.kind == "catalog" else None},
         "chat_template": template_source,
