@@ -6,7 +6,7 @@ the heap, whose freed middle is never returned) and the resident memory climbs t
 past what is alive. Measured on SmolLM2-135M, LoRA, fp32, one step of 4 rows of 1024 tokens on 2
 cores (2026-12-02): glibc peaked at 10.9 GB where 6.2 GB was alive (the projection of
 training/memory.py, and what tcmalloc peaked at), and took 43 s where tcmalloc took 34 s. glibc with
-a fixed mmap threshold and jemalloc also peak at 6.2 GB, but take 58 s (every large tensor a fresh,
+a fixed mmap threshold and jemalloc also peak at 6.2-7.3 GB, but take 58 s (every large tensor a fresh,
 zeroed mapping). So the CLI's model-loading commands start again under tcmalloc when the library is
 there (Debian/Ubuntu: `apt-get install libtcmalloc-minimal4`), as Intel's `ipexrun` launcher does;
 an allocator cannot be swapped inside a running process. TUNESMITH_ALLOCATOR=system keeps glibc's.
@@ -47,7 +47,7 @@ def current_allocator() -> str:
 
 
 def restart_under_tcmalloc(argv: list[str]) -> None:
-    """Replace this process with `python -m tunesmith.cli ARGV` under tcmalloc (same pid, so a
+    """Replace this process with the same command (ARGV its arguments) under tcmalloc (same pid, so a
     parent waiting on it, a job worker or torchrun, sees no difference). Returns where that does not
     apply: not Linux, TUNESMITH_ALLOCATOR=system, already under tcmalloc, not installed, or restarted once."""
     if (sys.platform != "linux" or os.environ.get(SETTING, "auto") != "auto" or os.environ.get(_RESTARTED)
@@ -61,4 +61,7 @@ def restart_under_tcmalloc(argv: list[str]) -> None:
            "LD_PRELOAD": f"{library}{' ' + preload if preload else ''}"}
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "tunesmith.cli", *argv], env)
+    # the same command line as this process's: the console script or -m, with any interpreter flags
+    tail = sys.orig_argv[len(sys.orig_argv) - len(argv):]
+    command = sys.orig_argv[1:] if tail == argv else ["-m", "tunesmith.cli", *argv]
+    os.execve(sys.executable, [sys.executable, *command], env)
