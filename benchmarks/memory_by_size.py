@@ -220,12 +220,14 @@ def main() -> None:
     except ImportError:
         trl_version = "not installed"
         args.tools = [t for t in args.tools if t != "trl"]
+    from tunesmith.allocator import current_allocator
     from tunesmith.training.memory import _free_bytes
 
     print(f"{datetime.now(UTC):%Y-%m-%d}, {platform.machine()}, {os.cpu_count()} CPUs, "
           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1e9:.1f} GB RAM "
           f"({_free_bytes(torch.device('cpu')) / 1e9:.1f} GB available); torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, peft {peft.__version__}, TRL {trl_version}")
+          f"transformers {transformers.__version__}, peft {peft.__version__}, TRL {trl_version}; allocator "
+          f"{current_allocator()} (every run's process inherits it: tcmalloc by LD_PRELOAD, or glibc's malloc)")
     print(f"LoRA r=16 all-linear, {args.batch} row(s) a micro-batch, {args.steps} step(s); peak RSS of each run's own process\n")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)

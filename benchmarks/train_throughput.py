@@ -256,7 +256,11 @@ def main() -> None:
     peaks = {"fp32": matmul_peak_gflops("float32"), "bf16": matmul_peak_gflops("bfloat16") if native_bf16 else None}
     flops_per_token = 4 * matmul_parameters()
     bf16_peak = f"{peaks['bf16']:.0f} GFLOP/s" if native_bf16 else "not native on this CPU (not measured)"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}; "
+    from tunesmith.allocator import current_allocator
+
+    # every system's worker inherits this process's allocator (LD_PRELOAD): tcmalloc or glibc's malloc
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"allocator {current_allocator()}; "
           f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {bf16_peak}; limit (fp32) "
           f"{peaks['fp32'] * 1e9 / flops_per_token:.0f} tokens/s")
     from tunesmith.models.catalog import CATALOG
