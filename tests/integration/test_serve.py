@@ -288,7 +288,8 @@ def test_the_cli_serves_run_folders_with_keys_from_a_file(tmp_path: Path, runs):
         # so a pooled connection is never closed under a request (uvicorn's default closed it at 5 s)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/health")
-        assert connection.getresponse().read() is not None
+        first = connection.getresponse()
+        assert first.status == 200 and first.read()  # read whole: the connection is free for the next request
         socket_before = connection.sock
         time.sleep(6)
         connection.request("GET", "/health")

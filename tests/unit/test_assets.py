@@ -70,6 +70,7 @@ def test_two_processes_fetching_one_package_download_it_once_and_both_get_it(tmp
     """Two runs started together on a fresh machine need the same package: the second waits for the
     first instead of downloading it again and renaming its copy onto the first's folder."""
     import http.server
+    import os
     import subprocess
     import sys
     import threading
@@ -102,7 +103,7 @@ def test_two_processes_fetching_one_package_download_it_once_and_both_get_it(tmp
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     index = f"http://127.0.0.1:{server.server_address[1]}/simple"
-    env = {**__import__("os").environ, "TUNESMITH_CACHE": str(tmp_path / "cache"),
+    env = {**os.environ, "TUNESMITH_CACHE": str(tmp_path / "cache"),
            "PIP_INDEX_URL": index, "PIP_EXTRA_INDEX_URL": index}
     script = ("from tunesmith.assets import fetch_package_member as f; "
               "p = f('tsdata', '1.0', 'tsdata-1.0/data', sdist=True); print(sorted(x.name for x in p.iterdir()))")
