@@ -446,7 +446,8 @@ def group_notes(comparison: Comparison, groups_file: str) -> list[str]:
         parts += [f"{name} no rows" for name, g in found["groups"].items() if not g["rows"]]
         gap = found["gap"]
         gap_text = f"; gap {gap['accuracy']:.3f} in accuracy, {gap['macro_f1']:.3f} in macro F1" if gap else ""
-        notes.append(f"by group ({groups_file}), {system.name}: {'; '.join(parts)}{gap_text}")
+        notes.append(f"by group ({groups_file}; macro F1 over the labels present in the group's rows), {system.name}: "
+                     f"{'; '.join(parts)}{gap_text}")
     return notes
 
 

@@ -1,7 +1,8 @@
 """Entity spans for token classification (NER): read from CoNLL-style tag columns, JSONL with
 character spans, or spaCy's `[text, {"entities": [[start, end, label]]}]`; checked; and aligned to
 a tokenizer's sub-word tokens (the first sub-token of each word carries the word's tag, the rest are
-left out of the loss, as transformers' token-classification examples do).
+left out of the loss, as transformers' token-classification examples do). A byte-level token can hold
+the start of a word ("'s" holds the "s" of "Macy's"): it tags that word (word_of_tokens says which).
 
 Spans are the one representation: tag sequences convert to spans on reading and back on alignment,
 so BIO, BIOES and IO files train the same model and are scored the same way.
@@ -22,6 +23,7 @@ from tunesmith.errors import DataError
 TAG_FILES = (".conll", ".bio", ".iob", ".iob2", ".bioes", ".txt", ".tsv")  # token-and-tag files; others hold JSON rows
 IGNORE = -100  # transformers' ignore index: sub-tokens after a word's first, special tokens, padding
 _WORD = re.compile(r"\w+|[^\w\s]")
+_LETTER = re.compile(r"\w")  # a word that starts with one is a run of letters and digits
 
 
 @dataclass(frozen=True)
@@ -217,9 +219,13 @@ def words_of(text: str) -> list[tuple[int, int]]:
 
 
 def word_of_tokens(text: str, offsets: list[tuple[int, int]]) -> list[int | None]:
-    """For each sub-token, the index of the word (a run of letters and digits, or one punctuation
-    mark) its first visible character falls in; None for special tokens and bare spaces. Byte-level
-    tokenizers put the leading space inside a token (" York"); the word is where its text starts."""
+    """For each sub-token, the index of the word it tags: the first run of letters and digits that
+    starts inside the token, else the word its first visible character falls in; None for special
+    tokens and bare spaces. Byte-level tokenizers put the leading space inside a token (" York") and
+    glue punctuation to the letters after it ("'s", '"The') or to more punctuation (".),"): "'s" tags
+    the word "s", so "Macy's" keeps its last word, and ".)," tags ".", so "Inc.)," can end an entity
+    at its period. Punctuation no token tags lies inside an entity exactly when words of that entity
+    lie on both sides of it (a span runs from its first word's start to its last word's end)."""
     words = words_of(text)
     starts = [start for start, _ in words]
     result: list[int | None] = []
@@ -230,8 +236,10 @@ def word_of_tokens(text: str, offsets: list[tuple[int, int]]) -> list[int | None
         if visible >= end:
             result.append(None)
             continue
+        starting = range(bisect.bisect_left(starts, visible), bisect.bisect_left(starts, end))
+        letters = next((index for index in starting if _LETTER.match(text, starts[index])), None)
         index = bisect.bisect_right(starts, visible) - 1
-        result.append(index if index >= 0 and words[index][0] <= visible < words[index][1] else None)
+        result.append(letters if letters is not None else index if index >= 0 and visible < words[index][1] else None)
     return result
 
 
@@ -267,3 +275,13 @@ def spans_from_tags(text: str, offsets: list[tuple[int, int]], tag_ids: list[int
     order = sorted(first_tag)
     found, _ = tags_to_entities([first_tag[w] for w in order], "BIO")
     return tuple(Entity(words[order[a]][0], words[order[b - 1]][1], label) for a, b, label in found)
+
+
+def untaggable(text: str, offsets: list[tuple[int, int]], entities: tuple[Entity, ...], aligned: list[int],
+               tags: list[str]) -> list[tuple[Entity, str | None]]:
+    """The entities that even a perfect tagger could not give back from this tokenization (`aligned`:
+    align_tags' labels), each with the text it would give instead (None: nothing): a token that
+    glues an entity's last word to the next ("++" of "C++") tags only its first word."""
+    back = spans_from_tags(text, offsets, [0 if tag == IGNORE else tag for tag in aligned], dict(enumerate(tags)))
+    return [(entity, next((text[b.start:b.end] for b in back if b.label == entity.label and b.start < entity.end
+                           and entity.start < b.end), None)) for entity in entities if entity not in back]

@@ -136,15 +136,23 @@ def parse_entities(reply: str, text: str, types: list[str]) -> tuple[Entity, ...
         match = re.match(r"^[\s\-*\d.)]*([A-Za-z_]+)\s*[:\-\u2013]\s*(.+?)\s*$", line)
         if not match or match.group(1).lower() not in by_name:
             continue
-        surface = match.group(2).strip().strip("\"'`").rstrip(".,;").strip()
-        if not surface:
-            continue
-        for occurrence in re.finditer(re.escape(surface), text):
-            start, end = occurrence.span()
-            if start in starts and end in ends and not any(start < e.end and e.start < end for e in found):
-                found.append(Entity(start, end, by_name[match.group(1).lower()]))
+        for surface in _surfaces(match.group(2)):
+            span = next((o.span() for o in re.finditer(re.escape(surface), text) if o.start() in starts and o.end() in ends
+                         and not any(o.start() < e.end and e.start < o.end() for e in found)), None)
+            if span:
+                found.append(Entity(*span, by_name[match.group(1).lower()]))
                 break
     return tuple(sorted(found, key=lambda e: e.start))
+
+
+def _surfaces(written: str) -> list[str]:
+    """The words a reply gave for an entity, to look for in the text in this order: as written
+    (without its quotes, a period after them, or a trailing comma), so "U.S." and "Inc." keep their
+    period; then without a closing period, for a model that ended its line with one ("Paris.")."""
+    line = written.strip().rstrip(",;").strip()
+    quoted = re.fullmatch(r"([\"'`])(.+)\1\.?", line)
+    as_written = (quoted.group(2) if quoted else line.strip("\"'`")).strip()
+    return [surface for surface in dict.fromkeys([as_written, as_written.rstrip(".").strip()]) if surface]
 
 
 def entity_metrics(rows: list[SpanRow], predicted: list[tuple[Entity, ...]]) -> tuple[dict[str, Any], np.ndarray]:

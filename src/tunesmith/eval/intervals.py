@@ -6,8 +6,8 @@ resampled gains is the 95% interval (Efron & Tibshirani 1993, ch. 13; the paired
 evaluation harnesses use to compare two models on one test set).
 
 Written with numpy rather than taken from scipy.stats.bootstrap: scipy is not otherwise a dependency
-(tens of MB for ten lines), and the metrics here (macro F1 over a fixed label set) need the
-resampled predictions themselves, which a resample index matrix gives directly.
+(tens of MB for ten lines), and the metrics here (macro F1 over the labels each resample holds) need
+the resampled predictions themselves, which a resample index matrix gives directly.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _interval(estimate: float, values: np.ndarray, level: float) -> Interval:
 
 
 def macro_f1_metric(labels: Sequence[str]) -> Metric:
-    """Macro F1 over a fixed label set (an unparsed answer, None, is wrong), as a bootstrap metric."""
+    """Macro F1 (over the labels present in the resample; an unparsed answer, None, is wrong), as a bootstrap metric."""
     from tunesmith.eval.metrics import label_metrics
 
     return lambda predicted, gold: label_metrics(list(gold), list(predicted), labels).macro["f1"]

@@ -1,5 +1,6 @@
 """Task metrics: label tasks (accuracy, per-class and macro precision / recall / F1, confusion
-matrix) and free-text tasks (exact match, normalized exact match, ROUGE-L).
+matrix) and free-text tasks (exact match, normalized exact match, ROUGE-L). Macro means run over the
+labels present in the rows' gold or predicted labels, scikit-learn's definition.
 
 A generated answer becomes a label by the first rule that matches (`map_answer_to_label`):
 1. exact: the answer, stripped of surrounding whitespace, is a label;
@@ -65,7 +66,7 @@ def _first_unnegated(padded: str, needle: str) -> int:
 class LabelMetrics:
     accuracy: float
     per_class: dict[str, dict[str, float]]  # label -> precision, recall, f1, support
-    macro: dict[str, float]  # precision, recall, f1
+    macro: dict[str, float]  # precision, recall, f1: means over the labels present in gold or predicted
     confusion: list[list[int]]  # rows: gold label; columns: labels, then UNPARSED
     labels: list[str]
     unparsed: int
@@ -78,13 +79,16 @@ class LabelMetrics:
 
 
 def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: Sequence[str]) -> LabelMetrics:
-    """Metrics of predicted labels (None = unparsed, always wrong) against gold labels."""
+    """Metrics of predicted labels (None = unparsed, always wrong) against gold labels. The macro
+    average runs over the labels present in these rows' gold or predicted labels, as scikit-learn's
+    does (seqeval's too, for entity types): a label nothing tested and nothing predicted is no error,
+    where a fixed label set would score it 0 (a group or a bootstrap resample without a rare label)."""
     labels = list(labels)
     index = {label: i for i, label in enumerate(labels)}
     confusion = [[0] * (len(labels) + 1) for _ in labels]
     for truth, guess in zip(gold, predicted):
         confusion[index[truth]][index[guess] if guess in index else len(labels)] += 1
-    per_class = {}
+    per_class, present = {}, []
     for i, label in enumerate(labels):
         true_positive = confusion[i][i]
         predicted_count = sum(row[i] for row in confusion)
@@ -93,7 +97,10 @@ def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: 
         recall = true_positive / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-    macro = {name: sum(c[name] for c in per_class.values()) / len(labels) for name in ("precision", "recall", "f1")}
+        if support or predicted_count:
+            present.append(label)
+    macro = {name: sum(per_class[label][name] for label in present) / len(present) if present else 0.0
+             for name in ("precision", "recall", "f1")}
     correct = sum(confusion[i][i] for i in range(len(labels)))
     unparsed = sum(row[-1] for row in confusion)
     return LabelMetrics(correct / len(gold) if gold else 0.0, per_class, macro, confusion, labels, unparsed)
@@ -101,7 +108,8 @@ def label_metrics(gold: Sequence[str], predicted: Sequence[str | None], labels: 
 
 def metrics_by_group(members: dict[str, list[int]], gold: Sequence[str], predicted: Sequence[str | None],
                      labels: Sequence[str]) -> dict:
-    """Accuracy and macro F1 of the rows of each group (`members`: group -> row indices), and the
+    """Accuracy and macro F1 of the rows of each group (`members`: group -> row indices; macro F1 over
+    the labels present in the group's rows, so a group of one class, all right, scores 1), and the
     gaps between the best and the worst group with rows (None with fewer than two such groups)."""
     groups = {}
     for name, rows in members.items():

@@ -9,6 +9,7 @@ transformers' token-classification examples do; the tag map is saved in the mode
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,14 @@ from tunesmith.config import RunConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.examples import Problem
 from tunesmith.data.pipeline import PreparedData, SourceData, split_validation
-from tunesmith.data.spans import IGNORE, SpanRow, align_tags, read_entity_rows, tag_names
+from tunesmith.data.spans import (
+    IGNORE,
+    SpanRow,
+    align_tags,
+    read_entity_rows,
+    tag_names,
+    untaggable,
+)
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
@@ -107,7 +115,7 @@ def encode_tagged(rows: list[SpanRow], tags: list[str], tokenizer: Any, max_leng
         return [], []
     tag_ids = {tag: number for number, tag in enumerate(tags)}
     encoded = tokenizer([row.text for row in rows], add_special_tokens=True, return_offsets_mapping=True)
-    examples, problems = [], []
+    examples, problems, misfits = [], [], []
     for row, ids, offsets in zip(rows, encoded["input_ids"], encoded["offset_mapping"]):
         unknown = sorted({e.label for e in row.entities} - {tag[2:] for tag in tags[1:]})
         if unknown:
@@ -115,6 +123,7 @@ def encode_tagged(rows: list[SpanRow], tags: list[str], tokenizer: Any, max_leng
                                     "fix the type, or list every type in task.labels"))
             continue
         labels = align_tags(row.text, offsets, row.entities, tag_ids)
+        misfits += [(row.where, row.text[e.start:e.end], back) for e, back in untaggable(row.text, offsets, row.entities, labels, tags)]
         if len(ids) > max_length:
             if not truncate:
                 problems.append(Problem(row.where, f"text is {len(ids)} tokens, over data.max_length={max_length}",
@@ -123,6 +132,12 @@ def encode_tagged(rows: list[SpanRow], tags: list[str], tokenizer: Any, max_leng
             ids, labels = ids[:max_length], labels[:max_length]
         source, line = row.where.rsplit(":", 1)
         examples.append(TaggedExample(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int64), source, int(line)))
+    if misfits:
+        where, surface, back = misfits[0]
+        count = "1 entity" if len(misfits) == 1 else f"{len(misfits)} entities"
+        warnings.warn(f"{count} cannot be tagged exactly with this tokenizer: a token glues an entity's last (or first) "
+                      f"word to the next, and a token carries one tag (first: {where} {surface!r} would come back as "
+                      f"{back!r}); even a perfect tagger misses them, and the scores count them as missed", stacklevel=2)
     return examples, problems
 
 

@@ -116,3 +116,58 @@ def test_tagged_word_lines_become_one_span_per_word_that_train_as_bio_tags(tmp_p
         [("Mr.", "NNP"), ("Vinken", "NNP"), ("is", "VBZ"), ("1/2", "CD"), (".", ".")]
     # a word the tokenizer's word rule splits ("Mr." -> "Mr", ".") keeps one tag: B- then I-
     assert word_tags(first.text, first.entities)[:3] == ["B-NNP", "I-NNP", "B-NNP"]
+
+
+# Byte-level BPE glues punctuation into tokens ("'s", ".),", ".,", '"The'), so a word can start inside
+# a token that began in the word before it: each case below has an entity that ends or starts there.
+GLUED = [
+    ("I shopped at Macy's today.", [("Macy's", "ORG")]),
+    ("Macy's", [("Macy's", "ORG")]),
+    ("He met O'Neil at McDonald's in the U.S., then left.", [("O'Neil", "PER"), ("McDonald's", "ORG"), ("U.S.", "LOC")]),
+    ("Shares of (Acme Inc.), the maker, fell.", [("Acme Inc.", "ORG")]),
+    ("John Smith Jr., aged 9, read \"The Times\".", [("John Smith Jr.", "PER"), ("The Times", "ORG")]),
+    ("Macy's store is in Macy's Plaza.", [("Macy", "ORG"), ("Macy's Plaza", "LOC")]),
+]
+TYPES = ["O"] + [f"{p}-{t}" for t in ("PER", "ORG", "LOC") for p in ("B", "I")]
+
+
+def glued_row(text: str, surfaces: list[tuple[str, str]]) -> SpanRow:
+    entities, start = [], 0
+    for surface, label in surfaces:
+        start = text.index(surface, start)
+        entities.append(Entity(start, start + len(surface), label))
+        start += len(surface)
+    return SpanRow("f:1", text, tuple(entities))
+
+
+@pytest.mark.parametrize("text, surfaces", GLUED)
+@pytest.mark.parametrize("which", ["smollm2", "minilm"])
+def test_a_word_that_starts_inside_a_token_is_tagged_and_the_spans_round_trip(which, text, surfaces, tokenizer,
+                                                                             minilm_tokenizer):
+    from tunesmith.data.spans import word_of_tokens, words_of
+
+    tok = tokenizer if which == "smollm2" else minilm_tokenizer
+    row = glued_row(text, surfaces)
+    offsets = [tuple(pair) for pair in tok(text, return_offsets_mapping=True)["offset_mapping"]]
+    aligned = align_tags(text, offsets, row.entities, {tag: i for i, tag in enumerate(TYPES)})
+    # every run of letters or digits is the word of exactly one labelled token (the "s" of "Macy's" too)
+    labelled = [word for word, tag in zip(word_of_tokens(text, offsets), aligned) if tag != IGNORE]
+    letters = [n for n, (start, _) in enumerate(words_of(text)) if text[start].isalnum()]
+    assert sorted(set(labelled) & set(letters)) == letters and len(labelled) == len(set(labelled))
+    # a perfect tagger (the training labels as its predictions) gives back exactly the gold spans
+    back = spans_from_tags(text, offsets, [0 if t == IGNORE else t for t in aligned], dict(enumerate(TYPES)))
+    assert [(text[e.start:e.end], e.label) for e in back] == surfaces
+
+
+def test_a_perfect_tagging_scores_one_with_a_byte_level_tokenizer(tokenizer):
+    from tunesmith.eval.extraction import entity_metrics
+
+    rows = [glued_row(text, surfaces) for text, surfaces in GLUED]
+    label_ids = {tag: i for i, tag in enumerate(TYPES)}
+    predicted = []
+    for row in rows:
+        offsets = [tuple(pair) for pair in tokenizer(row.text, return_offsets_mapping=True)["offset_mapping"]]
+        aligned = align_tags(row.text, offsets, row.entities, label_ids)
+        predicted.append(spans_from_tags(row.text, offsets, [0 if t == IGNORE else t for t in aligned], dict(enumerate(TYPES))))
+    metrics, _ = entity_metrics(rows, predicted)
+    assert metrics["micro_f1"] == 1.0 and metrics["macro_f1"] == 1.0

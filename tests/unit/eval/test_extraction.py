@@ -38,6 +38,22 @@ def test_gold_entities_in_the_prompt_format_parse_back_to_themselves():
     assert parse_entities(entity_answer(row), TEXT, ["LOC", "PER"]) == row.entities
 
 
+def test_entities_that_end_in_a_period_keep_it_and_a_closing_period_is_dropped_only_when_the_text_lacks_it():
+    text = "Acme Inc. hired John Smith Jr. in the U.S., then moved to Paris, France."
+    gold = (Entity(0, 9, "ORG"), Entity(16, 30, "PER"), Entity(38, 42, "LOC"), Entity(58, 63, "LOC"), Entity(65, 71, "LOC"))
+    assert [text[e.start:e.end] for e in gold] == ["Acme Inc.", "John Smith Jr.", "U.S.", "Paris", "France"]
+    reply = "ORG: Acme Inc.\nPER: John Smith Jr.\nLOC: U.S.\nLOC: Paris.\nLOC: France"  # the text has no "Paris."
+    assert parse_entities(reply, text, ["LOC", "ORG", "PER"]) == gold
+    assert parse_entities(entity_answer(SpanRow("f:1", text, gold)), text, ["LOC", "ORG", "PER"]) == gold
+    # CoNLL text (tokens joined by spaces): a sentence's period is a token of its own
+    conll = "He left the U.S. ."
+    assert parse_entities('LOC: "U.S."', conll, ["LOC"]) == parse_entities('LOC: "U.S.".', conll, ["LOC"]) == \
+        (Entity(12, 16, "LOC"),)
+    assert parse_entities("LOC: U.S", conll, ["LOC"]) == (Entity(12, 15, "LOC"),)  # as written, though not the gold
+    # the reply's words as written win where the text has them, a sentence's period included
+    assert parse_entities("LOC: France.", text, ["LOC"]) == (Entity(65, 72, "LOC"),)
+
+
 @pytest.mark.parametrize("reply, answer", [("Paris", "Paris"), ("The answer is: Paris.", "Paris"), ('"Vesk"\nmore', "Vesk"),
                                            ("Unanswerable.", ""), ("none", ""), ("", "")])
 def test_an_answer_is_the_first_line_without_its_wrapping(reply: str, answer: str):
@@ -82,3 +98,12 @@ def test_the_comparison_puts_the_tagger_beside_the_baselines_with_intervals():
     assert comparison.systems[0].metrics["micro_f1"] == 1.0
     assert comparison.table().splitlines()[2].startswith("fine-tuned")
     assert comparison.as_dict()["systems"]["fine-tuned"]["micro_f1"] == 1.0
+
+
+def test_the_answer_parser_dropping_a_closing_period_costs_an_answer_nothing():
+    # SQuAD's normalization drops punctuation before comparing, so "U.S" scores as "U.S." does
+    from tunesmith.data.squad import exact, f1
+
+    for gold in ("U.S.", "Acme Inc.", "John Smith Jr."):
+        assert parse_answer(gold) == gold.rstrip(".")
+        assert exact(gold, parse_answer(gold)) == 1 and f1(gold, parse_answer(gold)) == 1.0

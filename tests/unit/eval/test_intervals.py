@@ -56,3 +56,15 @@ def test_macro_f1_gain_is_recomputed_per_resample():
     majority = ["pos"] * 100
     gain = gain_interval(macro_f1, majority, perfect, gold, resamples=300)
     assert gain.estimate == pytest.approx(1 - macro_f1(majority, gold)) and gain.low > 0.5
+
+
+def test_a_perfect_classifier_with_a_rare_class_has_macro_f1_one_in_every_resample():
+    # 2 of 100 rows are class c: about 13% of resamples hold none of them, and a macro average over a
+    # fixed label set scored those 2/3 (c: no gold, no prediction, F1 0), an interval of [0.67, 1.0]
+    from tunesmith.eval.intervals import system_intervals
+
+    gold = ["a"] * 50 + ["b"] * 48 + ["c"] * 2
+    found = system_intervals(["a", "b", "c"], gold, {"tuned": list(gold), "base": ["a"] * 100}, "tuned", resamples=500)
+    perfect = found["systems"]["tuned"]["macro_f1"]
+    assert (perfect.estimate, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
+    assert found["systems"]["base"]["macro_f1"].estimate == pytest.approx(2 / 3 / 3)  # a: F1 2/3; b and c: 0

@@ -25,7 +25,7 @@ def wordpiece(tiny_wordpiece_bert_dir: Path):
 def tagged_examples(tokenizer):
     rows = [SpanRow("f:1", "Wei Chen flew to Lima .", (Entity(0, 8, "PER"), Entity(17, 21, "LOC"))),
             SpanRow("f:2", "Unbelievably , Acme Corporation hired Anna Berg yesterday in Oslo .",
-                    (Entity(15, 31, "ORG"), Entity(38, 47, "PER"), Entity(63, 67, "LOC")))]
+                    (Entity(15, 31, "ORG"), Entity(38, 47, "PER"), Entity(61, 65, "LOC")))]
     examples, problems = encode_tagged(rows, tag_names(["LOC", "ORG", "PER"]), tokenizer, 64, False)
     assert not problems
     return examples
@@ -80,9 +80,9 @@ def test_qa_windows_carry_segment_ids_and_validation_is_held_out_by_question(tmp
     from tunesmith.config import build_config
     from tunesmith.training.extractive_qa import prepare_qa_data
 
-    context = "Filler words go here again and again. " * 8 + "Mara lives in Vesk."
-    rows = [{"id": str(n), "context": context, "question": f"Where does Mara live {n}?",
-             "answers": {"text": ["Vesk"], "answer_start": [context.index("Vesk")]}} for n in range(20)]
+    contexts = [f"Story {n}. " + "Filler words go here again and again. " * 8 + "Mara lives in Vesk." for n in range(20)]
+    rows = [{"id": str(n), "context": contexts[n], "question": f"Where does Mara live {n}?",
+             "answers": {"text": ["Vesk"], "answer_start": [contexts[n].index("Vesk")]}} for n in range(20)]
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = build_config({"data": {"train": str(data), "max_length": 48, "stride": 16, "validation_split": 0.25},
@@ -102,3 +102,13 @@ def test_the_stride_is_checked_only_for_extractive_qa():
     build_config({"data": {"max_length": 64}})  # stride 128 is no concern of an SFT run
     with pytest.raises(ConfigError, match="data.stride=128 must be 0 or more and under half of data.max_length=64"):
         build_config({"data": {"max_length": 64}, "train": {"method": "extractive-qa"}})
+
+
+def test_entities_a_tokenizer_cannot_tag_exactly_are_named_in_one_warning(tokenizer):
+    # SmolLM2 keeps "++" one token: only its first "+" can carry a tag, so "C++" would come back as "C+";
+    # "Macy's" ("'s" is one token) round-trips and is not named
+    rows = [SpanRow("f:1", "She writes C++ at Macy's .", (Entity(11, 14, "MISC"), Entity(18, 24, "ORG"))),
+            SpanRow("f:2", "Macy's hired Anna .", (Entity(0, 6, "ORG"), Entity(13, 17, "PER")))]
+    with pytest.warns(UserWarning, match=r"1 entit.* f:1 'C\+\+' would come back as 'C\+'") as caught:
+        examples, problems = encode_tagged(rows, tag_names(["MISC", "ORG", "PER"]), tokenizer, 64, False)
+    assert len(caught) == 1 and not problems and len(examples) == 2
