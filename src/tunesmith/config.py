@@ -794,6 +794,9 @@ class ServeConfig:
     max_request_bytes: int = setting(1_000_000, "Largest request body; a larger one gets 413.")
     max_loaded_adapters: int = setting(8, "LoRA adapters held in memory at once; the least recently used is "
                                           "unloaded beyond it, and loaded again when asked for.")
+    max_loaded_models: int = setting(4, "Full fine-tunes and task heads (classifier, tagger, reader runs) held in "
+                                        "memory at once; the least recently used is unloaded beyond it, and loaded "
+                                        "again when asked for. Base models stay loaded.")
     precision: Literal["auto", "fp32", "bf16"] = setting(
         "auto", "Weights' precision: auto is bf16 where the CPU or GPU computes it natively, else fp32. In fp32 a "
         "greedy answer is the same in any batch; in bf16 rounding depends on the batch's shape.")
@@ -806,6 +809,9 @@ class ServeConfig:
                                            "prompts and answers with placeholders before they are written.")
     store_retention_days: float | None = setting(None, "Delete stored completions and their feedback older than this "
                                                        "many days. None: keep them.")
+    max_feedback_per_key_per_hour: int = setting(1000, "Feedback posts (POST /v1/chat/completions/{id}/feedback) one "
+                                                       "API key may make in any hour; one more gets 429. Bounds how "
+                                                       "much one key can steer what a retrain learns.")
 
 
 @dataclass(frozen=True)

@@ -212,10 +212,18 @@ def test_adapters_load_and_unload_without_a_restart_behind_the_admin_key(client,
 
 
 def test_metrics_count_requests_and_tokens(client, server):
+    """/metrics names every project's models: the operator's admin key reads it, an API key or none
+    gets a refusal."""
     greedy(client, "bot-b", PROMPTS[1], max_tokens=4)
-    from urllib.request import urlopen
+    from urllib.error import HTTPError
+    from urllib.request import Request, urlopen
 
-    text = urlopen(server[0].removesuffix("/v1") + "/metrics").read().decode()
+    url = server[0].removesuffix("/v1") + "/metrics"
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {KEY}"}, 403)):
+        with pytest.raises(HTTPError) as refused:
+            urlopen(Request(url, headers=headers))
+        assert refused.value.code == status
+    text = urlopen(Request(url, headers={"Authorization": f"Bearer {ADMIN}"})).read().decode()
     assert 'tunesmith_requests_total{endpoint="chat",model="bot-b",status="200"}' in text
     assert "tunesmith_completion_tokens_total" in text and "tunesmith_queue_depth" in text
     assert 'tunesmith_first_token_seconds_count{model="bot-b"}' in text

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tunesmith.config import JobsConfig, ServeConfig
 from tunesmith.errors import ConfigError
+from tunesmith.serve.auth import require_operator
 from tunesmith.serve.classify.router import router as classify_router
 from tunesmith.serve.console.router import router as console_router
 from tunesmith.serve.engine import Engine
@@ -49,8 +50,10 @@ async def health(request: Request) -> dict:
             "queue_depth": request.app.state.engine.pending}
 
 
-@health_router.get("/metrics")
+@health_router.get("/metrics", dependencies=[Depends(require_operator)])
 async def metrics(request: Request) -> Response:
+    """Prometheus's scrape: every project's model names, so the operator's (an admin key; send it
+    with the scrape config's `authorization`)."""
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -120,7 +123,8 @@ class ServeTarget:
 
 
 def load_models(targets: list[ServeTarget], config: ServeConfig) -> ServedModels:
-    models = ServedModels(max_loaded_adapters=config.max_loaded_adapters, precision=config.precision)
+    models = ServedModels(max_loaded_adapters=config.max_loaded_adapters, max_loaded_models=config.max_loaded_models,
+                          precision=config.precision)
     for target in targets:
         path = Path(target.folder)
         if path.is_dir():

@@ -77,6 +77,16 @@ def require_admin(request: Request) -> None:
                        "(the server's --admin-key-file)", type="permission_error", code="admin_key_required")
 
 
+def require_operator(request: Request) -> None:
+    """A route dependency for what shows every project at once (/metrics labels requests with model
+    names, `ft:` ones included): an admin key; on a server without projects, any of its keys."""
+    config = request.app.state.config
+    if config.admin_keys or config.key_projects:
+        require_admin(request)
+    else:
+        require_key(request)
+
+
 DEFAULT_PROJECT = "default"
 
 

@@ -26,13 +26,18 @@ from typing import Any
 import torch
 
 from tunesmith.models.generate import pad_rows
-from tunesmith.serve.models import Backend, Served, ServedModels
+from tunesmith.serve.models import Served, ServedModels
+from tunesmith.serve.residency import Backend
 
 COLLECT_SECONDS = 0.01  # how long the first request of a batch waits for others to join it
 
 
 class QueueFull(Exception):
     """The inbox holds as many requests as it may: the caller answers 429."""
+
+
+class NeverFits(QueueFull):
+    """A request with more rows than the inbox ever holds: retrying cannot help (the caller answers 400)."""
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,15 @@ class Engine:
 
     def submit(self, rows: list[Row]) -> None:
         """Queue a request's rows, all or none: QueueFull when they would not fit."""
+        if len(rows) > self.max_queue:
+            raise NeverFits(f"the request needs {len(rows)} rows (choices) and this server holds at most "
+                            f"{self.max_queue} at once (--max-queue)")
         with self._lock:
             if self._pending + len(rows) > self.max_queue:
                 raise QueueFull(f"{self._pending} rows are queued or decoding, the most is {self.max_queue}")
             self._pending += len(rows)
         for row in rows:
+            self.models.residency.rows_started(row.served)
             self.inbox.put(row)
 
     def call(self, function: Callable[[], Any]) -> Future:
@@ -135,15 +144,26 @@ class Engine:
             for backend_key in dict.fromkeys(row.served.backend for row in rows):
                 group = [row for row in rows if row.served.backend == backend_key]
                 for part in self._within_cap(group):
-                    self._decode(self.models.backends[backend_key], part)
+                    self._decode_with_weights(part)
             for call in calls:
                 _run_call(call)
+            self.models.release_retired()
+
+    def _decode_with_weights(self, rows: list[Row]) -> None:
+        """Decode rows of one backend, loading its weights first if the cap let them go."""
+        try:
+            backend = self.models.backend_for(rows[0].served)
+        except Exception as exc:  # these rows' model cannot load: they fail, the others go on
+            for row in rows:
+                self._finish(row, None, error=exc)
+            return
+        self._decode(backend, rows)
 
     def _within_cap(self, rows: list[Row]) -> list[list[Row]]:
         """Rows split into batches that each need at most max_loaded_adapters adapters."""
         cap, parts, names = self.models.max_loaded_adapters, [[]], [set()]
         for row in rows:
-            adapter = row.served.name if row.served.kind == "adapter" else None
+            adapter = row.served.adapter_id if row.served.kind == "adapter" else None
             if adapter and adapter not in names[-1] and len(names[-1]) >= cap:
                 parts.append([])
                 names.append(set())
@@ -169,7 +189,7 @@ class Engine:
             if isinstance(item, Row) and (backend is None or (item.served.backend == backend and _fits(item, adapters, self.models.max_loaded_adapters))):
                 rows.append(item)
                 if adapters is not None and item.served.kind == "adapter":
-                    adapters.add(item.served.name)
+                    adapters.add(item.served.adapter_id)
             elif isinstance(item, _Call) and backend is None:
                 calls.append(item)
             else:
@@ -199,7 +219,7 @@ class Engine:
 
     def _join(self, batch: _Batch, backend: Backend) -> None:
         """Rows for this backend that arrived since the last step join the running batch."""
-        adapters = {row.served.name for row in batch.rows if row.served.kind == "adapter"}
+        adapters = {row.served.adapter_id for row in batch.rows if row.served.kind == "adapter"}
         joining, _ = self._collect([], wait=0, backend=backend.key, limit=self.max_batch - len(batch.rows),
                                    adapters=adapters)
         if not joining:
@@ -216,12 +236,12 @@ class Engine:
     def _prepare(self, backend: Backend, rows: list[Row], running: list[Row] = ()) -> None:
         """Load the adapters the rows need (keeping those of the `running` rows) and seed their sampling."""
         if any(row.served.kind == "adapter" for row in rows):
-            self.models.ensure_adapters(backend, [row.served.name for row in [*running, *rows]])
+            self.models.ensure_adapters(backend, [row.served for row in [*running, *rows]])
         for row in rows:
             if row.sampling.temperature > 0:
                 row.generator = torch.Generator(device=_device(backend.model))
-                row.generator.manual_seed(row.sampling.seed if row.sampling.seed is not None
-                                          else int.from_bytes(_random_bytes(), "little"))
+                seed = row.sampling.seed if row.sampling.seed is not None else int.from_bytes(_random_bytes(), "little")
+                row.generator.manual_seed(seed % 2**64)  # any integer seed, as torch takes 64 bits
 
     def _start(self, backend: Backend, rows: list[Row]) -> _Batch:
         """Read the rows' prompts (one forward pass) into a new batch with its cache."""
@@ -242,10 +262,16 @@ class Engine:
     def _step(self, batch: _Batch) -> None:
         """Choose each row's next token from the last logits, send it, drop finished rows, and run
         the rows left one position further."""
-        chosen, logprobs = _choose(batch.logits, batch.rows)
+        chosen, logprobs, failed = _choose(batch.logits, batch.rows)
         keep = []
         for index, row in enumerate(batch.rows):
-            done = self._advance(row, int(chosen[index]), logprobs[index] if logprobs else None)
+            try:
+                if index in failed:
+                    raise failed[index]
+                done = self._advance(row, int(chosen[index]), logprobs[index] if logprobs else None)
+            except Exception as exc:  # this row alone fails; the batch's other rows go on
+                self._finish(row, None, error=exc)
+                done = True
             if not done:
                 keep.append(index)
         if len(keep) < len(batch.rows):
@@ -303,6 +329,7 @@ class Engine:
     def _finish(self, row: Row, reason: str | None, *, error: BaseException | None = None) -> None:
         with self._lock:
             self._pending -= 1
+        self.models.residency.row_finished(row.served)
         if row.cancelled.is_set() and error is None:
             return
         row.emit(Event("", row.pending_logprobs, reason or "stop", len(row.generated), error))
@@ -324,7 +351,8 @@ class _Batch:
         """Which adapter each row runs through ("__base__": none), when the base carries adapters."""
         if not self.backend.has_adapters:
             return {}
-        return {"adapter_names": [row.served.name if row.served.kind == "adapter" else "__base__" for row in self.rows]}
+        return {"adapter_names": [row.served.adapter_id if row.served.kind == "adapter" else "__base__"
+                                  for row in self.rows]}
 
     def select(self, keep: list[int]) -> None:
         index = torch.tensor(keep, dtype=torch.long, device=self.attention.device)
@@ -358,7 +386,7 @@ class _Batch:
 
 
 def _fits(row: Row, adapters: set[str] | None, cap: int) -> bool:
-    if adapters is None or row.served.kind != "adapter" or row.served.name in adapters:
+    if adapters is None or row.served.kind != "adapter" or row.served.adapter_id in adapters:
         return True
     return len(adapters) < cap
 
@@ -394,20 +422,26 @@ def _concat_caches(cache: Any, other: Any) -> None:
         layer.values = torch.cat([layer.values, other_layer.values])
 
 
-def _choose(logits: torch.Tensor, rows: list[Row]) -> tuple[torch.Tensor, list[TokenLogprob] | None]:
+def _choose(logits: torch.Tensor, rows: list[Row]
+            ) -> tuple[torch.Tensor, list[TokenLogprob | None] | None, dict[int, Exception]]:
     """Each row's next token (greedy, or sampled with its temperature, top-p and generator) and,
-    when any row asked, its log-probability under the model with the most likely alternatives."""
+    when any row asked, its log-probability under the model with the most likely alternatives; a
+    row whose choice failed is in the third value with its error, and the others are unaffected."""
     chosen = logits.argmax(dim=-1)
+    failed: dict[int, Exception] = {}
     for index, row in enumerate(rows):
         if row.sampling.temperature > 0:
-            chosen[index] = _sample(logits[index], row.sampling, row.generator)
+            try:
+                chosen[index] = _sample(logits[index], row.sampling, row.generator)
+            except Exception as exc:
+                failed[index] = exc
     if not any(row.sampling.top_logprobs is not None for row in rows):
-        return chosen.cpu(), None
+        return chosen.cpu(), None, failed
     log_probs = torch.log_softmax(logits, dim=-1)
-    found = []
+    found: list[TokenLogprob | None] = []
     for index, row in enumerate(rows):
         wanted = row.sampling.top_logprobs
-        if wanted is None:
+        if wanted is None or index in failed:
             found.append(None)
             continue
         tokenizer = row.served.tokenizer
@@ -415,11 +449,13 @@ def _choose(logits: torch.Tensor, rows: list[Row]) -> tuple[torch.Tensor, list[T
         top = torch.topk(log_probs[index], wanted) if wanted else None
         found.append(TokenLogprob(tokenizer.decode([token]), float(log_probs[index, token]),
                                   [(tokenizer.decode([int(t)]), float(v)) for v, t in zip(*top)] if top else []))
-    return chosen.cpu(), found
+    return chosen.cpu(), found, failed
 
 
 def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    probabilities = torch.softmax(logits / sampling.temperature, dim=-1)
+    # the largest logit moved to 0 before dividing: a temperature near 0 (1e-45) gives 0 and -inf,
+    # a one-hot distribution, where logits / temperature overflowed to inf and softmax to nan
+    probabilities = torch.softmax((logits - logits.max()) / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         ordered, order = probabilities.sort(descending=True)
         before = ordered.cumsum(-1) - ordered  # mass of the tokens ranked above each one

@@ -3,23 +3,26 @@
 Every LoRA run on the same base shares one copy of the base weights: the base is wrapped once in a
 peft model and each run's adapter is loaded into it under the run's name, so one forward pass can
 serve rows for different adapters and the base (peft's `adapter_names`). Full fine-tunes load as
-their own model; classifier runs load their head. At most `max_loaded_adapters` adapters sit in
-memory at once: the least recently used one is unloaded and loaded again when asked for.
+their own model; classifier, tagger and reader runs load their head. What sits in memory, under
+which caps, is residency.py's: an entry registered here may have its weights out of memory, and
+they load again when a request names it.
 
 Loading and unloading touch the model, so they run on the engine's thread (see engine.Engine.call),
-never beside a forward pass.
+never beside a forward pass. An entry is registered only once its weights loaded: a folder that
+cannot load leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tunesmith.errors import ModelError
+from tunesmith.serve.residency import Backend, Residency, unload_adapter
 
 Kind = Literal["base", "adapter", "model", "classifier", "tagger", "reader"]
 GENERATIVE: tuple[Kind, ...] = ("base", "adapter", "model")
@@ -34,20 +37,7 @@ class LineageWatch:
     internal: str  # the Served entry answering now (`alias@genN`)
     generation: int
     stamp: tuple  # generations.json's (inode, mtime ns, size): written by rename, so a new file is a new inode
-
-
-@dataclass
-class Backend:
-    """One set of weights in memory, and the adapters loaded into it (least recently used first)."""
-
-    key: str
-    model: Any
-    context_length: int | None
-    adapters: OrderedDict[str, Path] = field(default_factory=OrderedDict)
-
-    @property
-    def has_adapters(self) -> bool:
-        return hasattr(self.model, "peft_config")
+    project: str | None = None  # the project every generation answers to (None: every key)
 
 
 @dataclass
@@ -70,15 +60,19 @@ class Served:
     generation: int | None = None  # a run with generations (tunesmith retrain): which one this is
     root_dir: Path | None = None  # ... and the run folder they belong to (what the store records)
     alias: str | None = None  # ... and the name clients use for the current one (this entry is `alias@genN`)
+    context_length: int | None = None  # the model's positions (prompt + answer), known while unloaded too
+    adapter_id: str | None = None  # an adapter's name inside peft (internal: public names may hold a `.`)
+    retired: bool = False  # a replaced generation: freed once its last rows finish
 
     @property
     def public_name(self) -> str:
         return self.alias or self.name
 
     def as_model_card(self) -> dict:
-        """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`)."""
-        return {"id": self.public_name, "object": "model", "created": self.created, "owned_by": "tunesmith",
-                "root": str(self.run_dir or self.name), "parent": self.parent,
+        """The entry GET /v1/models lists (OpenAI's Model, plus vLLM's `root` and `parent`): names
+        only, never a path on the server."""
+        return {"id": self.public_name, "object": "model", "created": self.created, "owned_by": self.project or "tunesmith",
+                "root": self.parent or self.public_name, "parent": self.parent,
                 "kind": self.kind, **({"generation": self.generation} if self.generation is not None else {})}
 
 
@@ -99,15 +93,22 @@ def base_name(spec: str) -> str:
 class ServedModels:
     """Names -> served models; loads runs, shares bases, keeps the adapter cap."""
 
-    def __init__(self, *, max_loaded_adapters: int = 8, device: str = "auto", precision: str = "auto") -> None:
-        if max_loaded_adapters < 1:
-            raise ModelError(f"max_loaded_adapters={max_loaded_adapters}: give 1 or more")
-        self.max_loaded_adapters = max_loaded_adapters
+    def __init__(self, *, max_loaded_adapters: int = 8, max_loaded_models: int = 4, device: str = "auto",
+                 precision: str = "auto") -> None:
+        self.residency = Residency(max_loaded_adapters, max_loaded_models)
         self.device = device
         self.precision = precision
         self.served: dict[str, Served] = {}
-        self.backends: dict[str, Backend] = {}
         self.lineages: dict[str, LineageWatch] = {}
+        self._adapter_ids = itertools.count(1)
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        return self.residency.backends
+
+    @property
+    def max_loaded_adapters(self) -> int:
+        return self.residency.max_loaded_adapters
 
     # -- looking up -----------------------------------------------------------------------------
     def get(self, name: str) -> Served | None:
@@ -117,18 +118,19 @@ class ServedModels:
     def listed(self) -> list[Served]:
         """What GET /v1/models shows: every served name, a run with generations once (its current one)."""
         current = {watch.internal for watch in self.lineages.values()}
-        return [s for s in self.served.values() if s.alias is None or s.name in current]
+        return [s for s in self.served.values() if not s.retired and (s.alias is None or s.name in current)]
 
     def cards(self) -> list[dict]:
         return [served.as_model_card() for served in self.listed()]
 
     def loaded_adapter_count(self) -> int:
-        return sum(len(backend.adapters) for backend in self.backends.values())
+        return self.residency.loaded_adapter_count()
 
     # -- adding ---------------------------------------------------------------------------------
-    def add_run(self, run_dir: str | Path, name: str | None = None) -> Served:
-        """Serve a run folder (or a model folder) under `name` (default: the folder's name); a run
-        with generations (tunesmith retrain) answers with its current one."""
+    def add_run(self, run_dir: str | Path, name: str | None = None, project: str | None = None) -> Served:
+        """Serve a run folder (or a model folder) under `name` (default: the folder's name), for
+        `project`'s keys only when one is given (set before the name is registered, so no request
+        ever sees it unwalled); a run with generations (tunesmith retrain) answers with its current one."""
         path = Path(run_dir).expanduser()
         if not path.is_dir():
             raise ModelError(f"{run_dir}: no such folder; give a run folder that `tunesmith train` wrote")
@@ -138,15 +140,15 @@ class ServedModels:
         from tunesmith.lineage import has_lineage
 
         if has_lineage(path):
-            return self._add_lineage(path, name)
-        served = self._add_folder(path, name)
+            return self._add_lineage(path, name, project)
+        served = self._add_folder(path, name, project)
         if served.kind in GENERATIVE and (path / "manifest.json").is_file():
             # generation 0 of a run that may be retrained while served: watch for its generations.json
             served.generation, served.root_dir = 0, path.resolve()
-            self.lineages[name] = LineageWatch(path, name, 0, ())
+            self.lineages[name] = LineageWatch(path, name, 0, (), project)
         return served
 
-    def _add_lineage(self, run_dir: Path, alias: str) -> Served:
+    def _add_lineage(self, run_dir: Path, alias: str, project: str | None) -> Served:
         from tunesmith.lineage import current_generation, lineage_path
 
         generation = current_generation(run_dir)
@@ -154,11 +156,13 @@ class ServedModels:
         plain = self.served.get(alias)  # the run as it was served before it had generations: generation 0
         if internal not in self.served and generation.number == 0 and plain is not None and plain.generation == 0:
             internal = alias
-        served = self.served.get(internal) or self._add_folder(generation.run_folder, internal)
+        served = self.served.get(internal) or self._add_folder(generation.run_folder, internal, project)
         served.generation, served.root_dir, served.alias = generation.number, run_dir.resolve(), alias
+        served.retired = False  # a rollback to a generation whose last rows were still decoding
         if plain is not None and plain.generation == 0:
             plain.alias = alias  # listed only while it is the current generation
-        self.lineages[alias] = LineageWatch(run_dir, internal, generation.number, _stamp(lineage_path(run_dir)))
+        self.lineages[alias] = LineageWatch(run_dir, internal, generation.number, _stamp(lineage_path(run_dir)),
+                                            project)
         return served
 
     def lineage_changed(self, name: str) -> bool:
@@ -172,17 +176,18 @@ class ServedModels:
         return _stamp(lineage_path(watch.run_dir)) != watch.stamp
 
     def refresh_lineage(self, name: str) -> Served:
-        """Answer `name` with its run's current generation (loaded beside the old one, which stays
-        until the adapter cap evicts it: rows still decoding with it finish with it). Runs on the
-        engine's thread."""
+        """Answer `name` with its run's current generation, loaded beside the old one; the old
+        one's weights are freed once its last rows finish (release_retired). Runs on the engine's
+        thread."""
         from tunesmith.lineage import current_generation, lineage_path
 
         watch = self.lineages[name]
+        previous = watch.internal
         try:
             if current_generation(watch.run_dir).number == watch.generation:  # e.g. a generation refused by its gate
                 watch.stamp = _stamp(lineage_path(watch.run_dir))
                 return self.served[watch.internal]
-            return self._add_lineage(watch.run_dir, name)  # swaps the watch in one assignment at its end
+            served = self._add_lineage(watch.run_dir, name, watch.project)  # swaps the watch in one assignment at its end
         except Exception as exc:  # a generation that fails to load leaves the old one answering
             import sys
 
@@ -190,42 +195,55 @@ class ServedModels:
             print(f"tunesmith serve: {name}: kept generation {watch.generation}; the new current one failed to "
                   f"load: {exc}", file=sys.stderr)
             return self.served[watch.internal]
+        if previous != served.name and previous in self.served:
+            self.served[previous].retired = True
+            self.release_retired()
+        return served
 
-    def _add_folder(self, path: Path, name: str) -> Served:
+    def release_retired(self) -> None:
+        """Free the weights of replaced generations that no row decodes with any more. Runs on the
+        engine's thread (after each batch, and when a generation is replaced)."""
+        for served in [s for s in self.served.values() if s.retired and not self.residency.busy(s)]:
+            self._forget(served)
+
+    def _forget(self, served: Served) -> None:
+        """Stop serving an entry and free what it alone holds in memory."""
+        if served.kind == "adapter":
+            unload_adapter(self.backends[served.backend], served.adapter_id)
+        else:
+            self.residency.drop_weights(served)
+        del self.served[served.name]
+
+    def _add_folder(self, path: Path, name: str, project: str | None) -> Served:
         manifest = json.loads((path / "manifest.json").read_text()) if (path / "manifest.json").is_file() else {}
-        method = manifest.get("method")
-        if method == "classify":
-            return self._add_classifier(path, name)
-        if method == "token-classify":
-            from tunesmith.models.tagger import load_tagger
-
-            return self._add_head(path, name, "tagger", load_tagger(str(path)))
-        if method == "extractive-qa":
-            from tunesmith.models.reader import load_reader
-
-            return self._add_head(path, name, "reader", load_reader(str(path)))
+        kind = HEAD_KINDS.get(manifest.get("method"))
+        if kind is not None:
+            return self._add_head(path, name, kind, project)
         if (path / "adapter" / "adapter_config.json").is_file():
-            return self._add_adapter(path, path / "adapter", name)
+            return self._add_adapter(path, path / "adapter", name, project)
         if (path / "adapter_config.json").is_file():
-            return self._add_adapter(path, path, name)
-        return self._add_model(str(path), name, "model", run_dir=path)
+            return self._add_adapter(path, path, name, project)
+        return self._add_model(str(path), name, "model", run_dir=path, project=project)
 
     def add_base(self, spec: str, name: str | None = None) -> Served:
         """Serve a base model (catalog name, folder, .gguf) on its own."""
         return self._add_model(spec, name or base_name(spec), "base")
 
-    def _add_model(self, target: str, name: str, kind: Kind, *, run_dir: Path | None = None) -> Served:
+    def _add_model(self, target: str, name: str, kind: Kind, *, run_dir: Path | None = None,
+                   project: str | None = None) -> Served:
         from tunesmith.models.generate import load_for_generation
 
         loaded = load_for_generation(target, device=self.device, precision=self.precision)
         key = f"{kind}:{Path(target).resolve() if Path(target).exists() else target}"
         self.backends[key] = Backend(key, loaded.model, _context_length(loaded.model))
         served = Served(name, kind, key, loaded.tokenizer, loaded.info, _system_prompt(run_dir), run_dir=run_dir,
-                        source=target if kind in ("base", "model") else None)
+                        source=target if kind in ("base", "model") else None,
+                        context_length=self.backends[key].context_length, project=project)
         self.served[name] = served
+        self.residency.touch(served)
         return served
 
-    def _add_adapter(self, run_dir: Path, adapter_dir: Path, name: str) -> Served:
+    def _add_adapter(self, run_dir: Path, adapter_dir: Path, name: str, project: str | None) -> Served:
         from tunesmith.data.template import analyze_template, ensure_chat_template
         from tunesmith.models.load import ModelSource, load_tokenizer, resolve_model
 
@@ -239,9 +257,10 @@ class ServedModels:
         info = analyze_template(tokenizer, _generation_eos(backend.model))
         parent = next(s.name for s in self.served.values() if s.backend == backend.key and s.kind == "base")
         served = Served(name, "adapter", backend.key, tokenizer, info, _system_prompt(run_dir), parent=parent,
-                        run_dir=run_dir, adapter_dir=adapter_dir)
+                        run_dir=run_dir, adapter_dir=adapter_dir, adapter_id=f"adapter_{next(self._adapter_ids)}",
+                        context_length=backend.context_length, project=project)
+        self.residency.ensure_adapters(backend, [served])  # registered only once it loaded
         self.served[name] = served
-        self.ensure_adapters(backend, [name])
         return served
 
     def _base_backend(self, location: str, spec: str) -> Backend:
@@ -260,70 +279,34 @@ class ServedModels:
             served.backend = key
         return self.backends[key]
 
-    def _add_classifier(self, run_dir: Path, name: str) -> Served:
-        from tunesmith.models.classifier import load_classifier
-
-        return self._add_head(run_dir, name, "classifier", load_classifier(str(run_dir)))
-
-    def _add_head(self, run_dir: Path, name: str, kind: Kind, head: Any) -> Served:
-        served = Served(name, kind, f"{kind}:{run_dir.resolve()}", head.tokenizer, run_dir=run_dir, head=head)
+    def _add_head(self, run_dir: Path, name: str, kind: Kind, project: str | None) -> Served:
+        head = _load_head(kind, run_dir)
+        served = Served(name, kind, f"{kind}:{run_dir.resolve()}", head.tokenizer, run_dir=run_dir, head=head,
+                        project=project)
         self.served[name] = served
+        self.residency.touch(served)
         return served
 
-    # -- adapters in memory ---------------------------------------------------------------------
-    def ensure_adapters(self, backend: Backend, names: list[str]) -> None:
-        """Load the named adapters into their base (unloading the least recently used beyond the cap)
-        and mark them used now. Runs on the engine's thread."""
-        wanted = [n for n in dict.fromkeys(names) if self.served[n].kind == "adapter"]
-        if len(wanted) > self.max_loaded_adapters:
-            raise ModelError(f"one batch needs {len(wanted)} adapters, over max_loaded_adapters="
-                             f"{self.max_loaded_adapters}")
-        for name in wanted:
-            if name in backend.adapters:
-                backend.adapters.move_to_end(name)
-                continue
-            while self.loaded_adapter_count() >= self.max_loaded_adapters:
-                self._evict(keep=set(wanted))
-            self._load_adapter(backend, name)
+    # -- weights in memory (the engine's thread) ------------------------------------------------
+    def backend_for(self, served: Served) -> Backend:
+        """The weights a generative entry decodes with, loaded again if the cap let them go."""
+        if served.kind == "model" and served.backend not in self.backends:
+            from tunesmith.models.generate import load_for_generation
 
-    def _load_adapter(self, backend: Backend, name: str) -> None:
-        adapter_dir = self.served[name].adapter_dir
-        if backend.has_adapters and name in backend.model.peft_config:
-            pass  # the base's last adapter, kept in the weights when it was unloaded
-        elif backend.has_adapters:
-            backend.model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
-        else:
-            from peft import PeftModel
+            loaded = load_for_generation(served.source, device=self.device, precision=self.precision)
+            self.backends[served.backend] = Backend(served.backend, loaded.model, _context_length(loaded.model))
+        self.residency.touch(served)
+        return self.backends[served.backend]
 
-            backend.model = PeftModel.from_pretrained(backend.model, str(adapter_dir), adapter_name=name,
-                                                      is_trainable=False).eval()
-        backend.adapters[name] = adapter_dir
+    def head_of(self, served: Served) -> Any:
+        """A classifier's, tagger's or reader's head, loaded again if the cap let it go."""
+        if served.head is None:
+            served.head = _load_head(served.kind, served.run_dir)
+        self.residency.touch(served)
+        return served.head
 
-    def _evict(self, keep: set[str]) -> None:
-        """Unload the least recently used adapter outside `keep`, across all bases."""
-        oldest = None
-        for backend in self.backends.values():
-            for name in backend.adapters:
-                if name not in keep:
-                    oldest = (backend, name)
-                    break
-            if oldest:
-                break
-        if oldest is None:
-            raise ModelError("every loaded adapter is in use; raise max_loaded_adapters")
-        backend, name = oldest
-        self._unload_adapter(backend, name)
-
-    def _unload_adapter(self, backend: Backend, name: str) -> None:
-        if len(backend.model.peft_config) > 1:
-            import warnings
-
-            with warnings.catch_warnings():  # peft notes that another adapter became the active one: each
-                warnings.simplefilter("ignore", UserWarning)  # request names its adapter, so none is "active"
-                backend.model.delete_adapter(name)
-        # the last adapter of a base stays in the weights (peft keeps one); it is only forgotten here
-        # and answers nothing: requests name their adapter or "__base__" explicitly
-        backend.adapters.pop(name, None)
+    def ensure_adapters(self, backend: Backend, wanted: list[Served]) -> None:
+        self.residency.ensure_adapters(backend, wanted)
 
     def remove(self, name: str) -> Served:
         """Stop serving an adapter run (vLLM's unload_lora_adapter). Runs on the engine's thread."""
@@ -331,12 +314,25 @@ class ServedModels:
         if served is None or served.kind != "adapter":
             raise KeyError(name)
         self.lineages.pop(name, None)
-        name = served.name
-        backend = self.backends[served.backend]
-        if name in backend.adapters:
-            self._unload_adapter(backend, name)
-        del self.served[name]
+        self._forget(served)
         return served
+
+
+HEAD_KINDS: dict[str | None, Kind] = {"classify": "classifier", "token-classify": "tagger", "extractive-qa": "reader"}
+
+
+def _load_head(kind: Kind, run_dir: Path) -> Any:
+    if kind == "classifier":
+        from tunesmith.models.classifier import load_classifier
+
+        return load_classifier(str(run_dir))
+    if kind == "tagger":
+        from tunesmith.models.tagger import load_tagger
+
+        return load_tagger(str(run_dir))
+    from tunesmith.models.reader import load_reader
+
+    return load_reader(str(run_dir))
 
 
 def _stamp(path: Path) -> tuple:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.orm import Session
 
+from tunesmith.store.projects import may_see
 from tunesmith.store.tables import CheckpointRow, EventRow, FileRow, JobRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -331,7 +332,8 @@ class Store:
 
 
 def _visible(owner: str, project: str | None) -> bool:
-    return project is None or owner == project
+    """A row of `owner`'s, seen by a key acting in `project` (None: an admin key)."""
+    return may_see(project, owner)
 
 
 def _event(job_id: str, message: str, *, level: str = "info", type: str = "message", data: dict | None = None) -> EventRow:

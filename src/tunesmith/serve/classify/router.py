@@ -16,8 +16,9 @@ import time
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from tunesmith.serve.access import find_model
 from tunesmith.serve.auth import require_key
-from tunesmith.serve.errors import APIError, unknown_model
+from tunesmith.serve.errors import APIError
 
 router = APIRouter(prefix="/v1")
 MAX_TEXTS = 256
@@ -33,17 +34,17 @@ async def classify(body: ClassificationRequest, request: Request) -> dict:
     from tunesmith.models.classifier import predict_probabilities
 
     started = time.perf_counter()
-    served = request.app.state.models.get(body.model)
-    if served is None:
-        raise unknown_model(body.model)
-    if served.kind != "classifier":
-        raise APIError(400, f"`{body.model}` is not a classifier run; send chats to POST /v1/chat/completions",
-                       param="model", code="wrong_endpoint")
+    served = find_model(request, body.model, ("classifier",))
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > MAX_TEXTS:
         raise APIError(400, f"{len(texts)} texts in one request, the most is {MAX_TEXTS}", param="input")
-    classifier = served.head
-    probabilities = await asyncio.wrap_future(request.app.state.engine.call(lambda: predict_probabilities(classifier, texts)))
+    models = request.app.state.models
+
+    def classify_texts():
+        head = models.head_of(served)
+        return head, predict_probabilities(head, texts)
+
+    classifier, probabilities = await asyncio.wrap_future(request.app.state.engine.call(classify_texts))
     tokens = sum(len(ids) for ids in classifier.tokenizer(texts, truncation=True, max_length=classifier.max_length)["input_ids"])
     request.app.state.metrics.answered("classifications", body.model, 200, time.perf_counter() - started, tokens)
     return {"object": "list", "model": body.model,

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from tunesmith.errors import TunesmithError
+from tunesmith.serve.access import find_model, visible_models
 from tunesmith.serve.auth import KEY_COOKIE, key_is_valid, project_of, require_key
 from tunesmith.serve.console import pages
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.openai.service import visible
 
 router = APIRouter()
 
@@ -52,8 +52,7 @@ def refused(request: Request) -> Response | None:
 def models_page(request: Request) -> Response:
     if (denied := refused(request)) is not None:
         return denied
-    served = [s for s in request.app.state.models.listed() if visible(request, s)]
-    return html(pages.models_page(served, store=request.app.state.recorder is not None))
+    return html(pages.models_page(visible_models(request), store=request.app.state.recorder is not None))
 
 
 @router.get("/console/static/{name}")
@@ -137,8 +136,11 @@ async def login(request: Request) -> Response:
 
 
 def _served_run(request: Request, name: str):
-    served = request.app.state.models.get(name)
-    return served if served is not None and served.run_dir is not None and visible(request, served) else None
+    try:
+        served = find_model(request, name)
+    except APIError:
+        return None
+    return served if served.run_dir is not None else None
 
 
 def _inside(folder: Path, path: str) -> Path | None:

@@ -36,8 +36,12 @@ def _job(request: Request, job_id: str) -> JobRow:
 
 
 async def _answer(request: Request, row: JobRow) -> dict:
-    """The job; a succeeded one's model is loaded first, so that it answers once the client sees it."""
-    await request.app.state.jobs.serve_job(request.app, row)
+    """The job; a succeeded one's model is loaded first, so that it answers once the client sees it
+    (one that cannot load fails the requests that name it, not a look at its job)."""
+    try:
+        await request.app.state.jobs.serve_job(request.app, row)
+    except APIError:
+        pass
     return job_object(row)
 
 

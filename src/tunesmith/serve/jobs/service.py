@@ -7,7 +7,8 @@ trains it. The job's files are linked into its folder at once, so deleting an up
 not take the bytes from a job that uses them.
 
 A finished job's model is loaded into this server the first time it is asked for (a chat naming
-it, GET /v1/models, or a look at the job), under `ft:<base>:<suffix>:<job id>`, for its project only.
+it, or a look at the job), under `ft:<base>:<suffix>:<job id>`, for its project only. GET /v1/models
+lists finished jobs' models from the store and loads none of them.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ import asyncio
 import os
 import random
 import shutil
+import sys
+import time
 from pathlib import Path, PurePath
 from typing import Any
 
 from fastapi import FastAPI
 
 from tunesmith.config import JobsConfig
-from tunesmith.errors import ConfigError, ModelError
+from tunesmith.errors import ConfigError
 from tunesmith.jobs.settings import (
     JobFiles,
     JobSettingsError,
@@ -34,6 +37,7 @@ from tunesmith.serve.errors import APIError
 from tunesmith.serve.jobs.schemas import CreateJobRequest
 from tunesmith.store.blobs import Blobs
 from tunesmith.store.db import ACTIVE, Store, open_store
+from tunesmith.store.projects import may_see
 from tunesmith.store.tables import FileRow, JobRow
 
 
@@ -50,6 +54,7 @@ class JobsService:
         self.store = store or open_store(config.database_url)
         self.blobs = Blobs(self.root / "files")
         self._loading = asyncio.Lock()
+        self.load_failures: dict[str, tuple[float, str]] = {}  # model name -> (when, what the client is told)
 
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / job_id
@@ -62,7 +67,7 @@ class JobsService:
         method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
         legacy = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else None
         settings = dict(body.tunesmith or {})
-        base_spec = self._base_spec(body.model, models)
+        base_spec = self._base_spec(body.model, models, project)
         files = {"training_file": self._file(project, body.training_file, "training_file")}
         if body.validation_file:
             files["validation_file"] = self._file(project, body.validation_file, "validation_file")
@@ -89,15 +94,18 @@ class JobsService:
         self._link_files(job.id, files)
         return job
 
-    def _base_spec(self, name: str, models: Any) -> str:
+    def _base_spec(self, name: str, models: Any, project: str) -> str:
+        """What a job in `project` starts from: a served base or full model that project may see, or
+        a catalog name."""
         from tunesmith.models.catalog import CATALOG
 
         served = models.get(name)
-        if served is not None and served.kind in ("base", "model") and served.source:
+        if served is not None and served.kind in ("base", "model") and served.source and may_see(project, served.project):
             return served.source
         if name in CATALOG:
             return name
-        bases = sorted([s.public_name for s in models.listed() if s.kind in ("base", "model")] + list(CATALOG))
+        bases = sorted([s.public_name for s in models.listed() if s.kind in ("base", "model")
+                        and may_see(project, s.project)] + list(CATALOG))
         raise APIError(404, f"The model `{name}` cannot be fine-tuned here; give a served base model or a catalog "
                             f"name: {', '.join(bases)}", param="model", code="model_not_found")
 
@@ -130,34 +138,68 @@ class JobsService:
                 shutil.copyfile(self.blobs.path(row.sha256), target)
 
     # -- serving finished jobs --------------------------------------------------------------------
-    async def serve_model(self, app: FastAPI, name: str) -> None:
-        """Load a succeeded job's model by its fine_tuned_model name, if there is one."""
+    async def model_cards(self, project: str | None) -> list[dict]:
+        """GET /v1/models' entries for `project`'s succeeded jobs, read from the store: listing
+        loads nothing. A model that failed to load is listed with its error."""
+        jobs = await asyncio.to_thread(self.store.succeeded_jobs, project)
+        return [self._card(job) for job in jobs if job.fine_tuned_model]
+
+    async def model_card(self, name: str, project: str | None) -> dict | None:
+        job = await self._visible_job(name, project)
+        return self._card(job) if job is not None else None
+
+    def _card(self, job: JobRow) -> dict:
+        card = {"id": job.fine_tuned_model, "object": "model", "created": job.finished_at or job.created_at,
+                "owned_by": job.project, "root": job.model, "parent": job.model, "kind": job_model_kind(job)}
+        failure = self.load_failures.get(job.fine_tuned_model)
+        return {**card, "error": failure[1]} if failure else card
+
+    async def _visible_job(self, name: str, project: str | None) -> JobRow | None:
         if not name.startswith("ft:"):
-            return
+            return None
         job = await asyncio.to_thread(self.store.jobs_of_model, name)
+        return job if job is not None and may_see(project, job.project) else None
+
+    async def serve_model(self, app: FastAPI, name: str, project: str | None) -> None:
+        """Load a succeeded job's model by its fine_tuned_model name, if there is one that a key of
+        `project` may use (another project's is not even loaded)."""
+        job = await self._visible_job(name, project)
         if job is not None:
             await self.serve_job(app, job)
 
-    async def serve_finished(self, app: FastAPI, project: str | None) -> None:
-        """Load every succeeded job's model of `project` not yet loaded (for GET /v1/models)."""
-        for job in await asyncio.to_thread(self.store.succeeded_jobs, project):
-            await self.serve_job(app, job)
-
     async def serve_job(self, app: FastAPI, job: JobRow) -> None:
-        models = app.state.models
-        if job.status != "succeeded" or not job.fine_tuned_model or models.get(job.fine_tuned_model) is not None:
+        """Load a succeeded job's model into the server, for its project only. One that cannot load
+        fails the requests that name it (for LOAD_RETRY_SECONDS before it is tried again), never others."""
+        models, name = app.state.models, job.fine_tuned_model
+        if job.status != "succeeded" or not name or models.get(name) is not None:
             return
         async with self._loading:
-            if models.get(job.fine_tuned_model) is not None:
+            if models.get(name) is not None:
                 return
-            run_dir = Path(job.run_dir or self.job_dir(job.id) / "run")
+            failure = self.load_failures.get(name)
+            if failure is None or time.monotonic() - failure[0] > LOAD_RETRY_SECONDS:
+                run_dir = Path(job.run_dir or self.job_dir(job.id) / "run")
+                try:
+                    await asyncio.wrap_future(app.state.engine.call(lambda: models.add_run(run_dir, name, job.project)))
+                    self.load_failures.pop(name, None)
+                    return
+                except Exception as exc:  # the server's log has the detail; the client never sees paths
+                    print(f"tunesmith serve: {name} (job {job.id}) could not be loaded: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)
+                    failure = (time.monotonic(), f"the fine-tuned model could not be loaded "
+                                                 f"({type(exc).__name__}); the server's log has the details")
+                    self.load_failures[name] = failure
+        raise APIError(500, f"{name}: {failure[1]}", type="server_error", code="model_load_failed")
 
-            def load() -> None:
-                served = models.add_run(run_dir, job.fine_tuned_model)
-                served.project = job.project
 
-            try:
-                await asyncio.wrap_future(app.state.engine.call(load))
-            except ModelError as exc:
-                raise APIError(500, f"{job.fine_tuned_model}: the finished job's model could not be loaded: {exc}",
-                               type="server_error", code="model_load_failed") from exc
+LOAD_RETRY_SECONDS = 60.0
+HEAD_METHODS = {"classify": "classifier", "token-classify": "tagger", "extractive-qa": "reader"}
+
+
+def job_model_kind(job: JobRow) -> str:
+    """What a job's model is (as GET /v1/models says `kind`), from its settings alone."""
+    settings = job.settings or {}
+    head = HEAD_METHODS.get(settings.get("method"))
+    if head:
+        return head
+    return "adapter" if (settings.get("lora") or {}).get("enabled", True) else "model"

@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tunesmith.errors import TunesmithError
+from tunesmith.serve.access import find_model, visible_models
 from tunesmith.serve.auth import project_of, require_admin, require_key
-from tunesmith.serve.errors import APIError, unknown_model
+from tunesmith.serve.errors import APIError
 from tunesmith.serve.openai import service
 from tunesmith.serve.openai.schemas import (
     ChatRequest,
@@ -28,19 +29,21 @@ router = APIRouter(prefix="/v1")
 
 @router.get("/models", dependencies=[Depends(require_key)])
 async def list_models(request: Request) -> dict:
-    if request.app.state.jobs is not None:
-        await request.app.state.jobs.serve_finished(request.app, project_of(request))
-    models = request.app.state.models
-    return {"object": "list", "data": [s.as_model_card() for s in models.listed() if service.visible(request, s)]}
+    cards = [served.as_model_card() for served in visible_models(request)]
+    if request.app.state.jobs is not None:  # listed from the store, never loaded for a listing
+        known = {card["id"] for card in cards}
+        cards += [card for card in await request.app.state.jobs.model_cards(project_of(request))
+                  if card["id"] not in known]
+    return {"object": "list", "data": cards}
 
 
 @router.get("/models/{name:path}", dependencies=[Depends(require_key)])
 async def get_model(name: str, request: Request) -> dict:
-    await _fine_tuned(request, name)
-    served = request.app.state.models.get(name)
-    if served is None or not service.visible(request, served):
-        raise unknown_model(name)
-    return served.as_model_card()
+    if request.app.state.models.get(name) is None and request.app.state.jobs is not None:
+        card = await request.app.state.jobs.model_card(name, project_of(request))
+        if card is not None:  # a finished job's model, described without loading it
+            return card
+    return find_model(request, name).as_model_card()
 
 
 async def _fine_tuned(request: Request, name: str) -> None:
@@ -50,7 +53,7 @@ async def _fine_tuned(request: Request, name: str) -> None:
     if models.lineage_changed(name):
         await asyncio.wrap_future(request.app.state.engine.call(lambda: models.refresh_lineage(name)))
     if request.app.state.jobs is not None and models.get(name) is None:
-        await request.app.state.jobs.serve_model(request.app, name)
+        await request.app.state.jobs.serve_model(request.app, name, project_of(request))
 
 
 @router.post("/chat/completions", dependencies=[Depends(require_key)])

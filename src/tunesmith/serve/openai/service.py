@@ -13,28 +13,17 @@ from fastapi import Request
 
 from tunesmith.data.examples import Message
 from tunesmith.data.tokenize import encode_prompt
-from tunesmith.serve.auth import project_of
-from tunesmith.serve.engine import Engine, Event, QueueFull, Row, Sampling, TokenLogprob
-from tunesmith.serve.errors import APIError, unknown_model
+from tunesmith.serve.access import find_model
+from tunesmith.serve.engine import Engine, Event, NeverFits, QueueFull, Row, Sampling, TokenLogprob
+from tunesmith.serve.errors import APIError
 from tunesmith.serve.models import GENERATIVE, Served
 from tunesmith.serve.openai.schemas import ChatRequest, CompletionRequest, GenerationRequest
 
 DISCONNECT_POLL_SECONDS = 0.5
 
 
-def visible(request: Request, served: Served) -> bool:
-    """A fine-tuning job's model answers only keys of its project (and admin keys)."""
-    return served.project is None or project_of(request) in (None, served.project)
-
-
 def find_generative(request: Request, name: str) -> Served:
-    served = request.app.state.models.get(name)
-    if served is None or not visible(request, served):
-        raise unknown_model(name)
-    if served.kind not in GENERATIVE:
-        raise APIError(400, f"`{name}` is a {served.kind} run; send its texts to POST /v1/classifications",
-                       param="model", code="wrong_endpoint")
-    return served
+    return find_model(request, name, GENERATIVE)
 
 
 def check_supported(body: GenerationRequest) -> None:
@@ -67,8 +56,7 @@ def text_prompt(served: Served, prompt: str) -> list[int]:
 
 
 def check_context(served: Served, request: Request, prompt_ids: list[int], sampling: Sampling) -> None:
-    backend = request.app.state.models.backends[served.backend]
-    limit = backend.context_length
+    limit = served.context_length
     if limit and len(prompt_ids) + sampling.max_tokens > limit:
         raise APIError(400, f"the prompt ({len(prompt_ids)} tokens) and max_tokens ({sampling.max_tokens}) come to "
                             f"more than the model's context of {limit} tokens; shorten one", param="max_tokens",
@@ -98,6 +86,9 @@ class Submission:
         self.open = len(self.rows)
         try:
             engine.submit(self.rows)
+        except NeverFits as exc:
+            raise APIError(400, f"{exc}: it can never fit; ask for fewer choices (n) or prompts",
+                           param="n", code="invalid_value") from exc
         except QueueFull as exc:
             raise APIError(429, f"the server is busy ({exc}); retry shortly", type="rate_limit_error",
                            code="rate_limit_exceeded") from exc

@@ -18,9 +18,9 @@ import time
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from tunesmith.serve.access import find_model
 from tunesmith.serve.auth import require_key
-from tunesmith.serve.errors import APIError, unknown_model
-from tunesmith.serve.models import Served
+from tunesmith.serve.errors import APIError
 
 router = APIRouter(prefix="/v1")
 MAX_ROWS = 256
@@ -42,27 +42,18 @@ class AnswersRequest(BaseModel):
     questions: list[Question] = Field(min_length=1, max_length=MAX_ROWS)
 
 
-def _served(request: Request, name: str, kind: str, endpoint: str) -> Served:
-    served = request.app.state.models.get(name)
-    if served is None:
-        raise unknown_model(name)
-    if served.kind != kind:
-        raise APIError(400, f"`{name}` is a {served.kind} run, not a {kind}; {endpoint} takes "
-                            f"{'token-classify' if kind == 'tagger' else 'extractive-qa'} runs", param="model",
-                       code="wrong_endpoint")
-    return served
-
-
 @router.post("/entities", dependencies=[Depends(require_key)])
 async def entities(body: EntitiesRequest, request: Request) -> dict:
     from tunesmith.models.tagger import find_entities
 
     started = time.perf_counter()
-    tagger = _served(request, body.model, "tagger", "/v1/entities").head
+    served = find_model(request, body.model, ("tagger",))
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > MAX_ROWS:
         raise APIError(400, f"{len(texts)} texts in one request, the most is {MAX_ROWS}", param="input")
-    found, _ = await asyncio.wrap_future(request.app.state.engine.call(lambda: find_entities(tagger, texts)))
+    models = request.app.state.models
+    found, _ = await asyncio.wrap_future(request.app.state.engine.call(
+        lambda: find_entities(models.head_of(served), texts)))
     request.app.state.metrics.answered("entities", body.model, 200, time.perf_counter() - started)
     return {"object": "list", "model": body.model,
             "data": [{"object": "entities", "index": i, "entities": [e.as_dict() for e in row]}
@@ -75,9 +66,10 @@ async def answers(body: AnswersRequest, request: Request) -> dict:
     from tunesmith.models.reader import read_answers
 
     started = time.perf_counter()
-    reader = _served(request, body.model, "reader", "/v1/answers").head
+    served = find_model(request, body.model, ("reader",))
     rows = [QARow(f"request:{i}", q.id or str(i), q.question, q.context, ()) for i, q in enumerate(body.questions)]
-    found = await asyncio.wrap_future(request.app.state.engine.call(lambda: read_answers(reader, rows)))
+    models = request.app.state.models
+    found = await asyncio.wrap_future(request.app.state.engine.call(lambda: read_answers(models.head_of(served), rows)))
     request.app.state.metrics.answered("answers", body.model, 200, time.perf_counter() - started)
     return {"object": "list", "model": body.model,
             "data": [{"object": "answer", "index": i, "id": row.id, **answer.as_dict()}
