@@ -120,3 +120,90 @@ def _space(folder: Path):
     return load_plan(folder)[1]
 
 
+
+
+def _rows_with_two_too_long(method: str, count: int) -> list[dict]:
+    """`count` rows of the method's kind; rows 5 and 17 are over data.max_length=128 tokens, so that
+    data.skip_invalid leaves them out before the validation split is made."""
+    from tests.conftest import chat_rows
+
+    rows = chat_rows(count, seed=4) if method == "sft" else \
+        [{"text": f"{'good' if n % 2 else 'bad'} film number {n}", "label": "positive" if n % 2 else "negative"}
+         for n in range(count)]
+    for number in (5, 17):
+        if method == "sft":
+            rows[number]["messages"][1]["content"] = " ".join(["red"] * 300)
+        else:
+            rows[number]["text"] = " ".join(["good"] * 300)
+    return rows
+
+
+def _training_split(config) -> tuple[set[str], set[str], int]:
+    """The rows training trained on and held out, as the method's own data preparation makes them."""
+    from tunesmith.models.load import resolve_model
+    from tunesmith.training.session import get_method, load_tokenizer_and_template
+
+    method = get_method(config.train.method)
+    tokenizer, info, _ = load_tokenizer_and_template(method, config, resolve_model(config.model.name))
+    prepared = method.prepare_data(config, tokenizer, info)
+    return {r.where for r in prepared.train}, {r.where for r in prepared.validation}, len({p.where for p in prepared.skipped})
+
+
+@pytest.mark.parametrize("method", ["sft", "classify"])
+def test_a_task_metric_objective_scores_exactly_the_rows_training_held_out(tmp_path: Path, tiny_model_dir: Path,
+                                                                          method: str):
+    import warnings
+
+    from tests.conftest import write_jsonl
+    from tunesmith.tune.trial import validation_rows
+
+    data = write_jsonl(tmp_path / "rows.jsonl", _rows_with_two_too_long(method, 42))
+    config = tiny_config(tmp_path, tiny_model_dir, data, f"train.method={method}", "data.skip_invalid=true",
+                         "train.max_steps=1", "train.save_every=0", name=method)
+    run_dir = tunesmith_train(config)
+    trained, held_out, dropped = _training_split(config)
+    assert dropped == 2 and len(held_out) == 10  # 40 rows split 30/10: the same count as a split of all 42
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scored = {item.where for item in validation_rows(run_dir, config)}
+    assert scored == held_out and not scored & trained
+
+    # a run written before the ids were recorded: the old rebuild, with a warning since rows were dropped
+    (run_dir / "validation_rows.json").unlink()
+    with pytest.warns(UserWarning, match="2 rows were left out"):
+        validation_rows(run_dir, config)
+
+
+def test_an_old_run_without_dropped_rows_rebuilds_its_split_silently(tmp_path: Path, tiny_model_dir: Path,
+                                                                     chat_file: Path):
+    import warnings
+
+    from tunesmith.tune.trial import validation_rows
+
+    config = tiny_config(tmp_path, tiny_model_dir, chat_file, "train.max_steps=1", "train.save_every=0", name="old")
+    run_dir = tunesmith_train(config)
+    (run_dir / "validation_rows.json").unlink(missing_ok=True)
+    _, held_out, _ = _training_split(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert {item.where for item in validation_rows(run_dir, config)} == held_out
+
+
+def tunesmith_train(config) -> Path:
+    import tunesmith
+
+    return Path(tunesmith.train(config, show_progress=False).run_dir)
+
+
+def test_with_a_validation_file_the_objective_scores_the_rows_training_validated_on(tmp_path: Path, tiny_model_dir: Path):
+    from tests.conftest import chat_rows, write_jsonl
+    from tunesmith.tune.trial import validation_rows
+
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(24, seed=1))
+    validation = write_jsonl(tmp_path / "validation.jsonl", _rows_with_two_too_long("sft", 20))
+    config = tiny_config(tmp_path, tiny_model_dir, train, f"data.validation={validation}", "data.skip_invalid=true",
+                         "train.max_steps=1", "train.save_every=0", name="file")
+    run_dir = tunesmith_train(config)
+    _, validated, dropped = _training_split(config)
+    assert dropped == 2 and len(validated) == 18
+    assert {item.where for item in validation_rows(run_dir, config)} == validated  # not the 2 rows it left out

@@ -7,6 +7,8 @@ problem in every row is collected and reported in one go.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,41 @@ def split_validation(examples: list[TokenizedExample], fraction: float, seed: in
     train = [e for i, e in enumerate(examples) if i not in held_out]
     validation = [e for i, e in enumerate(examples) if i in held_out]
     return train, validation
+
+
+def split_validation_by_group(items: list[Any], groups: list[Hashable], fraction: float,
+                              seed: int) -> tuple[list[Any], list[Any]]:
+    """As split_validation, whole groups at a time (the questions on one context): no group has rows
+    on both sides. About `fraction` of the rows are held out, at least one group on each side (with
+    fewer than two groups, nothing is held out)."""
+    distinct = list(dict.fromkeys(groups))
+    if fraction <= 0 or len(distinct) < 2:
+        return items, []
+    sizes = Counter(groups)
+    target = min(len(items) - 1, max(1, round(fraction * len(items))))
+    held_out: list[Hashable] = []
+    for index in np.random.default_rng([seed, 7919]).permutation(len(distinct)).tolist():
+        if sum(sizes[g] for g in held_out) >= target:
+            break
+        held_out.append(distinct[index])
+    if len(held_out) == len(distinct):  # every group reached the target: the last one trains
+        held_out.pop()
+    chosen = set(held_out)
+    train = [item for item, group in zip(items, groups, strict=True) if group not in chosen]
+    validation = [item for item, group in zip(items, groups, strict=True) if group in chosen]
+    return train, validation
+
+
+def row_id(where: str) -> str:
+    """A row's stable id, file:line (or file:id for SQuAD JSON), from the `where` of anything made
+    from it: a row cut into windows (file:line#2) is one row."""
+    source, _, line = where.rpartition(":")
+    return f"{source}:{line.split('#', 1)[0]}"
+
+
+def row_ids(items: Iterable[Any]) -> list[str]:
+    """The ids of the rows behind `items` (anything with a `where`), once each, in order."""
+    return list(dict.fromkeys(row_id(item.where) for item in items))
 
 
 def file_sha256(path: Path) -> str:

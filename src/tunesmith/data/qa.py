@@ -33,6 +33,7 @@ class QARow:
     context: str
     answers: tuple[Answer, ...]  # empty: the question has no answer in the context (SQuAD 2.0)
     source: str | None = None  # the document the context comes from (its `source` field): for retrieval recall
+    title: str | None = None  # the article the context is a paragraph of (SQuAD's title), when given
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ def _row(where: str, data: dict, problems: list[Problem]) -> QARow | None:
         answers.append(Answer(text, start))
     if data.get("is_impossible") is False and not answers:
         problems.append(Problem(where, "an answerable question has no answer", "add one or set is_impossible"))
-    source = data.get("source")
+    source, title = data.get("source"), data.get("title")
     return QARow(where, str(data.get("id", where)), question, context, tuple(answers),
-                 source if isinstance(source, str) else None)
+                 source if isinstance(source, str) else None, title if isinstance(title, str) else None)
 
 
 def read_qa(path: str | Path) -> list[QARow]:
@@ -95,7 +96,7 @@ def read_qa(path: str | Path) -> list[QARow]:
         for article in articles:
             for paragraph in article.get("paragraphs", []):
                 for qa in paragraph.get("qas", []):
-                    flat = {**qa, "context": paragraph.get("context")}
+                    flat = {**qa, "context": paragraph.get("context"), "title": article.get("title")}
                     row = _row(f"{path}:{qa.get('id', '?')}", flat, problems)
                     rows += [row] if row else []
     else:
@@ -112,6 +113,31 @@ def read_qa(path: str | Path) -> list[QARow]:
     if problems:
         raise DataError(f"{path}: {len(problems)} problems in the question-answering data:", problems)
     return rows
+
+
+def context_groups(rows: list[QARow], *, documents: bool = True) -> list[int]:
+    """A group number for each row: rows that share a context are one group, and with `documents`,
+    so are rows from one document (the same `source`, or the same `title`). A split by group leaves
+    no context, nor paragraphs of one article, on both sides."""
+    parent = list(range(len(rows)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    first: dict[tuple[str, str], int] = {}
+    for index, row in enumerate(rows):
+        keys = [("context", row.context)] + ([("source", row.source), ("title", row.title)] if documents else [])
+        for key in keys:
+            if key[1] is None:
+                continue
+            if key in first:
+                parent[root(index)] = root(first[key])
+            else:
+                first[key] = index
+    return [root(index) for index in range(len(rows))]
 
 
 def windows(rows: list[QARow], tokenizer: Any, *, max_length: int = 384, stride: int = 128) -> list[Window]:

@@ -10,6 +10,7 @@ examples label them. The loss is the mean of the start and end cross-entropies, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,14 @@ import torch.nn.functional as F
 
 from tunesmith.config import RunConfig
 from tunesmith.data.catalog import resolve_data_path
-from tunesmith.data.pipeline import PreparedData, SourceData, split_validation
-from tunesmith.data.qa import QARow, read_qa, windows
+from tunesmith.data.pipeline import PreparedData, SourceData, split_validation_by_group
+from tunesmith.data.qa import QARow, context_groups, read_qa, windows
+from tunesmith.data.squad import squad_scores
 from tunesmith.data.template import TemplateInfo
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.models.device import resolve_precision
 from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
-from tunesmith.models.reader import Reader, score_answers, tune_null_threshold
+from tunesmith.models.reader import Reader, choose, score_answers, tune_null_threshold
 from tunesmith.training.classify import check_positions
 from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.registry import Method, register_method
@@ -79,8 +81,8 @@ def prepare_qa_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
     if data.validation:
         validation_path = resolve_data_path(data.validation)
         validation_rows = read_qa(validation_path)
-    else:  # held out by question, so that no window of a validation question is trained on
-        train_rows, validation_rows = split_validation(train_rows, data.validation_split, config.train.seed)
+    else:
+        train_rows, validation_rows = split_by_context(train_rows, data.validation_split, config.train.seed, train_path)
     train = encode_windows(train_rows, tokenizer, data.max_length, data.stride)
     validation = encode_windows(validation_rows, tokenizer, data.max_length, data.stride)
     if not train:
@@ -92,6 +94,23 @@ def prepare_qa_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None
     return PreparedData(train, validation, sources, unit="windows", extras={"validation_rows": validation_rows},
                         record={"type": "spans", "unanswerable": unanswerable, "stride": data.stride,
                                 "max_answer_tokens": config.task.max_answer_tokens})
+
+
+def split_by_context(rows: list[QARow], fraction: float, seed: int, path: Path) -> tuple[list[QARow], list[QARow]]:
+    """Held out by context, and by document where rows name one (`source`, `title`): SQuAD asks about
+    five questions on each context, and a validation question whose context was trained on with
+    another question measures memory, not reading. Documents are dropped from the grouping when
+    they would leave fewer than two groups (all rows from one article)."""
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    groups = context_groups(rows)
+    if len(set(groups)) < 2:
+        groups = context_groups(rows, documents=False)
+    if len(set(groups)) < 2:
+        raise DataError(f"{path}: all {len(rows)} questions share one context, so no validation split can keep its "
+                        "context out of training; give validation questions on other contexts with data.validation, "
+                        "or set data.validation_split=0")
+    return split_validation_by_group(rows, groups, fraction, seed)
 
 
 def encode_windows(rows: list[QARow], tokenizer: Any, max_length: int, stride: int) -> list[SpanExample]:
@@ -163,8 +182,10 @@ def span_loss(config: RunConfig, data: PreparedData) -> LossFn:
 @torch.no_grad()
 def tune_no_answer(model: Any, data: PreparedData, tokenizer: Any, config: RunConfig) -> None:
     """When training had unanswerable questions: the margin by which the null score must beat the
-    best span before the reader answers nothing, chosen for the best F1 on the validation questions
-    (as SQuAD 2.0 systems tune it on their dev set); saved with the run's task (manifest.json)."""
+    best span before the reader answers nothing, chosen for the best F1 on one half of the validation
+    questions (as SQuAD 2.0 systems tune it on their dev set), and the F1 the reader gets with it on
+    the other half, as `validation_f1`: an F1 read on the rows it was tuned on flatters it. Both are
+    saved with the run's task (manifest.json), the tuned-on F1 as null_threshold_tuning_f1."""
     rows = data.extras.get("validation_rows") or []
     if not data.record["unanswerable"] or not rows:
         return
@@ -173,13 +194,32 @@ def tune_no_answer(model: Any, data: PreparedData, tokenizer: Any, config: RunCo
     reader = Reader(model, tokenizer, "validation", config.data.max_length, config.data.stride,
                     config.task.max_answer_tokens, unanswerable=True)
     device = next(model.parameters()).device
+    tuning, scoring = threshold_halves(rows, config.train.seed)
     # As validation ran: a bf16 base under LoRA feeds the fp32 head only inside autocast.
     with autocast(device, resolve_precision(config.train.precision, device)):
-        scored = score_answers(reader, rows, batch_size=config.train.batch_size)
-    threshold, f1 = tune_null_threshold(scored, [[a.text for a in row.answers] for row in rows])
+        scored = score_answers(reader, tuning + scoring, batch_size=config.train.batch_size)
     model.train(was_training)
-    data.record["null_threshold"] = round(threshold, 6)
-    data.record["validation_f1"] = round(f1, 6)
+    threshold, tuned_f1 = tune_null_threshold(scored[:len(tuning)], [_golds(row) for row in tuning])
+    reader.null_threshold = round(threshold, 6)  # as saved, and as load_reader will answer with it
+    data.record.update({"null_threshold": reader.null_threshold, "null_threshold_rows": len(tuning),
+                        "null_threshold_tuning_f1": round(tuned_f1, 6), "validation_f1_rows": len(scoring)})
+    if scoring:
+        answers = [choose(found, reader).text for found in scored[len(tuning):]]
+        data.record["validation_f1"] = round(squad_scores([_golds(row) for row in scoring], answers)["f1"], 6)
+
+
+def threshold_halves(rows: list[QARow], seed: int) -> tuple[list[QARow], list[QARow]]:
+    """The validation questions the no-answer threshold is tuned on, and those its F1 is read on:
+    halves by context where there are two contexts or more, else by question (one question: no
+    second half, and no validation_f1)."""
+    groups = context_groups(rows)
+    if len(set(groups)) < 2:
+        groups = list(range(len(rows)))
+    return split_validation_by_group(rows, groups, 0.5, seed)
+
+
+def _golds(row: QARow) -> list[str]:
+    return [answer.text for answer in row.answers]
 
 
 EXTRACTIVE_QA = register_method(Method(

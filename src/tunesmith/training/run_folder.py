@@ -8,22 +8,26 @@ model have loaded, so a typo in a model name cannot lose a finished run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from tunesmith.config import RunConfig, config_to_dict, dump_config
+from tunesmith.data.pipeline import row_ids
 from tunesmith.errors import RunError
 from tunesmith.files import write_atomic, write_json_atomic
 from tunesmith.training.checkpoint import latest_checkpoint, read_train_state
 
 MARKER = ".tunesmith-run"  # written into every folder tunesmith creates for a run; nothing else is ever deleted
+VALIDATION_ROWS = "validation_rows.json"  # the ids of the rows the run validated on (tune/trial.py scores them)
 
 # Settings that may differ between a run and its resumption: they change no number the run computes.
 _RESUMABLE_CHANGES = {"output.overwrite", "output.report_to", "train.log_every", "train.save_every", "train.keep_checkpoints", "train.device",
@@ -64,6 +68,10 @@ class RunFolder:
     @property
     def task(self) -> Path:
         return self.path / "task.json"
+
+    @property
+    def validation_rows(self) -> Path:
+        return self.path / VALIDATION_ROWS
 
     @property
     def eval_dir(self) -> Path:
@@ -159,6 +167,23 @@ def remove_run_folder(path: Path) -> None:
     doomed = path.with_name(f".{path.name}.removing-{os.getpid()}")
     os.replace(path, doomed)
     shutil.rmtree(doomed)
+
+
+def write_validation_rows(run: RunFolder, validation: Sequence[Any]) -> None:
+    """The ids (file:line) of the rows the run validates on, as its data preparation chose them: a
+    task-metric objective (tune/trial.py) scores exactly these rows. Rebuilding the split later cannot
+    be trusted: rows left out before it (data.skip_invalid, over-length rows) change its permutation.
+    Items without a `where` (a plugged-in method's) record nothing."""
+    if all(hasattr(item, "where") for item in validation):
+        write_json_atomic(run.validation_rows, {"rows": row_ids(validation)})
+
+
+def read_validation_rows(run_dir: str | Path) -> list[str] | None:
+    """The ids write_validation_rows recorded; None for a run written before runs recorded them."""
+    path = RunFolder(Path(run_dir)).validation_rows
+    if not path.is_file():
+        return None
+    return list(json.loads(path.read_text())["rows"])
 
 
 def check_same_config(run: RunFolder, config: RunConfig, checked_elsewhere: Collection[str] = ()) -> None:

@@ -66,7 +66,12 @@ from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.registry import METHODS, Method, register_method
-from tunesmith.training.run_folder import RunFolder, check_run_folder, start_run_folder
+from tunesmith.training.run_folder import (
+    RunFolder,
+    check_run_folder,
+    start_run_folder,
+    write_validation_rows,
+)
 from tunesmith.training.tracking import tracking
 
 __all__ = ["METHODS", "Method", "RunResult", "get_method", "register_method", "run_method", "say"]
@@ -208,6 +213,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         if before_start is not None:
             before_start()
         start_run_folder(run_folder, config, resume=resume)
+        write_validation_rows(run_folder, data.validation)
         if data.task is not None:
             data.task.save(run_folder.task)
     say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))

@@ -16,11 +16,16 @@ import os
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunesmith.config import RunConfig, load_config
 from tunesmith.errors import ConfigError, RunError, TunesmithError
 from tunesmith.files import write_json_atomic
+
+if TYPE_CHECKING:
+    from tunesmith.data.tasks import LabelTask
 
 OBJECTIVE_FILE = "objective.json"
 
@@ -45,19 +50,53 @@ def main(argv: list[str]) -> int:
 
 
 def validation_rows(run_dir: Path, config: RunConfig) -> list:
-    """The rows the run held out for validation, as evaluation items: the validation file, or the
-    same seeded split of the training rows that training made (checked by its row count)."""
-    from tunesmith.data.pipeline import split_validation
+    """The rows the run validated on, as evaluation items: exactly those whose ids training recorded
+    (validation_rows.json), so that no row it trained on is scored. A run written before runs recorded
+    them gets the validation file, or the seeded split of the training rows rebuilt."""
     from tunesmith.data.tasks import LabelTask
     from tunesmith.eval.items import load_items
+    from tunesmith.training.run_folder import read_validation_rows
 
     task_file = Path(run_dir) / "task.json"
     task = LabelTask.load(task_file) if task_file.is_file() else None
+    ids = read_validation_rows(run_dir)
+    if ids is None:
+        return _rebuilt_validation_rows(Path(run_dir), config, task)
+    spec = config.data.validation or config.data.train
+    # the rows training left out are left out here too; any row of `ids` that is not an item is named below
+    items, _ = load_items(spec, config.data, task, config.task, skip_invalid=True)
+    return _select_rows(items, ids, Path(run_dir), spec)
+
+
+def _select_rows(items: list, ids: list[str], run_dir: Path, spec: str) -> list:
+    from tunesmith.data.pipeline import row_id
+
+    by_id = {row_id(item.where): item for item in items}
+    missing = [row for row in ids if row not in by_id]
+    if missing:
+        raise RunError(f"{run_dir}: {len(missing)} of the {len(ids)} rows it validated on are not evaluation rows of "
+                       f"{spec} (first: {missing[0]}): the file changed since the run, or those rows cannot be answered "
+                       "by generation; train the run again on the file as it is")
+    return [by_id[row] for row in ids]
+
+
+def _rebuilt_validation_rows(run_dir: Path, config: RunConfig, task: LabelTask | None) -> list:
+    """Before validation_rows.json: the split rebuilt over every row, which is the run's own only
+    where no row was left out before it (checked by its row count, and warned of)."""
+    from tunesmith.data.pipeline import split_validation
+    from tunesmith.eval.items import load_items
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    dropped = manifest["data"].get("skipped_rows", 0)
+    if dropped:
+        warnings.warn(f"{run_dir}: written before runs recorded their validation rows, and {dropped} rows were left out "
+                      "(data.skip_invalid): the rows rebuilt here may not be the ones it validated on (with a split, some "
+                      "may have been trained on); train the run again for an exact objective", stacklevel=3)
     if config.data.validation:
         return load_items(config.data.validation, config.data, task, config.task)[0]
     items, _ = load_items(config.data.train, config.data, task, config.task)
     _, held_out = split_validation(items, config.data.validation_split, config.train.seed)
-    expected = json.loads((Path(run_dir) / "manifest.json").read_text())["data"]["validation"]["examples"]
+    expected = manifest["data"]["validation"]["examples"]
     if len(held_out) != expected:
         raise RunError(f"{run_dir}: cannot rebuild the validation split ({expected} rows held out, {len(held_out)} "
                        "found): give the validation rows as a file with data.validation")
