@@ -27,8 +27,9 @@ from tunesmith.serve.auth import require_operator
 from tunesmith.serve.classify.router import router as classify_router
 from tunesmith.serve.console.router import router as console_router
 from tunesmith.serve.engine import Engine
-from tunesmith.serve.errors import error_response, install_error_handlers
+from tunesmith.serve.errors import install_error_handlers
 from tunesmith.serve.feedback.router import router as feedback_router
+from tunesmith.serve.limits import LimitBody
 from tunesmith.serve.metrics import ServeMetrics
 from tunesmith.serve.models import ServedModels
 from tunesmith.serve.openai.router import router as openai_router
@@ -71,7 +72,7 @@ def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | No
     app.state.metrics = ServeMetrics(lambda: engine.pending, models.loaded_adapter_count)
     app.state.recorder = _recorder(config)
     install_error_handlers(app)
-    app.middleware("http")(_limit_body)
+    app.add_middleware(LimitBody)
     for router in (openai_router, stored_router, feedback_router, classify_router, spans_router, health_router,
                    console_router):
         app.include_router(router)
@@ -95,18 +96,6 @@ def _recorder(config: ServeConfig) -> Recorder | None:
                         retention_days=config.store_retention_days)
     recorder.purge_if_due()
     return recorder
-
-
-async def _limit_body(request: Request, call_next):
-    """Refuse a body over max_request_bytes before reading it (413 in OpenAI's shape)."""
-    limit = request.app.state.config.max_request_bytes
-    if request.app.state.jobs is not None and request.url.path == "/v1/files":  # uploads have their own limit
-        limit = request.app.state.jobs.config.max_upload_bytes
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        return error_response(413, f"the request body is {length} bytes, over this server's limit of {limit}",
-                              code="request_too_large")
-    return await call_next(request)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,15 @@ def require_key(request: Request) -> None:
                             "server's --api-key-file", code="invalid_api_key")
 
 
+def carries_valid_key(request: Request) -> bool:
+    """Would require_key let this request through (it raises nothing and reads no body)."""
+    try:
+        require_key(request)
+    except APIError:
+        return False
+    return True
+
+
 def require_admin(request: Request) -> None:
     """A route dependency: the request carries an admin key (or, in development mode, comes from this machine)."""
     config = request.app.state.config
