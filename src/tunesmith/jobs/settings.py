@@ -23,13 +23,29 @@ from tunesmith.errors import ConfigError
 METHOD_TYPES = {"supervised": "sft", "dpo": "dpo"}
 # tunesmith methods a `supervised` job may name in tunesmith.method; dpo jobs are dpo
 SUPERVISED_METHODS = ("sft", "pretrain", "classify", "token-classify", "extractive-qa")
-SECTIONS = ("lora", "train", "data", "task", "preference", "eval")
-# settings that name files or code on the server, or that the service itself decides
-REFUSED = {
-    "data.train": "training_file", "data.validation": "validation_file", "eval.test": "tunesmith.test_file",
-    "data.rag": None, "eval.rag": None, "eval.groups": None, "preference.reward": None,
-    "preference.trust_reward_code": None, "train.method": "tunesmith.method",
+# What a job's `tunesmith` field may set: how to train and evaluate, on the job's own files. An
+# allow-list, not a deny-list: a setting added to RunConfig is refused here until someone decides a
+# job may set it. Left out on purpose: whatever names a model, a path, a dataset on the server or
+# code to run (model.*, data.rag, eval.prompt_model, eval.rag, eval.groups, preference.reward ...),
+# and what the service itself decides (train.device, train.memory_limit_gb, train.compile, output.*).
+JOB_SETTINGS: dict[str, frozenset[str]] = {
+    "lora": frozenset({"enabled", "rank", "alpha", "dropout", "target_modules"}),
+    "train": frozenset({"epochs", "max_steps", "batch_size", "gradient_accumulation", "learning_rate",
+                        "weight_decay", "adam_betas", "adam_eps", "scheduler", "warmup_ratio", "max_grad_norm",
+                        "batching", "eval_every", "eval_before", "early_stopping_patience",
+                        "early_stopping_min_delta", "save_every", "keep_checkpoints", "seed", "precision",
+                        "gradient_checkpointing", "log_every"}),
+    "data": frozenset({"validation_split", "format", "columns", "max_length", "truncate", "stride", "skip_invalid",
+                       "audit", "loss_on", "system_prompt"}),
+    "task": frozenset({"prompt_template", "labels", "label_names", "max_answer_tokens", "class_weights"}),
+    "preference": frozenset({"loss", "beta", "simpo_gamma"}),
+    "eval": frozenset({"compare", "few_shot", "few_shot_selection", "max_rows", "max_new_tokens", "batch_size",
+                       "precision", "general_text", "general_rows", "scoring", "length_normalized", "resamples"}),
 }
+SECTIONS = tuple(JOB_SETTINGS)
+# settings a job gives through OpenAI's own fields instead
+GIVEN_ELSEWHERE = {"data.train": "training_file", "data.validation": "validation_file", "eval.test": "tunesmith.test_file",
+                   "train.method": "tunesmith.method"}
 HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
                    "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
 
@@ -110,11 +126,8 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
         if not isinstance(values, dict):
             raise JobSettingsError(f"tunesmith.{section} must be an object of settings", f"tunesmith.{section}")
         for key in values:
-            if f"{section}.{key}" in REFUSED:
-                instead = REFUSED[f"{section}.{key}"]
-                hint = f"give {instead} instead" if instead else "the service does not take it"
-                raise JobSettingsError(f"tunesmith.{section}.{key} cannot be set on a fine-tuning job; {hint}",
-                                       f"tunesmith.{section}.{key}")
+            if key not in JOB_SETTINGS[section]:
+                raise JobSettingsError(_refusal(section, key), f"tunesmith.{section}.{key}")
     general = (raw.get("eval") or {}).get("general_text")
     if general is not None and not _named_dataset(str(general)):
         raise JobSettingsError(f"tunesmith.eval.general_text={general!r}: give a named dataset (tunesmith data list) or "
@@ -142,6 +155,15 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
         train["learning_rate"] = lr
         config = build_config(raw)
     return config
+
+
+def _refusal(section: str, key: str) -> str:
+    instead = GIVEN_ELSEWHERE.get(f"{section}.{key}")
+    if instead:
+        return f"tunesmith.{section}.{key} cannot be set on a fine-tuning job; give {instead} instead"
+    return (f"tunesmith.{section}.{key} cannot be set on a fine-tuning job (a job may not name models, files or code "
+            f"on the server, nor what the service decides); {section} settings a job may set: "
+            f"{', '.join(sorted(JOB_SETTINGS[section]))}")
 
 
 def _named_dataset(spec: str) -> bool:

@@ -67,11 +67,35 @@ def test_tunesmith_settings_layer_over_and_the_method_may_change_within_supervis
     ({"type": "supervised"}, {"eval": {"general_text": "/etc/passwd"}}, None, "tunesmith.eval.general_text"),
     ({"type": "supervised"}, {"output": {"dir": "/"}}, None, "tunesmith.output"),
     ({"type": "supervised"}, {"lora": 4}, None, "tunesmith.lora"),
+    # the deny-list let these through: another project's run folder, any server path, a hub download
+    ({"type": "supervised"}, {"eval": {"prompt_model": "/srv/jobs/ftjob-other/run"}}, None,
+     "tunesmith.eval.prompt_model"),
+    ({"type": "supervised"}, {"eval": {"rag": {"corpus": "/etc"}}}, None, "tunesmith.eval.rag"),
+    ({"type": "supervised"}, {"data": {"rag": {"corpus": "/etc"}}}, None, "tunesmith.data.rag"),
+    ({"type": "supervised"}, {"eval": {"groups": "/etc/hosts"}}, None, "tunesmith.eval.groups"),
+    ({"type": "supervised"}, {"train": {"device": "cuda:7"}}, None, "tunesmith.train.device"),
+    ({"type": "supervised"}, {"train": {"memory_limit_gb": 1000}}, None, "tunesmith.train.memory_limit_gb"),
+    ({"type": "supervised"}, {"preference": {"trust_reward_code": True}}, None, "tunesmith.preference.trust_reward_code"),
+    ({"type": "supervised"}, {"train": {"method": "dpo"}}, None, "tunesmith.train.method"),
 ])
 def test_what_a_job_may_not_set_is_refused_naming_the_parameter(method, settings, legacy, param):
     with pytest.raises(JobSettingsError) as refused:
         config_of(method, settings, legacy)
     assert refused.value.param == param
+
+
+def test_every_setting_a_job_may_set_names_no_model_path_or_code():
+    """The allow-list against the settings' own help: none of them takes a model, a file, a folder
+    or code (a setting whose help says so is never on it)."""
+    from tunesmith.config import describe_settings
+    from tunesmith.jobs.settings import JOB_SETTINGS
+
+    helps = {key: text for key, _, text in describe_settings()}
+    allowed = [f"{section}.{key}" for section, keys in JOB_SETTINGS.items() for key in keys]
+    assert set(allowed) <= set(helps)  # every allowed name is a real setting
+    naming = [key for key in allowed if key != "eval.general_text" and any(
+        word in helps[key].lower() for word in ("a file", "folder", "hub id", "python", ".py", "path"))]
+    assert naming == []
 
 
 def test_names_and_bad_line_messages():
