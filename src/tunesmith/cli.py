@@ -183,12 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=16, help="rows decoded together (default 16)")
     serve.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for (default 1024)")
     serve.add_argument("--max-loaded-adapters", type=int, default=8, help="LoRA adapters in memory at once (default 8)")
+    serve.add_argument("--max-loaded-models", type=int, default=4, help="full fine-tunes and task heads in memory at "
+                       "once (default 4)")
     serve.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                        help="weights' precision: auto is bf16 where the hardware computes it natively (default auto)")
     serve.add_argument("--store", action="store_true", help="keep every chat completion (and its feedback) for the "
                        "monitor and retraining: in --store-url, else RUN/completions.db of the first run")
     serve.add_argument("--store-scrub-pii", action="store_true", help="with --store: replace personal data before it is written")
     serve.add_argument("--store-retention-days", type=float, help="with --store: delete completions older than this")
+    serve.add_argument("--max-feedback-per-key-per-hour", type=int, default=1000, help="with --store: feedback posts "
+                       "one API key may make in any hour; one more gets 429 (default 1000)")
     # fine-tuning as a service (issue 15)
     serve.add_argument("--jobs", action="store_true", help="also OpenAI's files and fine-tuning API, with workers")
     serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1)")
@@ -203,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--store-url", help="the store serve --store wrote (default RUN/completions.db)")
     monitor.add_argument("-o", "--output", help="folder for monitor.html and monitor.json (default RUN/monitor)")
     monitor.add_argument("--since-hours", type=float, help="only the last this many hours of traffic")
+    monitor.add_argument("--project", help="the project whose traffic to read (completions are kept in the project of "
+                         "the key that asked); needed when the store holds the run's completions in several")
     feedback = _command(commands, "feedback", "users' feedback on a served run's answers", None)
     feedback_export = _command(feedback.add_subparsers(metavar="FEEDBACK_COMMAND"), "export", "feedback as training "
                                "rows (audited: personal data scrubbed, duplicates and test-set prompts dropped)",
@@ -212,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="sft: corrections and liked answers; dpo: preference pairs (OpenAI's format)")
     feedback_export.add_argument("-o", "--output", required=True, help="JSONL file to write")
     feedback_export.add_argument("--store-url", help="the store serve --store wrote (default RUN/completions.db)")
+    feedback_export.add_argument("--project", help="the project whose feedback to export (completions are kept in the "
+                                 "project of the key that asked); needed when the store holds the run's completions "
+                                 "in several")
     retrain = _command(commands, "retrain", "a new generation of a run on new rows (plus replayed old ones), "
                        "promoted only if its gate passes", cmd_retrain)
     retrain.add_argument("run", help="run folder (the one being served)")
@@ -219,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="change a setting for this generation, e.g. --set retrain.replay=0.5 --set train.max_steps=40")
     retrain.add_argument("--no-progress", action="store_true", help="no progress bars")
+    retrain.add_argument("--gate-test-interval", action=argparse.BooleanOptionalAction, default=True,
+                         help="promote only when the lower end of the 95%% interval of new - current on the run's test "
+                              "set is above -retrain.margin, not just the estimate (default; --no-gate-test-interval: "
+                              "the estimate alone)")
     rollback = _command(commands, "rollback", "answer with the previous promoted generation of a run again", cmd_rollback)
     rollback.add_argument("run", help="run folder")
     rollback.add_argument("--to", type=int, help="the generation to go back to (default: the one before the current)")
@@ -523,10 +536,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(host=args.host, port=args.port, api_keys=read_keys(args.api_key_file, "TUNESMITH_API_KEYS"),
                          admin_keys=read_keys(args.admin_key_file, "TUNESMITH_ADMIN_KEYS"), max_queue=args.max_queue,
                          max_batch=args.max_batch, max_tokens=args.max_tokens,
-                         max_loaded_adapters=args.max_loaded_adapters, precision=args.precision,
+                         max_loaded_adapters=args.max_loaded_adapters, max_loaded_models=args.max_loaded_models,
+                         precision=args.precision,
                          key_projects=read_key_projects(args.api_key_file),
                          store_url=_completions_url(args) if args.store else None, store_scrub_pii=args.store_scrub_pii,
-                         store_retention_days=args.store_retention_days)
+                         store_retention_days=args.store_retention_days,
+                         max_feedback_per_key_per_hour=args.max_feedback_per_key_per_hour)
     jobs_config = _jobs_config(args, workers=args.workers) if args.jobs else None
     serve([ServeTarget.parse(target) for target in args.targets], config, jobs_config)
     return 0
@@ -553,7 +568,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from tunesmith.monitor import write_monitor
 
     html, data, report = write_monitor(Path(args.run), args.store_url, Path(args.output) if args.output else None,
-                                       since_hours=args.since_hours)
+                                       since_hours=args.since_hours, project=args.project)
     verdict = report.to_json().get("retrain_suggested")
     print(f"{html}\n{data}" + ("\nretrain suggested: see the report" if verdict else ""))
     return 0
@@ -562,7 +577,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_feedback_export(args: argparse.Namespace) -> int:
     from tunesmith.feedback import export_feedback
 
-    report = export_feedback(Path(args.run), Path(args.output), args.kind, store_url=args.store_url)
+    report = export_feedback(Path(args.run), Path(args.output), args.kind, store_url=args.store_url,
+                             project=args.project)
     print(report.summary())
     return 0
 
@@ -570,7 +586,8 @@ def cmd_feedback_export(args: argparse.Namespace) -> int:
 def cmd_retrain(args: argparse.Namespace) -> int:
     from tunesmith.retrain import retrain
 
-    result = retrain(Path(args.run), args.data, args.overrides, show_progress=not args.no_progress)
+    result = retrain(Path(args.run), args.data, args.overrides, show_progress=not args.no_progress,
+                     gate_test_interval=args.gate_test_interval)
     print(result.table())
     print(result.summary())
     print(f"report: {result.run_folder / 'gate.md'}")

@@ -10,6 +10,11 @@ dropped (nothing new to learn). The report says what was dropped and why.
 
 A label run's SFT rows are label rows (`text`, `label`): the prompt is read back through the run's
 task template and the answer mapped to a label, so a retrain trains them exactly as the run did.
+
+An export reads one project: completions are kept in the project of the key that asked, and one
+project's prompts and corrections must not become rows another project's model is trained on
+(store.completions.choose_project says which project when none is named). The report counts the
+feedback each key gave (by fingerprint), so one key steering the rows shows.
 """
 
 from __future__ import annotations
@@ -32,16 +37,21 @@ class ExportReport:
     written: int
     dropped: Counter = field(default_factory=Counter)  # reason -> rows
     scrubbed: int = 0  # personal data found and replaced
+    project: str | None = None  # the project read (None: the store held no completion of the run)
+    by_key: Counter = field(default_factory=Counter)  # key fingerprint ("none": not recorded) -> feedback rows read
 
     def summary(self) -> str:
         dropped = ", ".join(f"{count} {reason}" for reason, count in self.dropped.most_common()) or "none"
+        keys = ", ".join(f"{key} {count}" for key, count in self.by_key.most_common(3)) or "none"
         return (f"{self.output}: {self.written} {self.kind} rows from {self.with_feedback} completions with feedback "
-                f"(of {self.completions} stored); dropped: {dropped}; personal data replaced: {self.scrubbed}")
+                f"(of {self.completions} stored in project {self.project or '-'}); dropped: {dropped}; personal data "
+                f"replaced: {self.scrubbed}; feedback rows by key: {keys}"
+                + (f" (of {len(self.by_key)} keys)" if len(self.by_key) > 3 else ""))
 
     def as_dict(self) -> dict:
-        return {"output": str(self.output), "kind": self.kind, "completions": self.completions,
+        return {"output": str(self.output), "kind": self.kind, "project": self.project, "completions": self.completions,
                 "with_feedback": self.with_feedback, "written": self.written, "dropped": dict(self.dropped),
-                "scrubbed": self.scrubbed}
+                "scrubbed": self.scrubbed, "feedback_by_key": dict(self.by_key)}
 
 
 @dataclass(frozen=True)
@@ -59,18 +69,25 @@ def open_completions(run_dir: Path, store_url: str | None):
     return Completions(open_store(run_store_url(run_dir, store_url)))
 
 
-def export_feedback(run_dir: Path, output: Path, kind: Kind, *, store_url: str | None = None) -> ExportReport:
-    """Write the run's feedback as `kind` rows to `output` (JSONL), audited; returns what happened."""
+def export_feedback(run_dir: Path, output: Path, kind: Kind, *, store_url: str | None = None,
+                    project: str | None = None) -> ExportReport:
+    """Write the feedback on the run's completions in `project` as `kind` rows to `output` (JSONL),
+    audited; returns what happened. Without `project`, the one project the store holds completions
+    of the run in; several are an error (choose_project)."""
     from tunesmith.files import write_atomic
     from tunesmith.runs import run_config
+    from tunesmith.store.completions import choose_project
 
     run_dir = Path(run_dir).resolve()
     config = run_config(run_dir)
     task = _task_of(run_dir)
     completions = open_completions(run_dir, store_url)
-    rows = completions.rows(run_dir=str(run_dir), with_errors=False)
-    feedback = completions.feedback([row.id for row in rows])
-    report = ExportReport(Path(output), kind, len(rows), sum(1 for row in rows if row.id in feedback), 0)
+    project = choose_project(completions.projects(str(run_dir)), project, f"the run {run_dir}")
+    rows = completions.rows(run_dir=str(run_dir), with_errors=False, project=project) if project is not None else []
+    feedback = completions.feedback([row.id for row in rows], project=project) if rows else {}
+    report = ExportReport(Path(output), kind, len(rows), sum(1 for row in rows if row.id in feedback), 0,
+                          project=project, by_key=Counter(f.key_fingerprint or "none" for given in feedback.values()
+                                                          for f in given))
     candidates = sft_candidates(rows, feedback, report) if kind == "sft" else dpo_candidates(rows, feedback, report)
     candidates = _scrubbed(candidates, report)
     candidates = _deduplicated(candidates, report)

@@ -9,6 +9,13 @@ intervals: the run's test set (`eval.test`) and the held-out new rows. The gate 
 when it is not worse on the test set by more than `retrain.margin` and better on the new rows;
 otherwise the current generation keeps answering and the report says why. generations.json
 records every generation either way (lineage.py); a server of RUN switches on its next request.
+
+"Not worse by more than the margin" is read as a non-inferiority test: the lower end of the 95%
+interval of new - current on the test set must be at or above -margin, not only the estimate
+(`gate_test_interval`, the default). The new rows cannot guard against what they teach: they are
+held out from the same feedback, so rows that were poisoned score the poisoned generation well.
+The test set is the one side no client writes, and a small test set on which the estimate passes
+by chance is exactly where the interval is wide.
 """
 
 from __future__ import annotations
@@ -59,8 +66,9 @@ class RetrainResult:
 
 
 def retrain(run_dir: Path, new_data: str, overrides: list[str] | None = None, *, show_progress: bool = True,
-            say=print) -> RetrainResult:
-    """Train generation N+1 of `run_dir` on `new_data`, gate it, record it, promote it if it wins."""
+            say=print, gate_test_interval: bool = True) -> RetrainResult:
+    """Train generation N+1 of `run_dir` on `new_data`, gate it, record it, promote it if it wins
+    (with `gate_test_interval`, the test set's interval must clear -margin, not only its estimate)."""
     from tunesmith.data.tasks import LabelTask
     from tunesmith.runs import run_config, train
 
@@ -87,12 +95,12 @@ def retrain(run_dir: Path, new_data: str, overrides: list[str] | None = None, *,
     if task is not None:
         task.save(result.run_dir / "task.json")  # its rows were written with the run's own labels
     sets = gate_sets(config, task, current.run_folder, result.run_dir, test_file)
-    promoted, reasons = decide(sets, config.retrain.margin)
+    promoted, reasons = decide(sets, config.retrain.margin, test_interval=gate_test_interval)
     outcome = RetrainResult(number, result.run_dir, promoted, reasons, sets, current.number)
     record = {"data": {"new_rows": str(Path(new_data).resolve()), **counts, "train_file": str(train_file),
                        "held_out_file": str(test_file)},
               "gate": {"promoted": promoted, "reasons": reasons, "margin": config.retrain.margin,
-                       "sets": [s.__dict__ for s in sets]}}
+                       "test_interval": gate_test_interval, "sets": [s.__dict__ for s in sets]}}
     from tunesmith.files import write_atomic, write_json_atomic
     from tunesmith.lineage import add_generation
 
@@ -199,16 +207,11 @@ def gate_sets(config: RunConfig, task, current_folder: Path, candidate_folder: P
     return found
 
 
-def decide(sets: list[GateSet], margin: float) -> tuple[bool, list[str]]:
-    """Promote when not worse on the test set beyond `margin` and better on the new rows."""
+def decide(sets: list[GateSet], margin: float, *, test_interval: bool = True) -> tuple[bool, list[str]]:
+    """Promote when not worse on the test set beyond `margin` (with `test_interval`: the lower end
+    of the difference's 95% interval, else its estimate) and better on the new rows."""
     test, new = sets
-    reasons, promoted = [], True
-    drop = test.difference["estimate"]
-    if drop < -margin:
-        promoted = False
-        reasons.append(f"{drop:+.3f} {test.metric} on the run's test set, worse than the margin of -{margin:g}")
-    else:
-        reasons.append(f"{drop:+.3f} {test.metric} on the run's test set, within the margin of -{margin:g}")
+    promoted, reasons = judge_test_set(test, margin, test_interval)
     gain = new.difference["estimate"]
     if gain <= 0:
         promoted = False
@@ -216,3 +219,15 @@ def decide(sets: list[GateSet], margin: float) -> tuple[bool, list[str]]:
     else:
         reasons.append(f"{gain:+.3f} {new.metric} on the held-out new rows")
     return promoted, reasons
+
+
+def judge_test_set(test: GateSet, margin: float, interval: bool) -> tuple[bool, list[str]]:
+    drop, low, level = test.difference["estimate"], test.difference["low"], test.difference.get("level", 0.95)
+    if drop < -margin:
+        return False, [f"{drop:+.3f} {test.metric} on the run's test set, worse than the margin of -{margin:g}"]
+    if interval and low < -margin:
+        return False, [f"{drop:+.3f} {test.metric} on the run's test set, but its {level:.0%} interval reaches "
+                       f"{low:+.3f}, below the margin of -{margin:g}: these {test.rows} rows cannot rule out a larger "
+                       "drop (a larger test set narrows the interval)"]
+    within = f"{drop:+.3f} {test.metric} on the run's test set, within the margin of -{margin:g}"
+    return True, [within + (f" ({level:.0%} interval down to {low:+.3f})" if interval else "")]

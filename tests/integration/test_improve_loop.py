@@ -131,3 +131,63 @@ def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path
     generations = read_lineage(run)["generations"]
     assert [(g["generation"], g["promoted"]) for g in generations] == [(0, True), (1, False), (2, True)]
     assert (promoted.run_folder / "gate.md").is_file() and "held-out new rows" in (promoted.run_folder / "gate.md").read_text()
+
+
+def test_a_projects_export_and_monitor_leave_out_what_another_projects_key_sent(run: Path, tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """Two projects' keys use one served run: each completion is kept in its key's project, and p1's
+    export holds none of p2's corrections (p2 here labels everything positive)."""
+    from tunesmith.cli import main
+
+    task = LabelTask.load(run / "task.json")
+    keys = {"k-p1": "p1", "k-p2": "p2"}
+    models = ServedModels(precision="fp32")
+    models.add_run(run, "reviews")
+    url = sqlite_url(tmp_path / "completions.db")
+    sent = {"k-p1": drifted_texts(6, seed=21), "k-p2": drifted_texts(6, seed=22)}
+    with running(create_app(models, ServeConfig(api_keys=tuple(keys), key_projects=keys, max_tokens=8,
+                                                store_url=url))) as base_url:
+        for key, texts in sent.items():
+            client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+            for text, label in texts:
+                reply = client.chat.completions.create(model="reviews", max_tokens=4, temperature=0,
+                                                       messages=[{"role": "user", "content": task.prompt(text)}])
+                correction = label if key == "k-p1" else "positive"
+                client.post(f"/chat/completions/{reply.id}/feedback", cast_to=object,
+                            body={"score": -1, "correction": correction})
+
+    export = ["feedback", "export", str(run), "--as", "sft", "--store-url", url, "-o"]
+    assert main([*export, str(tmp_path / "mixed.jsonl")]) == 2  # two projects, none named: refused
+    assert "--project NAME" in capsys.readouterr().err and not (tmp_path / "mixed.jsonl").exists()
+    assert main([*export, str(tmp_path / "p1.jsonl"), "--project", "p1"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "p1.jsonl").read_text().splitlines()]
+    assert {(r["text"], r["label"]) for r in rows} == set(sent["k-p1"])
+    assert main(["monitor", str(run), "--store-url", url, "--project", "p2", "-o", str(tmp_path / "monitor")]) == 0
+    monitored = json.loads((tmp_path / "monitor" / "monitor.json").read_text())
+    assert monitored["project"] == "p2" and monitored["models"][0]["traffic"]["requests"] == 6
+
+
+def test_a_generation_within_the_margin_only_by_its_estimate_is_refused(run: Path, tmp_path: Path) -> None:
+    """A real retrain whose test-set estimate passes the margin while the lower end of its 95%
+    interval does not: the gate refuses it (the estimate alone would have promoted it)."""
+    from tunesmith.cli import main
+    from tunesmith.lineage import read_lineage, rollback
+    from tunesmith.retrain import GateSet, decide
+
+    if read_lineage(run)["current"] != 0:  # start from generation 0, whatever the test before left current
+        rollback(run, 0)
+    new_rows = tmp_path / "new.jsonl"
+    new_rows.write_text("".join(json.dumps({"text": text, "label": label}) + "\n"
+                                for text, label in drifted_texts(40, seed=7)))
+    before = len(read_lineage(run)["generations"])
+    assert main(["retrain", str(run), "--data", str(new_rows), "--set", "train.max_steps=10", "--set",
+                 "retrain.replay=0.5", "--no-progress"]) == 0
+    entry = read_lineage(run)["generations"][before]
+    gate = entry["gate"]
+    test, new = gate["sets"]
+    margin = gate["margin"]
+    # the case this test is about: the estimate within the margin, the interval reaching below it, better on new rows
+    assert test["difference"]["estimate"] >= -margin > test["difference"]["low"] and new["difference"]["estimate"] > 0
+    assert not entry["promoted"] and read_lineage(run)["current"] == 0
+    assert "interval reaches" in gate["reasons"][0] and gate["test_interval"] is True
+    assert decide([GateSet(**s) for s in gate["sets"]], margin, test_interval=False)[0]  # the estimate-only gate would have promoted it

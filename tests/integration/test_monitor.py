@@ -68,12 +68,12 @@ def store_at(path: Path) -> Completions:
 
 
 def serve_rows(completions: Completions, run: Path, texts: list[str], answers: list[str], *, model: str = "reviews",
-               start: int = T0, generation: int | None = 1) -> list[str]:
+               start: int = T0, generation: int | None = 1, project: str = "default") -> list[str]:
     """Rows as `tunesmith serve --store` writes them: the task's prompt as the user turn."""
     task = LabelTask.load(run / "task.json")
     ids = []
     for number, (text, answer) in enumerate(zip(texts, answers)):
-        row = completions.add(project="default", model=model, kind="adapter", run_dir=str(run), generation=generation,
+        row = completions.add(project=project, model=model, kind="adapter", run_dir=str(run), generation=generation,
                               endpoint="chat", messages=[{"role": "user", "content": task.prompt(text)}], answer=answer,
                               choices=[{"index": 0, "text": answer, "finish_reason": "stop"}], params={},
                               prompt_tokens=20 + number % 5, completion_tokens=2, latency_ms=40.0 + number,
@@ -185,6 +185,30 @@ def test_write_monitor_writes_the_page_and_a_json_that_round_trips(label_run: Pa
         write_monitor(idle, sqlite_url(tmp_path / "completions.db"), tmp_path / "out2")
     _, _, recent = write_monitor(label_run, sqlite_url(tmp_path / "completions.db"), tmp_path / "out3", since_hours=1)
     assert recent.models[0].traffic.requests == 0 and recent.since >= time.time() - 3600 - 60  # the rows are from 2025
+
+
+def test_the_monitor_reads_one_project(label_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from tunesmith.cli import main
+
+    completions = store_at(tmp_path / "completions.db")
+    texts, verdicts = in_distribution(30, seed=8)
+    serve_rows(completions, label_run, texts[:20], verdicts[:20], project="p1")
+    theirs = serve_rows(completions, label_run, texts[20:], verdicts[20:], project="p2")
+    completions.add_feedback("p2", theirs[0], score=-1, comment=None, correction="negative")
+    url = sqlite_url(tmp_path / "completions.db")
+    with pytest.raises(RunError, match=r"2 projects \(p1, p2\); give the one to read with --project NAME"):
+        write_monitor(label_run, url, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
+    _, json_path, ours = write_monitor(label_run, url, tmp_path / "p1", project="p1")
+    assert (ours.project, ours.models[0].traffic.requests, ours.models[0].traffic.feedback["rows"]) == ("p1", 20, 0)
+    assert MonitorReport.from_json(json.loads(json_path.read_text())) == ours
+    assert "stored completions of project p1" in (tmp_path / "p1" / "monitor.html").read_text()
+    _, _, other = write_monitor(label_run, url, tmp_path / "p2", project="p2")
+    assert (other.models[0].traffic.requests, other.models[0].traffic.feedback["rows"]) == (10, 1)
+    assert main(["monitor", str(label_run), "--store-url", url, "-o", str(tmp_path / "cli")]) == 2
+    assert "--project NAME" in capsys.readouterr().err
+    assert main(["monitor", str(label_run), "--store-url", url, "-o", str(tmp_path / "cli"), "--project", "p2"]) == 0
+    assert json.loads((tmp_path / "cli" / "monitor.json").read_text())["project"] == "p2"
 
 
 def test_the_length_psi_is_the_one_computed_by_hand_from_the_training_file(label_run: Path, tmp_path: Path):

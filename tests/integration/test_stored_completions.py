@@ -88,6 +88,44 @@ def test_feedback_lands_beside_its_completion(server) -> None:
         assert db.execute("SELECT count(*) FROM feedback").fetchone()[0] == 0  # deleted with its completion
 
 
+KEYS = {"k-ann": "p1", "k-amy": "p1", "k-bob": "p2"}  # two keys of one project, one of another
+
+
+def test_completions_are_kept_in_their_keys_project_and_each_key_has_an_hourly_feedback_cap(served, tmp_path: Path) -> None:
+    from tunesmith.store.completions import key_fingerprint
+
+    database = tmp_path / "completions.db"
+    app = create_app(served, ServeConfig(api_keys=tuple(KEYS), key_projects=KEYS, max_tokens=32,
+                                         store_url=sqlite_url(database), max_feedback_per_key_per_hour=3))
+    with running(app) as base_url:
+        clients = {key: openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120) for key in KEYS}
+        replies = {key: ask(client, f"Question number {n}.") for n, (key, client) in enumerate(clients.items())}
+        with sqlite3.connect(database) as db:
+            assert dict(db.execute("SELECT id, project FROM completions")) == {
+                replies[key].id: project for key, project in KEYS.items()}  # each in the project of the key that asked
+
+        def feedback(key: str, asker: str, **body):
+            return clients[key].post(f"/chat/completions/{replies[asker].id}/feedback", cast_to=object, body=body)
+
+        for score in (1, -1, 1):
+            feedback("k-ann", "k-ann", score=score)
+        with pytest.raises(openai.RateLimitError) as refused:  # the fourth in the hour
+            feedback("k-ann", "k-ann", score=-1, correction="poisoned answer")
+        assert (refused.value.code, refused.value.type) == ("rate_limit_exceeded", "rate_limit_error")
+        assert "max_feedback_per_key_per_hour" in refused.value.message
+        assert 1 <= int(refused.value.response.headers["retry-after"]) <= 3600
+        feedback("k-amy", "k-ann", score=1)  # the cap is per key: another key of the project still may
+        with pytest.raises(openai.NotFoundError):  # and another project's key cannot reach the completion at all
+            feedback("k-bob", "k-ann", correction="poisoned answer")
+        feedback("k-bob", "k-bob", correction="fine")
+    with sqlite3.connect(database) as db:
+        given = db.execute("SELECT key_fingerprint, count(*), group_concat(correction) FROM feedback "
+                           "GROUP BY key_fingerprint").fetchall()
+    assert sorted(given) == sorted([(key_fingerprint("k-ann"), 3, None), (key_fingerprint("k-amy"), 1, None),
+                                    (key_fingerprint("k-bob"), 1, "fine")])
+    assert not any(key.encode() in path.read_bytes() for path in tmp_path.glob("completions.db*") for key in KEYS)
+
+
 def test_streamed_answers_are_kept_whole_and_personal_data_is_scrubbed(server) -> None:
     client, database = server
     stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Mail me at ann@example.com"}],
@@ -136,6 +174,25 @@ def check_store_reads_and_retention(completions) -> None:
     assert [r.id for r in completions.rows()] == [new.id]
     assert list(completions.feedback()) == [new.id]
     assert completions.get("other-project", new.id) is None  # another project's id reads as missing
+    check_feedback_cap(completions, new.id)
+
+
+def check_feedback_cap(completions, completion_id: str) -> None:
+    """Two a key may give in an hour: the third is refused (and not written), another key's is not."""
+    from tunesmith.store.completions import FeedbackCapReached, key_fingerprint
+
+    mine, yours = key_fingerprint("k-mine"), key_fingerprint("k-yours")
+    for score in (1, -1):
+        completions.add_feedback(None, completion_id, score=score, comment=None, correction=None, key_fingerprint=mine,
+                                 cap_per_hour=2)
+    with pytest.raises(FeedbackCapReached) as refused:
+        completions.add_feedback(None, completion_id, score=1, comment=None, correction="x", key_fingerprint=mine,
+                                 cap_per_hour=2)
+    assert refused.value.cap == 2 and 1 <= refused.value.retry_after <= 3600
+    completions.add_feedback(None, completion_id, score=1, comment=None, correction=None, key_fingerprint=yours,
+                             cap_per_hour=2)
+    given = completions.feedback([completion_id])[completion_id]
+    assert [f.key_fingerprint for f in given][-3:] == [mine, mine, yours] and "x" not in [f.correction for f in given]
 
 
 def test_retention_deletes_old_completions_with_their_feedback_on_sqlite(tmp_path: Path) -> None:

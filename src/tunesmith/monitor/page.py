@@ -26,8 +26,9 @@ def render_html(report: MonitorReport) -> str:
     when = datetime.fromtimestamp(report.generated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     since = (f" since {datetime.fromtimestamp(report.since, UTC).strftime('%Y-%m-%d %H:%M UTC')}"
              if report.since is not None else "")
+    scope = f" of project {html.escape(report.project)}" if report.project is not None else " of every project"
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>tunesmith monitor</title><style>{_STYLE}</style>"
-             f"</head><body><h1>tunesmith monitor</h1><p class='muted'>{when}: stored completions{since}</p>"]
+             f"</head><body><h1>tunesmith monitor</h1><p class='muted'>{when}: stored completions{scope}{since}</p>"]
     if report.retrain_suggested:
         parts.append(f"<div class='banner'>retrain suggested: {html.escape('; '.join(report.reasons))}</div>")
     else:

@@ -22,10 +22,9 @@ from tunesmith.monitor.prompts import (
 )
 from tunesmith.monitor.traffic import Traffic, traffic_by_generation, traffic_of
 from tunesmith.store.completions import Completions
-from tunesmith.store.tables import CompletionRow, FeedbackRow
+from tunesmith.store.tables import CompletionRow
 
 PLOT_BINS = 20
-FEEDBACK_CHUNK = 500  # completion ids per feedback query (SQLite caps bound parameters)
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,7 @@ class MonitorReport:
     models: list[ModelReport]
     retrain_suggested: bool
     reasons: list[str]  # "model: reason", every flag of every model
+    project: str | None = None  # the project whose traffic was read (None: every project's)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -84,12 +84,13 @@ class MonitorReport:
 
 
 def build_monitor(completions: Completions, runs: dict[str, Path | None], *, since: int | None = None,
-                  thresholds: DriftThresholds | None = None) -> MonitorReport:
-    """Traffic of every model in `runs` (served name -> its run folder, None for a base model) since
-    `since` (unix seconds; None: all stored), and drift for those with a run folder."""
+                  thresholds: DriftThresholds | None = None, project: str | None = None) -> MonitorReport:
+    """Traffic of every model in `runs` (served name -> its run folder, None for a base model) in
+    `project` (None: every project, the operator's view) since `since` (unix seconds; None: all
+    stored), and drift for those with a run folder."""
     thresholds = thresholds or DriftThresholds()
-    rows = completions.rows(models=list(runs), since=since) if runs else []
-    feedback = feedback_of(completions, [row.id for row in rows])
+    rows = completions.rows(models=list(runs), since=since, project=project) if runs else []
+    feedback = completions.feedback([row.id for row in rows], project=project) if rows else {}
     models = []
     for name, run_dir in runs.items():
         served = [row for row in rows if row.model == name]
@@ -98,14 +99,7 @@ def build_monitor(completions: Completions, runs: dict[str, Path | None], *, sin
         models.append(ModelReport(name, str(run_dir) if run_dir is not None else None, traffic_of(served, feedback),
                                   traffic_by_generation(served, feedback), drift, bool(reasons), reasons))
     reasons = [f"{model.name}: {reason}" for model in models for reason in model.reasons]
-    return MonitorReport(int(time.time()), since, thresholds, models, bool(reasons), reasons)
-
-
-def feedback_of(completions: Completions, ids: list[str]) -> dict[str, list[FeedbackRow]]:
-    found: dict[str, list[FeedbackRow]] = {}
-    for start in range(0, len(ids), FEEDBACK_CHUNK):
-        found.update(completions.feedback(ids[start:start + FEEDBACK_CHUNK]))
-    return found
+    return MonitorReport(int(time.time()), since, thresholds, models, bool(reasons), reasons, project)
 
 
 def measure_drift(run_dir: Path, live: list[CompletionRow], thresholds: DriftThresholds) -> Drift:

@@ -13,24 +13,26 @@ from tunesmith.errors import RunError
 from tunesmith.files import write_atomic
 from tunesmith.monitor.page import render_html
 from tunesmith.monitor.report import MonitorReport, build_monitor
-from tunesmith.store.completions import Completions, run_store_url
+from tunesmith.store.completions import Completions, choose_project, run_store_url
 from tunesmith.store.db import Store, open_store
 from tunesmith.store.tables import CompletionRow
 
 
 def write_monitor(run_dir: Path, store_url: str | None = None, out_dir: Path | None = None, *,
-                  since_hours: float | None = None) -> tuple[Path, Path, MonitorReport]:
+                  since_hours: float | None = None, project: str | None = None) -> tuple[Path, Path, MonitorReport]:
     """`tunesmith monitor RUN`: the report of every model the store says RUN (or one of its
-    generations) answered as, written to out_dir (default RUN/monitor/) as monitor.html and monitor.json."""
+    generations) answered as in `project`, written to out_dir (default RUN/monitor/) as
+    monitor.html and monitor.json. Without `project`, the one project the store holds RUN's
+    completions in; several are an error (store.completions.choose_project)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run folder; give the folder `tunesmith train` wrote")
     url = run_store_url(run_dir, store_url)
     store = open_store(url)
     try:
-        runs = runs_in_store(store, run_folders(run_dir), url, run_dir)
+        project, runs = runs_in_store(store, run_folders(run_dir), url, run_dir, project)
         since = int(time.time() - since_hours * 3600) if since_hours is not None else None
-        report = build_monitor(Completions(store), runs, since=since)
+        report = build_monitor(Completions(store), runs, since=since, project=project)
     finally:
         store.close()
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "monitor"
@@ -50,19 +52,24 @@ def run_folders(run_dir: Path) -> set[Path]:
     return folders
 
 
-def runs_in_store(store: Store, folders: set[Path], url: str, run_dir: Path) -> dict[str, Path]:
-    """Served name -> run folder, for every name whose stored rows say one of `folders` answered (a
-    name several of them answered as: the folder of its latest row, the one drift compares with)."""
-    query = (select(CompletionRow.model, CompletionRow.run_dir, func.max(CompletionRow.seq))
-             .group_by(CompletionRow.model, CompletionRow.run_dir))
+def runs_in_store(store: Store, folders: set[Path], url: str, run_dir: Path,
+                  project: str | None = None) -> tuple[str, dict[str, Path]]:
+    """The project read, and served name -> run folder for every name whose stored rows in it say
+    one of `folders` answered (a name several of them answered as: the folder of its latest row,
+    the one drift compares with)."""
+    query = (select(CompletionRow.model, CompletionRow.run_dir, CompletionRow.project, func.max(CompletionRow.seq))
+             .group_by(CompletionRow.model, CompletionRow.run_dir, CompletionRow.project))
     with store.reading() as session:
         served = session.execute(query).all()
-    latest: dict[str, tuple[int, Path]] = {}
-    for model, folder, seq in served:
-        if folder and Path(folder).resolve() in folders and (model not in latest or seq > latest[model][0]):
-            latest[model] = (seq, Path(folder).resolve())
-    if not latest:
-        names = ", ".join(sorted({model for model, _, _ in served})) or "nothing yet"
+    ours = [(model, Path(folder).resolve(), owner, seq) for model, folder, owner, seq in served
+            if folder and Path(folder).resolve() in folders]
+    if not ours:
+        names = ", ".join(sorted({model for model, _, _, _ in served})) or "nothing yet"
         raise RunError(f"{url}: no stored completion was answered by {run_dir} (the store holds: {names}); serve it "
                        f"with `tunesmith serve {run_dir} --store` and send it requests, or give another --store-url")
-    return {model: folder for model, (_, folder) in sorted(latest.items())}
+    project = choose_project(sorted({owner for _, _, owner, _ in ours}), project, f"the run {run_dir}")
+    latest: dict[str, tuple[int, Path]] = {}
+    for model, folder, owner, seq in ours:
+        if owner == project and (model not in latest or seq > latest[model][0]):
+            latest[model] = (seq, folder)
+    return project, {model: folder for model, (_, folder) in sorted(latest.items())}

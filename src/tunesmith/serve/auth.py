@@ -33,7 +33,7 @@ def _bearer(request: Request) -> str | None:
 KEY_COOKIE = "tunesmith_key"
 
 
-def _key_of(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     """The key a request carries: its Bearer token, or (no Authorization header) the console's cookie."""
     if "authorization" in request.headers:
         return _bearer(request)
@@ -59,7 +59,7 @@ def require_key(request: Request) -> None:
             raise APIError(401, "this server has no API keys and answers only its own machine; start it "
                                 "with --api-key-file", code="invalid_api_key")
         return
-    if not _matches(_key_of(request), keys):
+    if not _matches(key_of(request), keys):
         raise APIError(401, "Incorrect API key provided; send `Authorization: Bearer KEY` with a key from the "
                             "server's --api-key-file", code="invalid_api_key")
 
@@ -103,7 +103,7 @@ def project_of(request: Request) -> str | None:
     """The project a request acts in: its key's project; None for an admin key (the operator sees
     every project). In development mode (no keys) everything is in `default`."""
     config = request.app.state.config
-    token = _key_of(request)
+    token = key_of(request)
     if config.admin_keys and _matches(token, config.admin_keys):
         return None
     if token is not None:

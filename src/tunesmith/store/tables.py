@@ -129,3 +129,9 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)
+    # which key gave it: sha256(key)[:16] (store.completions.key_fingerprint), never the key; None where the
+    # server had no keys (development mode) or the row predates migration 0003
+    key_fingerprint: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+Index("feedback_key_time", FeedbackRow.key_fingerprint, FeedbackRow.created_at)  # the per-key cap counts an hour

@@ -1,5 +1,10 @@
 """Feedback on a stored completion: POST /v1/chat/completions/{id}/feedback with a score (thumbs:
-1 or -1, or any number), an optional comment and an optional corrected answer; GET lists it."""
+1 or -1, or any number), an optional comment and an optional corrected answer; GET lists it.
+
+Corrections become training rows (`tunesmith feedback export`, then `retrain`), so each feedback
+records which key gave it (a fingerprint: store.completions.key_fingerprint), and one key may give
+at most `max_feedback_per_key_per_hour` in any hour: one more is answered 429 in OpenAI's shape,
+with Retry-After."""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ import asyncio
 import math
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
-from tunesmith.serve.auth import project_of, require_key
+from tunesmith.serve.auth import key_of, project_of, require_key
+from tunesmith.serve.errors import error_response
 from tunesmith.serve.stored.router import completions_of, not_found, stored_row
 from tunesmith.serve.stored.service import feedback_object
+from tunesmith.store.completions import FeedbackCapReached, key_fingerprint
 
 router = APIRouter(prefix="/v1/chat/completions", dependencies=[Depends(require_key)])
 
@@ -30,15 +38,30 @@ class FeedbackRequest(BaseModel):
         return self
 
 
-@router.post("/{completion_id}/feedback")
-async def add_feedback(completion_id: str, body: FeedbackRequest, request: Request) -> dict:
+@router.post("/{completion_id}/feedback", response_model=None)
+async def add_feedback(completion_id: str, body: FeedbackRequest, request: Request) -> dict | JSONResponse:
     completion = stored_row(request, completion_id)
-    row = await asyncio.to_thread(completions_of(request).add_feedback, project_of(request), completion_id,
-                                  score=body.score, comment=body.comment, correction=body.correction)
+    try:
+        row = await asyncio.to_thread(completions_of(request).add_feedback, project_of(request), completion_id,
+                                      score=body.score, comment=body.comment, correction=body.correction,
+                                      key_fingerprint=fingerprint_of(request),
+                                      cap_per_hour=request.app.state.config.max_feedback_per_key_per_hour)
+    except FeedbackCapReached as exc:
+        refused = error_response(429, str(exc), type="rate_limit_error", code="rate_limit_exceeded")
+        refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
     if row is None:
         raise not_found(completion_id)
     request.app.state.metrics.feedback.labels(completion.model).inc()
     return feedback_object(row)
+
+
+def fingerprint_of(request: Request) -> str | None:
+    """The fingerprint of the key the request was let in with; None on a server without keys
+    (development mode: whatever Bearer a local client sends was never checked)."""
+    config = request.app.state.config
+    key = key_of(request)
+    return key_fingerprint(key) if key is not None and (config.api_keys or config.admin_keys) else None
 
 
 @router.get("/{completion_id}/feedback")
