@@ -605,8 +605,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def _add_jobs_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs-dir", default="tunesmith-jobs", help="uploads, job run folders and the default "
                                                                      "SQLite store (default tunesmith-jobs)")
-    parser.add_argument("--store-url", help="database URL (sqlite:///PATH or postgresql+psycopg://...; "
-                                            "default: SQLite in --jobs-dir)")
+    parser.add_argument("--store-url", default=os.environ.get("TUNESMITH_STORE_URL"),
+                        help="database URL (sqlite:///PATH or postgresql+psycopg://...; default: $TUNESMITH_STORE_URL, "
+                             "else SQLite in --jobs-dir); give one with a password in TUNESMITH_STORE_URL, since "
+                             "other users see command lines")
     parser.add_argument("--lease-seconds", type=float, default=60.0, help="a job whose worker is silent this long "
                                                                            "is taken over (default 60)")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="how often workers look for work (default 1)")

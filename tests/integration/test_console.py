@@ -106,7 +106,9 @@ def test_the_page_lists_each_served_model_with_its_chat_box(served: ServedModels
         assert status == 200 and page(base_url, "/console")[1] == html
         assert 'data-model="tiny"' in html and 'data-model="demo-run"' in html
         assert html.count('class="chat"') == 2 and 'data-store="on"' in html and "store-note" not in html
-        assert str(served.served["demo-run"].run_dir) in html and '<dd class="fact-generation">2</dd>' in html
+        run_dir = served.served["demo-run"].run_dir
+        assert f">{run_dir.name}<" in html and str(run_dir.parent) not in html  # the folder's name, no server path
+        assert '<dd class="fact-generation">2</dd>' in html
         assert html.count("report-link") == 1 and 'href="/console/runs/demo-run/report"' in html
         status, headers, script = request(base_url, "GET", "/console/static/console.js")
         assert status == 200 and b"/feedback" in script and headers["content-type"].startswith("text/javascript")
@@ -151,7 +153,7 @@ def test_with_keys_pages_need_a_login_and_its_cookie_opens_the_api(served: Serve
         status, form = page(base_url, "/console/login?next=%2F")
         assert status == 200 and 'id="login-form"' in form
 
-        form_headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        form_headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": base_url.removesuffix("/v1")}
         status, headers, body = request(base_url, "POST", "/console/login", body=b"key=wrong&next=%2F",
                                         headers=form_headers)
         assert status == 401 and b'id="login-error"' in body and "set-cookie" not in headers
@@ -166,6 +168,12 @@ def test_with_keys_pages_need_a_login_and_its_cookie_opens_the_api(served: Serve
         status, headers, _ = request(base_url, "POST", "/console/login", body=f"key={KEY}&next=//evil.example".encode(),
                                      headers=form_headers)
         assert headers["location"] == "/"  # never sent on to another site
+        for other in ({"Origin": "https://evil.example"}, {"Origin": None, "Referer": "https://evil.example/x"},
+                      {"Origin": None}, {"Sec-Fetch-Site": "cross-site"}):  # login CSRF: refused, no cookie set
+            crafted = {key: value for key, value in (form_headers | other).items() if value is not None}
+            status, headers, _ = request(base_url, "POST", "/console/login", body=f"key={KEY}&next=%2F".encode(),
+                                         headers=crafted)
+            assert status == 403 and "set-cookie" not in headers, other
 
         chat = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}).encode()
         json_headers = {"Content-Type": "application/json"}

@@ -32,7 +32,7 @@ from tunesmith.errors import DataError, TunesmithError
 from tunesmith.files import write_atomic
 from tunesmith.jobs.settings import JobFiles, fine_tuned_name, run_config
 from tunesmith.store.blobs import Blobs
-from tunesmith.store.db import Store, now, open_store
+from tunesmith.store.db import Store, now, open_store, shown_url
 from tunesmith.store.tables import JobRow
 
 BAD_LINES_SHOWN = 5
@@ -101,6 +101,7 @@ class Worker:
                 self._fail(job, ("validating_files",), {"code": "validation_error", "param": None,
                                                         "message": f"{type(exc).__name__}: {exc}"})
                 return
+        events = [{**event, "message": self.public_text(job, event["message"])} for event in events]
         self.store.update_held(job.id, self.worker_id, ("validating_files",), status="queued", worker_id=None,
                                heartbeat_at=None, events=events)
 
@@ -240,7 +241,24 @@ class Worker:
         sha, size = self.blobs.put(io.BytesIO(text.getvalue().encode()), max_bytes=1 << 40)
         return self.store.add_file(job.project, "step_metrics.csv", "fine-tune-results", size, sha).id
 
+    def public_text(self, job: JobRow, text: str) -> str:
+        """A message as a client may read it: the job's files by their ids, its base model by the
+        name the client gave, and no path on the server."""
+        folder = self.job_dir(job).resolve()
+        ids = {"training_file": job.training_file, "validation_file": job.validation_file,
+               "test_file": (job.settings or {}).get("test_file")}
+        for name in job.settings.get("_files", []) if job.settings else []:
+            if ids.get(Path(name).stem):
+                text = text.replace(str(folder / "files" / name), ids[Path(name).stem])
+        replacements = [(str(folder), "the job's folder"), (str(self.root.resolve()), "the jobs folder")]
+        if job.base_spec != job.model and ("/" in job.base_spec or "\\" in job.base_spec):  # a folder on the server
+            replacements.insert(0, (job.base_spec, job.model))
+        for path, shown in replacements:
+            text = text.replace(path, shown)
+        return text
+
     def _fail(self, job: JobRow, statuses: tuple[str, ...], error: dict) -> None:
+        error = {**error, "message": self.public_text(job, error["message"])}
         self.store.update_held(job.id, self.worker_id, statuses, status="failed", error=error, finished_at=now(),
                                events=[{"message": f"Fine-tuning job failed: {error['message']}", "level": "error"}])
 
@@ -327,7 +345,7 @@ def last_error(log: Path, returncode: int) -> str:
     if errors:
         return errors[-1]
     reason = f"killed by signal {-returncode}" if returncode < 0 else f"exited with status {returncode}"
-    return f"the training process {reason}; see {log}"
+    return f"the training process {reason}; its log (train.log in the job's folder on the server) has the details"
 
 
 def _die_with_parent() -> None:
@@ -350,7 +368,8 @@ def _kill(process: subprocess.Popen) -> None:
 def run_worker(config: JobsConfig, *, stop: threading.Event | None = None) -> None:
     """`tunesmith worker`: work until interrupted."""
     worker = Worker(config)
-    print(f"tunesmith worker {worker.worker_id}: taking jobs from {config.database_url}", file=sys.stderr, flush=True)
+    print(f"tunesmith worker {worker.worker_id}: taking jobs from {shown_url(config.database_url)}", file=sys.stderr,
+          flush=True)
     try:
         worker.run(stop)
     except KeyboardInterrupt:

@@ -36,6 +36,7 @@ from tunesmith.serve.openai.router import router as openai_router
 from tunesmith.serve.spans.router import router as spans_router
 from tunesmith.serve.stored.router import router as stored_router
 from tunesmith.serve.stored.service import Recorder
+from tunesmith.store.db import STORE_URL_VARIABLE, shown_url
 
 if TYPE_CHECKING:
     from tunesmith.serve.jobs.service import JobsService
@@ -172,9 +173,9 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
     app = create_app(models, config, jobs)
     print(f"serving {', '.join(s.public_name for s in models.listed()) or 'no model yet'} on http://{config.host}:{config.port}/v1")
     if config.store_url is not None:
-        print(f"keeping completions in {config.store_url}")
+        print(f"keeping completions in {shown_url(config.store_url)}")
     if jobs_config is not None:
-        print(f"fine-tuning jobs in {jobs_config.database_url}, {len(workers)} worker(s) here")
+        print(f"fine-tuning jobs in {shown_url(jobs_config.database_url)}, {len(workers)} worker(s) here")
     if not config.api_keys and not config.admin_keys:
         print("no API keys: development mode, only clients on this machine are answered (--api-key-file to open it)")
     try:
@@ -187,13 +188,17 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
 
 
 def start_worker(jobs_config: JobsConfig) -> subprocess.Popen:
-    """A `tunesmith worker` process for the same store (it dies with the server)."""
+    """A `tunesmith worker` process for the same store (it dies with the server). The store's URL,
+    password and all, goes in the worker's environment (readable by its user alone), not its
+    command line (which `ps` shows every user)."""
+    import os
+
     from tunesmith.jobs.worker import _die_with_parent
 
     command = [sys.executable, "-m", "tunesmith.cli", "worker", "--jobs-dir", jobs_config.jobs_dir,
-               "--store-url", jobs_config.database_url, "--lease-seconds", str(jobs_config.lease_seconds),
-               "--poll-seconds", str(jobs_config.poll_seconds)]
-    return subprocess.Popen(command, preexec_fn=_die_with_parent)
+               "--lease-seconds", str(jobs_config.lease_seconds), "--poll-seconds", str(jobs_config.poll_seconds)]
+    environment = {**os.environ, STORE_URL_VARIABLE: jobs_config.database_url}
+    return subprocess.Popen(command, preexec_fn=_die_with_parent, env=environment)
 
 
 @contextlib.contextmanager

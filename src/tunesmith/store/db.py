@@ -51,6 +51,21 @@ class UnknownCursor(Exception):
     """`after` names no row of this list."""
 
 
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed or logged: its password (postgresql://user:PASSWORD@...)
+    replaced with ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<a database URL that does not parse>"
+
+
+STORE_URL_VARIABLE = "TUNESMITH_STORE_URL"  # how a store's URL reaches a worker: never on a command line (ps shows those)
+
+
 def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 

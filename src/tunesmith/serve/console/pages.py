@@ -49,7 +49,7 @@ def models_page(served: list[Served], *, store: bool) -> str:
 
 
 def _model_card(served: Served, *, store: bool) -> str:
-    facts = [("kind", served.kind), ("base", served.parent), ("run folder", served.run_dir),
+    facts = [("kind", served.kind), ("base", served.parent), ("run folder", Path(served.run_dir).name if served.run_dir else None),  # no server path
              ("generation", served.generation)]
     rows = "".join(f'<dt>{label}</dt><dd class="fact-{label.replace(" ", "-")}">{escape(str(value))}</dd>'
                    for label, value in facts if value is not None)

@@ -98,17 +98,15 @@ def monitor(request: Request) -> Response:
     if recorder is None:
         return html(pages.message_page("No monitor", "the monitor reads the stored completions; start the server "
                                                      "with `tunesmith serve --store`"))
-    if request.app.state.config.key_projects and project_of(request) is not None:
-        return html(pages.message_page("No monitor", "the monitor shows every project's traffic; open it with an "
-                                                     "admin key (the server's --admin-key-file)"), 403)
     try:
         from tunesmith.monitor import build_monitor, render_html
     except ImportError as exc:
         return html(pages.message_page("No monitor", f"this installation has no monitor ({exc}); install a "
                                                      "tunesmith that includes tunesmith.monitor"))
-    runs = {s.public_name: s.root_dir or s.run_dir for s in request.app.state.models.listed()}
+    # a project's key sees its own project's traffic of the models it may use; an admin key, all of it
+    runs = {s.public_name: s.root_dir or s.run_dir for s in visible_models(request)}
     try:
-        report = build_monitor(recorder.completions, runs)
+        report = build_monitor(recorder.completions, runs, project=project_of(request))
     except TunesmithError as exc:  # e.g. a run's training data moved: say so, as the CLI would
         return html(pages.message_page("No monitor", str(exc)), 500)
     # a whole document of its own (figures inline), so not under the console's stricter policy
@@ -124,6 +122,9 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 @router.post("/console/login", response_class=HTMLResponse)
 async def login(request: Request) -> Response:
+    if not same_origin(request):  # login CSRF: another site's page logging a visitor into its own project
+        return html(pages.message_page("Refused", "a login must come from this server's own login page; open "
+                                                  "/console/login here and log in again"), 403)
     form = await request.form()
     key, next_path = str(form.get("key", "")).strip(), _local(str(form.get("next", "/")))
     if not key_is_valid(request, key):
@@ -133,6 +134,22 @@ async def login(request: Request) -> Response:
     response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/",
                         secure=request.url.scheme == "https")
     return response
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser's form post comes from this server's own pages: its Origin (or, from an
+    older browser, its Referer) names this server's scheme, host and port, and Fetch metadata does
+    not say cross-site. A post that names no origin at all is refused: every browser sends one."""
+    from urllib.parse import urlsplit
+
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    origin = request.headers.get("origin")
+    if origin is None and request.headers.get("referer"):
+        parts = urlsplit(request.headers["referer"])
+        origin = f"{parts.scheme}://{parts.netloc}"
+    return origin is not None and origin.lower() == own.lower()
 
 
 def _served_run(request: Request, name: str):
