@@ -158,7 +158,15 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
 
 
 def _refusal(section: str, key: str) -> str:
+    import difflib
+
+    from tunesmith.config import describe_settings
+
     instead = GIVEN_ELSEWHERE.get(f"{section}.{key}")
+    if f"{section}.{key}" not in {name for name, _, _ in describe_settings()}:  # a typo: say which one was meant
+        close = difflib.get_close_matches(key, sorted(JOB_SETTINGS[section]), n=1)
+        hint = f"did you mean {section}.{close[0]}?" if close else f"give one of {', '.join(sorted(JOB_SETTINGS[section]))}"
+        return f"tunesmith.{section}.{key} is not a tunesmith setting; {hint}"
     if instead:
         return f"tunesmith.{section}.{key} cannot be set on a fine-tuning job; give {instead} instead"
     return (f"tunesmith.{section}.{key} cannot be set on a fine-tuning job (a job may not name models, files or code "

@@ -34,6 +34,7 @@ from tunesmith.jobs.settings import JobFiles, fine_tuned_name, run_config
 from tunesmith.store.blobs import Blobs
 from tunesmith.store.db import Store, now, open_store, shown_url
 from tunesmith.store.tables import JobRow
+from tunesmith.store.uploads import add_upload
 
 BAD_LINES_SHOWN = 5
 
@@ -238,8 +239,8 @@ class Worker:
             if record.get("step"):
                 writer.writerow([record["step"], record.get("loss", ""), record.get("val_loss", ""),
                                  record.get("lr", ""), record.get("tokens", "")])
-        sha, size = self.blobs.put(io.BytesIO(text.getvalue().encode()), max_bytes=1 << 40)
-        return self.store.add_file(job.project, "step_metrics.csv", "fine-tune-results", size, sha).id
+        return add_upload(self.store, self.blobs, job.project, "step_metrics.csv", "fine-tune-results",
+                          io.BytesIO(text.getvalue().encode()), max_bytes=1 << 40).id
 
     def public_text(self, job: JobRow, text: str) -> str:
         """A message as a client may read it: the job's files by their ids, its base model by the

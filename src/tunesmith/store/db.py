@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, text, update
 from sqlalchemy.orm import Session
 
 from tunesmith.store.projects import may_see
@@ -119,11 +119,23 @@ class Store:
             command.upgrade(config, "head")
 
     # -- files ------------------------------------------------------------------------------------
-    def add_file(self, project: str, filename: str, purpose: str, size: int, sha256: str) -> FileRow:
+    @contextmanager
+    def blob_references(self, sha256: str) -> Iterator[Session]:
+        """A write transaction that holds the lock of one blob's references: the rows naming it are
+        counted, added or deleted, and the blob placed or removed, by one holder at a time (on SQLite
+        every write transaction is exclusive; on PostgreSQL, an advisory lock on the hash)."""
+        with self.writing() as session:
+            session.connection()  # begins now (BEGIN IMMEDIATE on SQLite), not at the first statement
+            if not self.is_sqlite:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)})
+            yield session
+
+    def add_file_row(self, session: Session, project: str, filename: str, purpose: str, size: int,
+                     sha256: str) -> FileRow:
         row = FileRow(id=new_id("file"), project=project, filename=filename, purpose=purpose, bytes=size,
                       sha256=sha256, created_at=now())
-        with self.writing() as session:
-            session.add(row)
+        session.add(row)
+        session.flush()
         return row
 
     def get_file(self, project: str | None, file_id: str) -> FileRow | None:
@@ -140,16 +152,16 @@ class Store:
             query = query.where(FileRow.purpose == purpose)
         return self._page(query, FileRow, after, limit, descending=order != "asc")
 
-    def delete_file(self, project: str | None, file_id: str) -> tuple[FileRow | None, bool]:
-        """Remove the row; returns it and whether its bytes are still used by another file row."""
-        with self.writing() as session:
-            row = session.scalar(select(FileRow).where(FileRow.id == file_id))
-            if row is None or not _visible(row.project, project):
-                return None, False
-            session.delete(row)
-            session.flush()
-            shared = session.scalar(select(func.count()).select_from(FileRow).where(FileRow.sha256 == row.sha256))
-        return row, bool(shared)
+    def delete_file_row(self, session: Session, project: str | None, file_id: str) -> FileRow | None:
+        row = session.scalar(select(FileRow).where(FileRow.id == file_id))
+        if row is None or not _visible(row.project, project):
+            return None
+        session.delete(row)
+        session.flush()
+        return row
+
+    def blob_referenced(self, session: Session, sha256: str) -> bool:
+        return bool(session.scalar(select(func.count()).select_from(FileRow).where(FileRow.sha256 == sha256)))
 
     # -- jobs -------------------------------------------------------------------------------------
     def create_job(self, **fields: Any) -> JobRow:

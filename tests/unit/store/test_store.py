@@ -43,9 +43,19 @@ def test_the_migrations_build_exactly_the_tables_the_code_declares(store):
     store.upgrade()  # a second upgrade (the next process to start) changes nothing
 
 
-def test_files_pages_and_projects(store):
-    made = [store.add_file("p1", f"f{i}.jsonl", "fine-tune", 10 + i, f"{i:064d}") for i in range(5)]
-    store.add_file("p2", "other.jsonl", "fine-tune", 1, "9" * 64)
+def test_files_pages_and_projects(store, tmp_path):
+    import io
+
+    from tunesmith.store.blobs import Blobs
+    from tunesmith.store.uploads import add_upload, delete_upload
+
+    blobs = Blobs(tmp_path / "blobs")
+
+    def upload(project: str, name: str, content: bytes):
+        return add_upload(store, blobs, project, name, "fine-tune", io.BytesIO(content), 1 << 20)
+
+    made = [upload("p1", f"f{i}.jsonl", b"x" * (10 + i)) for i in range(5)]
+    upload("p2", "other.jsonl", b"y")
     first = store.list_files("p1", after=None, limit=2)
     assert [f.id for f in first.rows] == [made[4].id, made[3].id] and first.has_more
     rest = store.list_files("p1", after=first.rows[-1].id, limit=10)
@@ -55,11 +65,49 @@ def test_files_pages_and_projects(store):
     assert store.get_file("p2", made[0].id) is None and store.get_file(None, made[0].id) is not None
     with pytest.raises(UnknownCursor):
         store.list_files("p1", after="file-nope", limit=2)
-    twin = store.add_file("p1", "again.jsonl", "fine-tune", 10, made[0].sha256)
-    assert store.delete_file("p2", made[0].id) == (None, False)  # another project's id: not found
-    row, shared = store.delete_file("p1", made[0].id)
-    assert row.id == made[0].id and shared  # the bytes stay: `twin` has the same content
-    assert store.delete_file("p1", twin.id)[1] is False
+    twin = upload("p1", "again.jsonl", b"x" * 10)
+    assert twin.sha256 == made[0].sha256 and made[0].bytes == 10
+    assert delete_upload(store, blobs, "p2", made[0].id) is None  # another project's id: not found
+    assert delete_upload(store, blobs, "p1", made[0].id).id == made[0].id
+    assert blobs.path(twin.sha256).read_bytes() == b"x" * 10  # the bytes stay: `twin` has the same content
+    delete_upload(store, blobs, "p1", twin.id)
+    assert not blobs.path(twin.sha256).exists()
+
+
+def test_a_delete_and_an_upload_of_the_same_bytes_never_lose_the_uploads_bytes(store, tmp_path):
+    """Deleting a file while another upload of the same content lands: the deleting side counted no
+    other reference, then removed the blob after the upload had found it in place and committed its
+    row, which then named bytes that were gone. Raced here for real, in threads, many times."""
+    import io
+    import threading
+
+    from tunesmith.store.blobs import Blobs
+    from tunesmith.store.uploads import add_upload, delete_upload
+
+    blobs = Blobs(tmp_path / "blobs")
+    lost = []
+    for round_number in range(150):
+        content = f"row {round_number}\n".encode() * 50
+        first = add_upload(store, blobs, "p1", "a.jsonl", "fine-tune", io.BytesIO(content), 1 << 20)
+        start = threading.Barrier(2)
+        second = []
+
+        def upload_again(content=content, start=start, second=second):
+            start.wait()
+            second.append(add_upload(store, blobs, "p1", "b.jsonl", "fine-tune", io.BytesIO(content), 1 << 20))
+
+        def delete_first(first=first, start=start):
+            start.wait()
+            delete_upload(store, blobs, "p1", first.id)
+
+        threads = [threading.Thread(target=upload_again), threading.Thread(target=delete_first)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if not blobs.path(second[0].sha256).is_file():
+            lost.append(round_number)
+    assert lost == []
 
 
 def test_jobs_list_filters_by_metadata_and_pages(store):

@@ -13,6 +13,7 @@ from tunesmith.serve.errors import APIError
 from tunesmith.serve.files import service
 from tunesmith.serve.files.schemas import file_deleted, file_object
 from tunesmith.serve.pages import list_page
+from tunesmith.store.uploads import delete_upload
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)])
 
@@ -47,11 +48,8 @@ def retrieve_file(file_id: str, request: Request) -> dict:
 @router.delete("/files/{file_id}")
 def delete_file(file_id: str, request: Request) -> dict:
     jobs = request.app.state.jobs
-    row, shared = jobs.store.delete_file(project_of(request), file_id)
-    if row is None:
+    if delete_upload(jobs.store, jobs.blobs, project_of(request), file_id) is None:  # a job keeps its own link
         raise _not_found(file_id)
-    if not shared:  # a job that uses the file keeps its own link to the bytes
-        jobs.blobs.remove(row.sha256)
     return file_deleted(file_id)
 
 

@@ -9,6 +9,7 @@ from tunesmith.serve.errors import APIError
 from tunesmith.serve.files.schemas import FINE_TUNE_SUFFIXES, PURPOSES
 from tunesmith.store.blobs import TooLarge
 from tunesmith.store.tables import FileRow
+from tunesmith.store.uploads import add_upload
 
 
 def check_upload(filename: str, purpose: str) -> None:
@@ -23,11 +24,18 @@ def check_upload(filename: str, purpose: str) -> None:
 def store_upload(jobs, project: str, filename: str, purpose: str, stream: BinaryIO) -> FileRow:
     """`jobs` is the server's JobsService."""
     check_upload(filename, purpose)
+    if _is_empty(stream):
+        raise APIError(400, f"{filename} is empty", param="file", code="invalid_file_format")
     try:
-        sha, size = jobs.blobs.put(stream, jobs.config.max_upload_bytes)
+        return add_upload(jobs.store, jobs.blobs, project, PurePath(filename).name or "upload", purpose, stream,
+                          jobs.config.max_upload_bytes)
     except TooLarge as exc:
         raise APIError(413, f"{filename} is over this server's upload limit of {jobs.config.max_upload_bytes} bytes",
                        param="file", code="file_too_large") from exc
-    if size == 0:
-        raise APIError(400, f"{filename} is empty", param="file", code="invalid_file_format")
-    return jobs.store.add_file(project, PurePath(filename).name or "upload", purpose, size, sha)
+
+
+def _is_empty(stream: BinaryIO) -> bool:
+    start = stream.tell()
+    empty = stream.read(1) == b""
+    stream.seek(start)
+    return empty

@@ -14,9 +14,7 @@ lists finished jobs' models from the store and loads none of them.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import sys
 import time
 from pathlib import Path, PurePath
@@ -39,6 +37,7 @@ from tunesmith.store.blobs import Blobs
 from tunesmith.store.db import ACTIVE, Store, open_store
 from tunesmith.store.projects import may_see
 from tunesmith.store.tables import FileRow, JobRow
+from tunesmith.store.uploads import link_upload
 
 
 def file_names(files: dict[str, FileRow]) -> dict[str, FileRow]:
@@ -91,7 +90,11 @@ class JobsService:
                                     method=resolved, settings={**settings, "_hyperparameters": hyperparameters,
                                                                        "_files": list(file_names(files))},
                                     suffix=body.suffix, seed=seed, metadata_=body.metadata)
-        self._link_files(job.id, files)
+        try:
+            self._link_files(job.id, files)
+        except APIError:  # a file deleted as the job was created: the job never runs
+            self.store.cancel_job(project, job.id)
+            raise
         return job
 
     def _base_spec(self, name: str, models: Any, project: str) -> str:
@@ -129,13 +132,9 @@ class JobsService:
         folder = self.job_dir(job_id) / "files"
         folder.mkdir(parents=True, exist_ok=True)
         for name, row in file_names(files).items():
-            target = folder / name
-            if target.exists():
-                continue
-            try:
-                os.link(self.blobs.path(row.sha256), target)
-            except OSError:  # another filesystem
-                shutil.copyfile(self.blobs.path(row.sha256), target)
+            if not (folder / name).exists() and not link_upload(self.store, self.blobs, row, folder / name):
+                raise APIError(404, f"no such file: {row.id} (deleted while the job was created)", param="training_file",
+                               code="file_not_found")
 
     # -- serving finished jobs --------------------------------------------------------------------
     async def model_cards(self, project: str | None) -> list[dict]:
