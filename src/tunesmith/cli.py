@@ -352,7 +352,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         print(estimate_run(config).describe())
         return 0
-    result = tunesmith.train(config, resume=args.resume, show_progress=not args.no_progress)
+    from tunesmith.training.fence import holding_run
+
+    with holding_run():  # a job's training: one trainer in its run folder at a time (training/fence.py)
+        result = tunesmith.train(config, resume=args.resume, show_progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # rank 0 tells where the run landed
         return 0
     print(f"run folder: {result.run_dir}")

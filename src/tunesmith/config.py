@@ -830,6 +830,9 @@ class JobsConfig:
     poll_seconds: float = setting(1.0, "How often a worker looks for jobs and reports a running job's progress.")
     max_upload_bytes: int = setting(512 * 1024 * 1024, "Largest uploaded file (POST /v1/files); a larger one gets 413.")
     max_active_jobs: int = setting(1000, "Jobs validating, queued or running per project; one more gets 429.")
+    validation_seconds: float = setting(1800.0, "Longest a worker spends checking and auditing a job's files (in a "
+                                                "child process, while it keeps the job's lease); past it the job "
+                                                "fails, saying so.")
 
     @property
     def database_url(self) -> str:

@@ -21,8 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from tunesmith.store.blobs import Blobs
 from tunesmith.store.db import Store, now, open_store, shown_url
 from tunesmith.store.tables import JobRow
 from tunesmith.store.uploads import add_upload
+from tunesmith.training.fence import Fence
 
 BAD_LINES_SHOWN = 5
 
@@ -91,36 +92,54 @@ class Worker:
 
     # -- validating -----------------------------------------------------------------------------
     def validate(self, job: JobRow) -> None:
-        with self._heartbeating(job):
-            try:
-                config, files = self.run_config(job)
-                events = validation_events(config, files, job)
-            except JobFailed as exc:
-                self._fail(job, ("validating_files",), exc.error)
-                return
-            except Exception as exc:  # the model or its tokenizer would not load: the job cannot run here
-                self._fail(job, ("validating_files",), {"code": "validation_error", "param": None,
-                                                        "message": f"{type(exc).__name__}: {exc}"})
-                return
+        """Check the job's rows and audit them in a child process, heartbeating meanwhile: whatever
+        the check does with a row (a long regex holds the GIL), this process keeps the lease, so no
+        other worker claims the job while it is being checked."""
+        try:
+            config, files = self.run_config(job)
+            events = self._validate_in_child(job, config, files)
+        except JobFailed as exc:
+            self._fail(job, ("validating_files",), exc.error)
+            return
+        except LostJob:
+            return
+        except Exception as exc:  # the settings no longer build (an upgrade): the job cannot run here
+            self._fail(job, ("validating_files",), {"code": "validation_error", "param": None,
+                                                    "message": f"{type(exc).__name__}: {exc}"})
+            return
         events = [{**event, "message": self.public_text(job, event["message"])} for event in events]
         self.store.update_held(job.id, self.worker_id, ("validating_files",), status="queued", worker_id=None,
                                heartbeat_at=None, events=events)
 
-    @contextmanager
-    def _heartbeating(self, job: JobRow):
-        done = threading.Event()
+    def _validate_in_child(self, job: JobRow, config: RunConfig, files: JobFiles) -> list[dict]:
+        import multiprocessing
 
-        def beat() -> None:
-            while not done.wait(self.config.poll_seconds):
-                self.store.heartbeat(job.id, self.worker_id)
-
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or locks inherited
+        receiving, sending = context.Pipe(duplex=False)
+        ids = FileIds(job.training_file, job.validation_file)
+        child = context.Process(target=_validation_child, args=(config, files, ids, sending), daemon=True)
+        child.start()
+        sending.close()
+        deadline = time.monotonic() + self.config.validation_seconds
         try:
-            yield
+            while not receiving.poll(self.config.poll_seconds):
+                row = self.store.heartbeat(job.id, self.worker_id)
+                if row is None or row.status != "validating_files":  # taken over, or cancelled
+                    raise LostJob()
+                if not child.is_alive():
+                    raise JobFailed({"code": "validation_error", "param": None, "message": (
+                        f"the process checking the files stopped (exit status {child.exitcode})")})
+                if time.monotonic() > deadline:
+                    raise JobFailed({"code": "validation_error", "param": None, "message": (
+                        f"checking the files took longer than {self.config.validation_seconds:g} s")})
+            outcome, value = receiving.recv()
         finally:
-            done.set()
-            thread.join()
+            if child.is_alive():
+                child.kill()
+            child.join()
+        if outcome == "failed":
+            raise JobFailed(value)
+        return value
 
     # -- training -------------------------------------------------------------------------------
     def train(self, job: JobRow) -> None:
@@ -136,6 +155,9 @@ class Worker:
 
         resume = latest_checkpoint(run_dir / "checkpoints") is not None
         config_path = write_atomic(folder / "config.yaml", dump_config(config))
+        # this claim's token, before the training starts: a trainer of an earlier claim stops at its next write
+        lease = Fence(folder.resolve() / "lease", f"{self.worker_id}#{job.attempts}")
+        write_atomic(lease.lease_file, lease.token)
         command = [sys.executable, "-m", "tunesmith.cli", "train", str(config_path), "--no-progress"]
         if resume:
             command.append("--resume")
@@ -144,7 +166,8 @@ class Worker:
         name = fine_tuned_name(job.model, job.suffix, job.id)
         with open(folder / "train.log", "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, preexec_fn=_die_with_parent)
+                                       start_new_session=True, preexec_fn=_die_with_parent,
+                                       env={**os.environ, **lease.environment()})
             try:
                 outcome = self._watch(job, process, run_dir, reported, name)
             except BaseException:  # never leave a training running that nobody reports on
@@ -264,13 +287,37 @@ class Worker:
                                events=[{"message": f"Fine-tuning job failed: {error['message']}", "level": "error"}])
 
 
+class LostJob(Exception):
+    """This worker no longer holds the job (another took it over, or it was cancelled)."""
+
+
+@dataclass(frozen=True)
+class FileIds:
+    """The ids a job's files answer to, for messages (the file paths themselves are the server's)."""
+
+    training_file: str
+    validation_file: str | None
+
+
+def _validation_child(config: RunConfig, files: JobFiles, ids: FileIds, sending: Any) -> None:
+    """In the child: the events of a good check, or the error of a failed one, sent back once."""
+    try:
+        outcome = ("ok", validation_events(config, files, ids))
+    except JobFailed as exc:
+        outcome = ("failed", exc.error)
+    except Exception as exc:  # the model or its tokenizer would not load: the job cannot run here
+        outcome = ("failed", {"code": "validation_error", "param": None, "message": f"{type(exc).__name__}: {exc}"})
+    sending.send(outcome)
+    sending.close()
+
+
 class JobFailed(Exception):
     def __init__(self, error: dict) -> None:
         super().__init__(error["message"])
         self.error = error
 
 
-def validation_events(config: RunConfig, files: JobFiles, job: JobRow) -> list[dict]:
+def validation_events(config: RunConfig, files: JobFiles, job: FileIds | JobRow) -> list[dict]:
     """Check the job's files row by row, then audit them; JobFailed for a bad file (or, with
     data.audit=strict, any audit finding). Returns the events to report."""
     from tunesmith.checks import validate_data
@@ -292,7 +339,7 @@ def validation_events(config: RunConfig, files: JobFiles, job: JobRow) -> list[d
     return events
 
 
-def audit_events(config: RunConfig, files: JobFiles, job: JobRow) -> list[dict]:
+def audit_events(config: RunConfig, files: JobFiles, job: FileIds | JobRow) -> list[dict]:
     if config.data.audit == "off" or config.train.method in ("token-classify", "extractive-qa"):
         return []
     from tunesmith.data.audit import run_audit

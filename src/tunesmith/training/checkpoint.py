@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tunesmith.errors import RunError
+from tunesmith.training import fence
 from tunesmith.training.distributed.world import ONE_PROCESS, World
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -106,6 +107,7 @@ def _staging(folder: Path) -> Path:
 
 def _finish(staging: Path, folder: Path, state: TrainState, rng_states: list[dict[str, torch.Tensor]]) -> None:
     """The random states and loop state into `staging`, everything flushed, then renamed to `folder`."""
+    fence.check()  # a job taken over by another worker: this checkpoint never lands
     for rank, tensors in enumerate(rng_states):
         save_file(tensors, staging / rng_file(rank))
     _write_json(staging / "state.json", asdict(state))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tunesmith.files import write_atomic
+from tunesmith.training import fence
 
 
 class MetricsLog:
@@ -24,6 +25,7 @@ class MetricsLog:
             write_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
+        fence.check()  # a job taken over by another worker: not one more line
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         if self.tracker is not None:

@@ -24,6 +24,7 @@ from tunesmith.config import RunConfig, config_to_dict, dump_config
 from tunesmith.data.pipeline import row_ids
 from tunesmith.errors import RunError
 from tunesmith.files import write_atomic, write_json_atomic
+from tunesmith.training import fence
 from tunesmith.training.checkpoint import latest_checkpoint, read_train_state
 
 MARKER = ".tunesmith-run"  # written into every folder tunesmith creates for a run; nothing else is ever deleted
@@ -135,6 +136,7 @@ def check_replaceable(path: Path, overwrite: bool) -> None:
 def start_run_folder(run: RunFolder, config: RunConfig, *, resume: bool) -> None:
     """Create the folder (or, with output.overwrite, replace the earlier run in it) and write its
     config; call only once the run's data and model have loaded."""
+    fence.check()
     if resume:
         return
     if run.path.exists():

@@ -47,6 +47,7 @@ from tunesmith.models.device import (
 )
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
+from tunesmith.training import fence
 from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
@@ -391,6 +392,7 @@ def gathered_model(model: Any, method: Method, source: ModelSource, config: RunC
 
 def save_outputs(model: Any, tokenizer: Any, run_folder: RunFolder, config: RunConfig, info: TemplateInfo | None,
                  source: ModelSource, method: Method, data: PreparedData) -> dict[str, str]:
+    fence.check()
     model = model.to("cpu")
     stop_ids = info.stop_token_ids if info else ()
     outputs = {}
@@ -480,4 +482,5 @@ def write_manifest(run_folder: RunFolder, config: RunConfig, source: ModelSource
         "outputs": result.outputs,
         "config": config_to_dict(config),
     }
+    fence.check()
     write_atomic(run_folder.manifest, json.dumps(manifest, indent=2))
