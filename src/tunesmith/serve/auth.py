@@ -117,4 +117,13 @@ def creating_project(request: Request) -> str:
     """The project a new file or job goes into: the key's own; for an admin key, the one its
     `OpenAI-Project` header names (the openai client's `project=`), else `default`."""
     project = project_of(request)
-    return project if project is not None else (request.headers.get("openai-project") or DEFAULT_PROJECT)
+    if project is not None:
+        return project
+    named = request.headers.get("openai-project") or DEFAULT_PROJECT
+    if len(named) > MAX_PROJECT:
+        raise APIError(400, f"OpenAI-Project: a project name of {len(named)} characters, over {MAX_PROJECT}",
+                       param="OpenAI-Project", code="invalid_value")
+    return named
+
+
+MAX_PROJECT = 128  # the store's column

@@ -11,8 +11,13 @@ from tunesmith.store.blobs import TooLarge
 from tunesmith.store.tables import FileRow
 from tunesmith.store.uploads import add_upload
 
+MAX_FILENAME = 512  # the store's column (PostgreSQL refuses a longer value: it answered 500 and left the bytes behind)
+
 
 def check_upload(filename: str, purpose: str) -> None:
+    if len(PurePath(filename).name) > MAX_FILENAME:
+        raise APIError(400, f"the file's name is {len(PurePath(filename).name)} characters, over {MAX_FILENAME}; "
+                            "rename it", param="file", code="invalid_value")
     if purpose not in PURPOSES:
         raise APIError(400, f"purpose={purpose!r} is not one of {', '.join(PURPOSES)}", param="purpose",
                        code="invalid_value")

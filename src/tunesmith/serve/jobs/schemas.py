@@ -39,13 +39,13 @@ class CreateJobRequest(BaseModel):
     classify, pretrain, ...) and `test_file` (an uploaded file evaluated after training)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str
+    model: str = Field(max_length=256)
     training_file: str
     validation_file: str | None = None
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: str | None = Field(None, max_length=64)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)  # the store's 64-bit column, and what numpy's seeding takes
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
     tunesmith: dict[str, Any] | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -72,10 +73,15 @@ async def chat_completions(body: ChatRequest, request: Request):
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
 
     async def keep_record(choices: list[dict], completion_tokens: int, error: str | None = None) -> None:
-        if keep:
+        if not keep:
+            return
+        try:
             await stored.record(request, completion_id=completion_id, served=served, messages=messages,
                                 choices=choices, body=body, prompt_tokens=len(prompt_ids),
                                 completion_tokens=completion_tokens, started=started, error=error)
+        except Exception as exc:  # the answer was generated: the client gets it; the store's failure is logged
+            print(f"tunesmith serve: {completion_id} was answered but not stored: {type(exc).__name__}: {exc}",
+                  file=sys.stderr, flush=True)
 
     try:
         submission = service.Submission(request.app.state.engine, served, [(prompt_ids, sampling)] * body.n,

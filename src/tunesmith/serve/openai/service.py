@@ -45,10 +45,16 @@ def sampling_of(body: ChatRequest | CompletionRequest, request: Request, top_log
 
 
 def chat_prompt(served: Served, body: ChatRequest) -> list[int]:
+    from jinja2 import TemplateError
+
     messages = [Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
     if served.system_prompt and messages[0].role != "system":
         messages.insert(0, Message("system", served.system_prompt))
-    return encode_prompt(served.tokenizer, served.info, messages)
+    try:
+        return encode_prompt(served.tokenizer, served.info, messages)
+    except TemplateError as exc:  # the template's own raise_exception: roles that do not alternate, say
+        raise APIError(400, f"messages: the chat template of `{body.model}` refused this conversation: {exc}",
+                       param="messages", code="invalid_value") from exc
 
 
 def text_prompt(served: Served, prompt: str) -> list[int]:

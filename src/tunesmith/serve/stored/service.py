@@ -108,7 +108,8 @@ def _scrubbed(fields: dict) -> tuple[dict, int]:
 
 def completion_object(row: CompletionRow, feedback: list | None = None) -> dict:
     """A stored completion as OpenAI's ChatCompletion (with its `metadata`), plus tunesmith's own
-    fields: what answered (`run_dir`, `generation`), the latency, and the feedback so far."""
+    fields: what answered (the run folder's name, `run`, never its path on the server; its
+    `generation`), the latency, and the feedback so far."""
     return {
         "id": row.id, "object": "chat.completion", "created": row.created_at, "model": row.model,
         "choices": [{"index": c["index"], "message": {"role": "assistant", "content": c["text"], "refusal": None},
@@ -116,7 +117,7 @@ def completion_object(row: CompletionRow, feedback: list | None = None) -> dict:
         "usage": {"prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
                   "total_tokens": row.prompt_tokens + row.completion_tokens},
         "metadata": row.metadata_, "request_id": row.id,
-        "tunesmith": {"run_dir": row.run_dir, "generation": row.generation, "latency_ms": row.latency_ms,
+        "tunesmith": {"run": Path(row.run_dir).name if row.run_dir else None, "generation": row.generation, "latency_ms": row.latency_ms,
                       "params": row.params, "scrubbed": row.scrubbed,
                       "feedback": [feedback_object(f) for f in feedback or []]},
     }
