@@ -17,12 +17,20 @@ import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tunesmith.errors import ModelError
 
-if TYPE_CHECKING:
-    from tunesmith.serve.models import Served
+
+class Served(Protocol):
+    """What residency reads of a served entry (serve/models.py's Served)."""
+
+    name: str
+    kind: str
+    backend: str
+    adapter_id: str | None
+    adapter_dir: Path | None
+    head: Any
 
 EVICTABLE = ("model", "classifier", "tagger", "reader")  # loaded from a run folder, loaded again on demand
 
