@@ -16,7 +16,13 @@ openai = pytest.importorskip("openai", reason="the jobs tests need the openai cl
 pytest.importorskip("sqlalchemy", reason="fine-tuning jobs need the serve extra (pip install -e .[serve])")
 
 from tests.conftest import chat_rows  # noqa: E402
-from tests.integration.jobs_service import TINY_SETTINGS, service, start_worker, wait_for, write_rows  # noqa: E402
+from tests.integration.jobs_service import (  # noqa: E402
+    TINY_SETTINGS,
+    service,
+    start_worker,
+    wait_for,
+    write_rows,
+)
 from tunesmith.training.metrics import read_metrics  # noqa: E402
 
 SETTINGS = {**TINY_SETTINGS, "train": {**TINY_SETTINGS["train"], "max_steps": 60, "save_every": 4, "eval_every": 0}}

@@ -87,11 +87,10 @@ def test_what_a_job_may_not_set_is_refused_naming_the_parameter(method, settings
 def test_every_setting_a_job_may_set_names_no_model_path_or_code():
     """The allow-list against the settings' own help: none of them takes a model, a file, a folder
     or code (a setting whose help says so is never on it)."""
-    from tunesmith.config import describe_settings
-    from tunesmith.jobs.settings import JOB_SETTINGS
+    from tunesmith.config import describe_settings, job_settings
 
     helps = {key: text for key, _, text in describe_settings()}
-    allowed = [f"{section}.{key}" for section, keys in JOB_SETTINGS.items() for key in keys]
+    allowed = [f"{section}.{key}" for section, keys in job_settings().items() for key in keys]
     assert set(allowed) <= set(helps)  # every allowed name is a real setting
     naming = [key for key in allowed if key != "eval.general_text" and any(
         word in helps[key].lower() for word in ("a file", "folder", "hub id", "python", ".py", "path"))]
