@@ -3,13 +3,20 @@ rows, personal and secret data, label balance and label noise, suspicious rows, 
 
 Row validation (data/read, data/formats) says whether each row is well formed; the audit looks
 across rows, before any model is loaded. It reports; it never changes a file. `write_cleaned`
-writes a new file without duplicates and/or with personal data replaced by placeholders.
+writes a new file without duplicates and/or with personal data replaced by placeholders (only the
+spans `find_pii` reports; everything else is written as read).
+
+Duplicates and leakage compare what a row asks and answers: system turns are left out (a system
+prompt shared by every row would make every pair alike), and so are word runs that most rows share
+(an instruction template, a stock opening); see duplicates.py. Personal data is searched in every
+turn, system turns included.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -131,10 +138,7 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
         report.held_out[held[0].where.rsplit(":", 1)[0] if held else str(path)] = len(held)
         report.leaks += find_leaks(wheres, [row.input for row in rows], [row.where for row in held],
                                    [row.input for row in held], [row.answer for row in rows], [row.answer for row in held])
-    for row in rows:
-        found = find_pii(row.text) + (extra(row.text) if extra else [])
-        for kind in dict.fromkeys(f.kind for f in found):
-            report.pii.setdefault(kind, []).append(row.where)
+    report.pii = _pii_rows(rows, extra)
     report.labels = label_summary(rows)
     report.words_by_label = words_by_label(rows)
     if groups and report.labels:
@@ -150,6 +154,22 @@ def run_audit(train: Path, data: DataConfig | None = None, held_out: list[Path] 
     report.findings += pair_findings
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _pii_rows(rows: list[AuditRow], extra: Callable[[str], list] | None) -> dict[str, list[str]]:
+    """Kind -> the rows holding one, system turns included; a system prompt that every row repeats
+    is searched once."""
+    def kinds(text: str) -> list[str]:
+        return [f.kind for f in find_pii(text) + (extra(text) if extra else [])]
+
+    in_system: dict[str, list[str]] = {}
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        if row.system and row.system not in in_system:
+            in_system[row.system] = kinds(row.system)
+        for kind in dict.fromkeys(in_system.get(row.system, []) + kinds(row.text)):
+            found.setdefault(kind, []).append(row.where)
+    return found
 
 
 def _label_noise(rows: list[AuditRow], groups: list[DuplicateGroup]) -> list[Finding]:

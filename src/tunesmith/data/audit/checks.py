@@ -58,7 +58,7 @@ def suspicious_rows(rows: list[AuditRow]) -> list[Finding]:
         if not row.input.strip() or (row.answer == "" and row.label is None and row.rejected is None and not row.input):
             findings.append(Finding("empty", row.where, "the row's input is empty or only whitespace",
                                     "fill it in or remove the row"))
-        if "\ufffd" in row.text or _MOJIBAKE.search(row.text):
+        if "\ufffd" in row.everything or _MOJIBAKE.search(row.everything):
             findings.append(Finding("encoding", row.where, "encoding damage (U+FFFD or mojibake such as 'Ã©')",
                                     "re-export the file as UTF-8 from its source"))
         delimiter = {".csv": ",", ".tsv": "\t"}.get(Path(row.where.rsplit(":", 1)[0]).suffix.lower())

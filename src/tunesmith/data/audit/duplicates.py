@@ -3,13 +3,20 @@
 Near duplicates come from datasketch's MinHash LSH over word 3-gram shingles (the method of the
 GPT-3 and The Pile de-duplication, with shorter shingles for rows of a sentence or two), and every candidate pair the LSH proposes is checked against
 the true Jaccard similarity of the two shingle sets, so a reported pair is never an LSH artefact.
+
+What most rows share says nothing about whether two rows are alike: an instruction template, a
+stock opening of every answer. Shingles found in more than half of the rows (of data sets of
+`COMMON_MIN_ROWS` rows or more) are left out of the near-duplicate and leakage comparisons, as are
+13-word runs found in more than half of the training answers; a row made only of such shingles
+keeps them. (The audit compares rows without their system turns: see rows.py.) Exact duplicates
+are rows equal after normalization, shared parts and all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from tunesmith.data.text import normalize
@@ -20,6 +27,8 @@ PERMUTATIONS = 64
 # half of the pairs that sit right at it; every candidate is confirmed by its true Jaccard anyway.
 LSH_MARGIN = 0.2
 THRESHOLD = 0.7  # Jaccard similarity from which two rows count as near duplicates
+COMMON = 0.5  # a shingle in more than this share of the rows is boilerplate
+COMMON_MIN_ROWS = 10  # below this, "most rows" may be one duplicate pair: nothing counts as boilerplate
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,21 @@ def shingles(text: str, size: int = SHINGLE) -> set[str]:
 
 def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def common_shingles(shingle_sets: list[set[str]]) -> set[str]:
+    """Shingles in more than half of the sets: a template or stock phrase most rows share."""
+    if len(shingle_sets) < COMMON_MIN_ROWS:
+        return set()
+    counts: Counter = Counter()
+    for shingle_set in shingle_sets:
+        counts.update(shingle_set)
+    return {shingle for shingle, n in counts.items() if n > COMMON * len(shingle_sets)}
+
+
+def without(shingle_sets: list[set[str]], common: set[str]) -> list[set[str]]:
+    """Each set less the common shingles, or whole where nothing else would be left."""
+    return [(shingle_set - common) or shingle_set for shingle_set in shingle_sets] if common else shingle_sets
 
 
 def _digest(text: str) -> str:
@@ -64,6 +88,7 @@ def find_duplicates(wheres: list[str], texts: list[str], threshold: float = THRE
     groups = [DuplicateGroup(tuple(wheres[i] for i in rows), 1.0, True) for rows in by_digest.values() if len(rows) > 1]
     firsts = [rows[0] for rows in by_digest.values()]  # one row per exact group takes part in the near search
     sets = [shingles(texts[i]) for i in firsts]
+    sets = without(sets, common_shingles(sets))
     lsh = MinHashLSH(threshold=max(threshold - LSH_MARGIN, 0.1), num_perm=PERMUTATIONS)
     hashes = _minhashes(sets)
     parent = list(range(len(firsts)))
@@ -112,15 +137,14 @@ def find_leaks(train_wheres: list[str], train_texts: list[str], held_wheres: lis
     for i, text in enumerate(train_texts):
         digests.setdefault(_digest(text), i)
     train_sets = [shingles(text) for text in train_texts]
+    common = common_shingles(train_sets)
+    train_sets = without(train_sets, common)
     lsh = MinHashLSH(threshold=max(threshold - LSH_MARGIN, 0.1), num_perm=PERMUTATIONS)
     for i, minhash in enumerate(_minhashes(train_sets)):
         lsh.insert(i, minhash)
-    grams: dict[str, int] = {}
-    for i, answer in enumerate(train_answers):
-        for gram in shingles(answer, ngram) if len(normalize(answer).split()) >= ngram else ():
-            grams.setdefault(gram, i)
+    grams = _answer_grams(train_answers, ngram)
     leaks = []
-    held_sets = [shingles(text) for text in held_texts]
+    held_sets = without([shingles(text) for text in held_texts], common)
     for j, minhash in enumerate(_minhashes(held_sets)):
         if (i := digests.get(_digest(held_texts[j]))) is not None:
             leaks.append(Leak(train_wheres[i], held_wheres[j], "exact", 1.0))
@@ -131,9 +155,23 @@ def find_leaks(train_wheres: list[str], train_texts: list[str], held_wheres: lis
             similarity, i = max(near)
             leaks.append(Leak(train_wheres[i], held_wheres[j], "near", similarity))
             continue
-        answer = held_answers[j]
-        if len(normalize(answer).split()) >= ngram:
-            shared = next((grams[g] for g in sorted(shingles(answer, ngram)) if g in grams), None)
-            if shared is not None:
-                leaks.append(Leak(train_wheres[shared], held_wheres[j], "ngram", 0.0))
+        shared = next((grams[g] for g in sorted(_grams(held_answers[j], ngram)) if g in grams), None)
+        if shared is not None:
+            leaks.append(Leak(train_wheres[shared], held_wheres[j], "ngram", 0.0))
     return leaks
+
+
+def _grams(answer: str, ngram: int) -> set[str]:
+    return shingles(answer, ngram) if len(normalize(answer).split()) >= ngram else set()
+
+
+def _answer_grams(answers: list[str], ngram: int) -> dict[str, int]:
+    """Each `ngram`-word run of the answers -> the first answer holding it, less the runs most
+    answers share (a stock opening or sign-off)."""
+    gram_sets = [_grams(answer, ngram) for answer in answers]
+    common = common_shingles(gram_sets)
+    grams: dict[str, int] = {}
+    for i, gram_set in enumerate(gram_sets):
+        for gram in gram_set - common:
+            grams.setdefault(gram, i)
+    return grams
