@@ -66,7 +66,7 @@ def win_rate(run_dir: Path, config: RunConfig, test: str | None = None) -> dict[
 def held_out_prompts(config: RunConfig, loaded: Any, test: str | None) -> list[PromptItem]:
     """The test prompts if given, else the prompts the run held out (the same seeded split, after
     leaving out the same rows training did)."""
-    from dataclasses import replace
+    from tunesmith.config import replace
 
     if test:
         config = replace(config, data=replace(config.data, train=test, validation=None, validation_split=0.0))

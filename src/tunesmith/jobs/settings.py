@@ -17,32 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
-from tunesmith.config import RunConfig, build_config
+from tunesmith.config import RunConfig, build_config, job_settings, job_settings_schema
 from tunesmith.errors import ConfigError
 
 METHOD_TYPES = {"supervised": "sft", "dpo": "dpo"}
 # tunesmith methods a `supervised` job may name in tunesmith.method; dpo jobs are dpo
 SUPERVISED_METHODS = ("sft", "pretrain", "classify", "token-classify", "extractive-qa")
-# What a job's `tunesmith` field may set: how to train and evaluate, on the job's own files. An
-# allow-list, not a deny-list: a setting added to RunConfig is refused here until someone decides a
-# job may set it. Left out on purpose: whatever names a model, a path, a dataset on the server or
-# code to run (model.*, data.rag, eval.prompt_model, eval.rag, eval.groups, preference.reward ...),
-# and what the service itself decides (train.device, train.memory_limit_gb, train.compile, output.*).
-JOB_SETTINGS: dict[str, frozenset[str]] = {
-    "lora": frozenset({"enabled", "rank", "alpha", "dropout", "target_modules"}),
-    "train": frozenset({"epochs", "max_steps", "batch_size", "gradient_accumulation", "learning_rate",
-                        "weight_decay", "adam_betas", "adam_eps", "scheduler", "warmup_ratio", "max_grad_norm",
-                        "batching", "eval_every", "eval_before", "early_stopping_patience",
-                        "early_stopping_min_delta", "save_every", "keep_checkpoints", "seed", "precision",
-                        "gradient_checkpointing", "log_every"}),
-    "data": frozenset({"validation_split", "format", "columns", "max_length", "truncate", "stride", "skip_invalid",
-                       "audit", "loss_on", "system_prompt"}),
-    "task": frozenset({"prompt_template", "labels", "label_names", "max_answer_tokens", "class_weights"}),
-    "preference": frozenset({"loss", "beta", "simpo_gamma"}),
-    "eval": frozenset({"compare", "few_shot", "few_shot_selection", "max_rows", "max_new_tokens", "batch_size",
-                       "precision", "general_text", "general_rows", "scoring", "length_normalized", "resamples"}),
-}
-SECTIONS = tuple(JOB_SETTINGS)
+# What a job's `tunesmith` field may set: each setting defined with job=True in config/ (an
+# allow-list kept where the setting is defined; a setting added later is refused until someone marks
+# it). Never on it: whatever names a model, a path, a dataset on the server or code to run
+# (model.*, data.rag, eval.prompt_model, eval.rag, eval.groups, preference.reward ...), and what the
+# service itself decides (train.device, train.memory_limit_gb, train.compile, output.*).
+SECTIONS = tuple(job_settings())
 # settings a job gives through OpenAI's own fields instead
 GIVEN_ELSEWHERE = {"data.train": "training_file", "data.validation": "validation_file", "eval.test": "tunesmith.test_file",
                    "train.method": "tunesmith.method"}
@@ -117,17 +103,8 @@ def hyperparameters_of(method: dict[str, Any], legacy: dict[str, Any] | None) ->
 def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str, Any], settings: dict[str, Any],
                seed: int, files: JobFiles, output_dir: str) -> RunConfig:
     """The RunConfig of a job (ConfigError, naming the setting, when one is wrong)."""
+    check_job_settings({key: value for key, value in settings.items() if not key.startswith("_")})
     raw: dict[str, Any] = {section: copy.deepcopy(value) for section, value in settings.items() if section in SECTIONS}
-    unknown = sorted(key for key in set(settings) - set(SECTIONS) - {"method", "test_file"} if not key.startswith("_"))
-    if unknown:
-        raise JobSettingsError(f"tunesmith.{unknown[0]} is not a tunesmith setting here; give "
-                               f"{', '.join(SECTIONS)}, method or test_file", f"tunesmith.{unknown[0]}")
-    for section, values in raw.items():
-        if not isinstance(values, dict):
-            raise JobSettingsError(f"tunesmith.{section} must be an object of settings", f"tunesmith.{section}")
-        for key in values:
-            if key not in JOB_SETTINGS[section]:
-                raise JobSettingsError(_refusal(section, key), f"tunesmith.{section}.{key}")
     general = (raw.get("eval") or {}).get("general_text")
     if general is not None and not _named_dataset(str(general)):
         raise JobSettingsError(f"tunesmith.eval.general_text={general!r}: give a named dataset (tunesmith data list) or "
@@ -157,6 +134,28 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
     return config
 
 
+def check_job_settings(settings: dict[str, Any]) -> None:
+    """A job's `tunesmith` field against the JSON Schema of what a job may set (config.job_settings_schema,
+    what GET /v1/tunesmith/job_settings_schema serves): JobSettingsError naming the first problem."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(job_settings_schema())  # made anew: milliseconds, never stale
+    errors = sorted(validator.iter_errors(settings), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if not errors:
+        return
+    error = errors[0]
+    where = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))[0]
+        if not where:
+            raise JobSettingsError(f"tunesmith.{extra} is not a tunesmith setting here; give "
+                                   f"{', '.join(SECTIONS)}, method or test_file", f"tunesmith.{extra}")
+        raise JobSettingsError(_refusal(where, extra), f"tunesmith.{where}.{extra}")
+    if error.validator == "type" and where in SECTIONS:
+        raise JobSettingsError(f"tunesmith.{where} must be an object of settings", f"tunesmith.{where}")
+    raise JobSettingsError(f"tunesmith.{where}: {error.message}", f"tunesmith.{where}")
+
+
 def _refusal(section: str, key: str) -> str:
     import difflib
 
@@ -164,14 +163,14 @@ def _refusal(section: str, key: str) -> str:
 
     instead = GIVEN_ELSEWHERE.get(f"{section}.{key}")
     if f"{section}.{key}" not in {name for name, _, _ in describe_settings()}:  # a typo: say which one was meant
-        close = difflib.get_close_matches(key, sorted(JOB_SETTINGS[section]), n=1)
-        hint = f"did you mean {section}.{close[0]}?" if close else f"give one of {', '.join(sorted(JOB_SETTINGS[section]))}"
+        close = difflib.get_close_matches(key, sorted(job_settings()[section]), n=1)
+        hint = f"did you mean {section}.{close[0]}?" if close else f"give one of {', '.join(sorted(job_settings()[section]))}"
         return f"tunesmith.{section}.{key} is not a tunesmith setting; {hint}"
     if instead:
         return f"tunesmith.{section}.{key} cannot be set on a fine-tuning job; give {instead} instead"
     return (f"tunesmith.{section}.{key} cannot be set on a fine-tuning job (a job may not name models, files or code "
             f"on the server, nor what the service decides); {section} settings a job may set: "
-            f"{', '.join(sorted(JOB_SETTINGS[section]))}")
+            f"{', '.join(sorted(job_settings()[section]))}")
 
 
 def _named_dataset(spec: str) -> bool:

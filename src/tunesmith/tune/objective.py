@@ -18,11 +18,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, dump_config
+from tunesmith.config import RunConfig, dump_config, replace
 from tunesmith.errors import RunError
 from tunesmith.files import write_atomic
 from tunesmith.training.metrics import read_metrics

@@ -6,11 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import warnings
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tunesmith.config import RunConfig, dump_config
+from tunesmith.config import RunConfig, dump_config, replace
 from tunesmith.files import write_atomic, write_json_atomic
 from tunesmith.tune.space import SearchSpace, apply_values
 
