@@ -256,13 +256,17 @@ def test_a_classifier_run_is_refused_for_gguf_and_its_onnx_gives_predicts_labels
 
 
 def test_k_quants_without_llama_cpp_name_what_to_install(lora_run: Path, tmp_path: Path):
-    try:
-        import llama_cpp  # noqa: F401
-        pytest.skip("llama-cpp-python is installed here: K-quants work")
-    except ImportError:
-        pass
-    with pytest.raises(ExportError, match=r"pip install 'tunesmith\[llama-cpp\]'"):
-        export_run(lora_run, "gguf", out_dir=tmp_path, quant="q4_k_m")
+    """Where llama-cpp-python is missing (here it may be installed: a process where importing it
+    fails, as Python's import system does for a None entry in sys.modules, stands in)."""
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['llama_cpp'] = None\n"
+              "from pathlib import Path\nfrom tunesmith.export.gguf import ExportError\nfrom tunesmith.export import export_run\n"
+              f"try:\n    export_run(Path({str(lora_run)!r}), 'gguf', out_dir=Path({str(tmp_path)!r}), quant='q4_k_m')\n"
+              "except ExportError as exc:\n    print(exc)\n")
+    printed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300).stdout
+    assert "pip install 'tunesmith[llama-cpp]'" in printed
     assert not list(tmp_path.glob("*.gguf"))
 
 
