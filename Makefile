@@ -2,7 +2,7 @@
 # build of torch on machines without a GPU, then tunesmith), which a second call only checks.
 PYTHON_VENV := .venv/bin/python
 
-.PHONY: setup demo test test-slow test-browser bench lint
+.PHONY: setup demo test test-slow test-browser bench lint docs
 
 setup:
 	@./scripts/setup.sh
@@ -31,3 +31,10 @@ bench: setup
 
 lint: setup
 	@$(PYTHON_VENV) -m ruff check src tests benchmarks
+
+# The documentation site (mkdocs.yml) into build/site; strict, so any warning fails the build. The
+# reference pages are generated from the code at build time (docs/hooks.py). NO_MKDOCS_2_WARNING
+# silences Material's banner about its own end of life, which is not a warning about these docs.
+docs: setup
+	@$(PYTHON_VENV) -m pip install --quiet -e .[docs]
+	@NO_MKDOCS_2_WARNING=1 $(PYTHON_VENV) -m mkdocs build --strict

@@ -19,7 +19,8 @@ class ServeConfig(TopSection):
     admin_keys: tuple[str, ...] = setting((), "Keys of the operator: load and unload adapters (POST /v1/load_lora_adapter), "
                                               "read /metrics, see every project. "
                                               "None: only in development mode, from this machine.")
-    max_queue: int = setting(64, "Rows (choices) queued or decoding at once; a request beyond it gets 429.", ge=1)
+    max_queue: int = setting(64, "Rows (choices) queued or decoding at once: a request finding it full gets 429, one "
+                                 "needing more rows than it ever holds gets 400.", ge=1)
     max_batch: int = setting(16, "Rows decoded together in one batch.", ge=1)
     max_tokens: int = setting(1024, "Largest max_tokens a request may ask for; also the default.", ge=1)
     max_request_bytes: int = setting(1_000_000, "Largest request body; a larger one gets 413.", ge=1)
