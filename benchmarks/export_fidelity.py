@@ -25,7 +25,7 @@ from tunesmith.eval.items import load_items
 from tunesmith.eval.metrics import map_answer_to_label
 from tunesmith.export import export_run
 from tunesmith.models.generate import load_for_generation
-from tunesmith.runs import run_config
+from tunesmith.pipeline.folder import run_config
 
 
 def llama_cpp_answers(path: Path, loaded, prompts: list, max_new_tokens: int) -> list[str]:

@@ -18,7 +18,7 @@ from tunesmith.eval.compare import evaluate_system
 from tunesmith.eval.intervals import system_intervals
 from tunesmith.eval.items import load_items
 from tunesmith.models.generate import load_for_generation
-from tunesmith.runs import run_config
+from tunesmith.pipeline.folder import run_config
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ from tunesmith.config import ServeConfig, load_config
 from tunesmith.data.catalog import dataset_path, parse_name
 from tunesmith.data.read import read_records
 from tunesmith.data.tasks import LabelTask
-from tunesmith.feedback import export_feedback
-from tunesmith.monitor import write_monitor
-from tunesmith.retrain import retrain
+from tunesmith.improve.feedback import export_feedback
+from tunesmith.improve.monitor import write_monitor
+from tunesmith.improve.retrain import retrain
 from tunesmith.serve.app import create_app, running
 from tunesmith.serve.models import ServedModels
 from tunesmith.store.completions import Completions

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
     """Run the training method named in `config.train.method`, then the evaluation the config asks
     for (`eval.test`); returns where everything landed."""
-    from tunesmith.runs import train as train_and_evaluate
+    from tunesmith.pipeline.train import train as train_and_evaluate
 
     return train_and_evaluate(config, resume=resume, show_progress=show_progress)
 

@@ -201,7 +201,7 @@ def test_the_monitor_page_shows_the_monitor_or_says_what_is_missing(tiny_model_d
                        headers={"Content-Type": "application/json"})[0] == 200
         status, html = page(base_url, "/console/monitor")
     assert status == 200
-    if importlib.util.find_spec("tunesmith.monitor") is None:
+    if importlib.util.find_spec("tunesmith.improve.monitor") is None:
         assert 'id="message"' in html and "no monitor" in html
     else:
         assert "<html" in html.lower() and "tiny" in html

@@ -140,7 +140,7 @@ def test_a_system_prompt_reaches_evaluation_the_baselines_and_predict(tmp_path: 
     from tunesmith.config import load_config
     from tunesmith.data.tasks import LabelTask
     from tunesmith.eval.compare import answer_budget
-    from tunesmith.runs import prompts_to_predict, rows_to_predict
+    from tunesmith.pipeline.predict import prompts_to_predict, rows_to_predict
 
     system = "You sort film reviews."
     train = write_reviews_csv(tmp_path / "reviews.csv", 40, seed=1)

@@ -12,7 +12,7 @@ import pytest
 from tunesmith.config import build_config, dump_config
 from tunesmith.data.tasks import LabelTask
 from tunesmith.errors import RunError
-from tunesmith.feedback import export_feedback, parse_label_prompt
+from tunesmith.improve.feedback import export_feedback, parse_label_prompt
 from tunesmith.store.completions import Completions, key_fingerprint
 from tunesmith.store.db import open_store, sqlite_url
 

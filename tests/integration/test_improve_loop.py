@@ -51,10 +51,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
 
 def test_serve_store_feedback_export_retrain_gate_promote_and_rollback(run: Path, tmp_path: Path) -> None:
     from tunesmith.cli import main
-    from tunesmith.feedback import export_feedback
-    from tunesmith.lineage import read_lineage
+    from tunesmith.improve.feedback import export_feedback
+    from tunesmith.improve.lineage import read_lineage
+    from tunesmith.improve.retrain import retrain
     from tunesmith.models.generate import generate, load_for_generation
-    from tunesmith.retrain import retrain
     from tunesmith.store.completions import Completions
     from tunesmith.store.db import open_store
 
@@ -171,8 +171,8 @@ def test_a_generation_within_the_margin_only_by_its_estimate_is_refused(run: Pat
     """A real retrain whose test-set estimate passes the margin while the lower end of its 95%
     interval does not: the gate refuses it (the estimate alone would have promoted it)."""
     from tunesmith.cli import main
-    from tunesmith.lineage import read_lineage, rollback
-    from tunesmith.retrain import GateSet, decide
+    from tunesmith.improve.lineage import read_lineage, rollback
+    from tunesmith.improve.retrain import GateSet, decide
 
     if read_lineage(run)["current"] != 0:  # start from generation 0, whatever the test before left current
         rollback(run, 0)

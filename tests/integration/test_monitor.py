@@ -17,7 +17,7 @@ pytest.importorskip("sklearn", reason="the drift figures need the monitor extra 
 from tests.integration.helpers import tiny_config  # noqa: E402
 from tunesmith.data.tasks import LabelTask  # noqa: E402
 from tunesmith.errors import RunError  # noqa: E402
-from tunesmith.monitor import (  # noqa: E402
+from tunesmith.improve.monitor import (  # noqa: E402
     DriftThresholds,
     MonitorReport,
     build_monitor,
@@ -219,8 +219,8 @@ def test_the_length_psi_is_the_one_computed_by_hand_from_the_training_file(label
     import numpy as np
     from transformers import AutoTokenizer
 
-    from tunesmith.monitor.drift import split_reference
-    from tunesmith.monitor.prompts import training_prompts
+    from tunesmith.improve.monitor.drift import split_reference
+    from tunesmith.improve.monitor.prompts import training_prompts
 
     task = LabelTask.load(label_run / "task.json")
     with open(label_run.parent.parent / "reviews.csv", newline="") as handle:
@@ -279,7 +279,7 @@ def test_a_chat_run_without_a_tokenizer_counts_words_and_says_so(tmp_path: Path)
 def test_the_generations_of_a_lineage_are_monitored_with_the_run(tmp_path: Path):
     rows = [{"messages": [{"role": "user", "content": f"question {n}"}, {"role": "assistant", "content": "a"}]}
             for n in range(20)]
-    from tunesmith.lineage import add_generation
+    from tunesmith.improve.lineage import add_generation
 
     first = chat_run_folder(tmp_path / "run", rows)
     second = chat_run_folder(first / "generations" / "gen-1", rows)

@@ -93,3 +93,37 @@ def test_an_answer_reaches_its_client_when_the_store_cannot_keep_it(server):
                                             messages=[{"role": "user", "content": "hi"}])
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == \
         reply.choices[0].message.content
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", b'{"model": "tiny", "max_tokens": 2, "messages": [{"role": "user", "content": "hi \\ud800"}]}'),
+    ("/v1/completions", b'{"model": "tiny", "max_tokens": 2, "prompt": "\\udc00 there"}'),
+    ("/v1/chat/completions", b'{"model": "tiny", "max_tokens": 2, "store": true, "metadata": {"k": "\\ud800"}, '
+                             b'"messages": [{"role": "user", "content": "hi"}]}'),
+    ("/v1/fine_tuning/jobs", b'{"model": "tiny", "training_file": "file-\\ud800"}'),
+])
+def test_text_that_is_json_but_not_unicode_is_a_400_not_a_500(server, path: str, body: bytes):
+    """A lone surrogate is valid JSON (`"\\ud800"`) and no UTF-8 text: the tokenizer, SQLite and
+    the error answer itself failed on it with 500s (found by the schema-driven fuzzing)."""
+    httpx = pytest.importorskip("httpx2")
+    client, _ = server
+    answer = httpx.post(str(client.base_url).rstrip("/") + path.removeprefix("/v1"), content=body,
+                        headers={"Content-Type": "application/json", "Authorization": "Bearer local"}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    assert "surrogate" in answer.json()["error"]["message"]
+    assert client.chat.completions.create(model="tiny", max_tokens=2, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_an_id_in_the_path_that_is_not_unicode_is_a_400(server):
+    httpx = pytest.importorskip("httpx2")
+    client, _ = server
+    answer = httpx.get(str(client.base_url).rstrip("/") + "/files/file-%ED%A0%80",
+                       headers={"Authorization": "Bearer local"}, timeout=60)
+    assert answer.status_code in (400, 404), answer.text
+
+
+def test_an_empty_completion_prompt_is_a_400(server):
+    client, _ = server
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="tiny", prompt="", max_tokens=2)
+    assert refused.value.body["param"] == "prompt"

@@ -26,9 +26,9 @@ def models(tiny_model_dir: Path) -> ServedModels:
 
 
 def test_a_row_that_fails_while_decoding_fails_alone_and_its_batch_mates_answer_as_alone(models: ServedModels):
-    """Four greedy rows and one whose sampling cannot work (top_p 0, which the API's schema refuses:
-    every probability is cut and torch.multinomial refuses) decode in one batch: the four give their
-    lone answers, the fifth an error. Before, the whole batch answered with that error."""
+    """Four greedy rows and one that cannot be answered (more top logprobs than the vocabulary holds,
+    which the API's schema refuses: torch.topk raises) decode in one batch: the four give their lone
+    answers, the fifth an error. Before, the whole batch answered with that error."""
     from tunesmith.serve.engine import Engine, Row, Sampling
 
     served = models.get("tiny")
@@ -44,7 +44,7 @@ def test_a_row_that_fails_while_decoding_fails_alone_and_its_batch_mates_answer_
         return events
 
     greedy = Sampling(max_tokens=8, temperature=0)
-    together = decode([greedy, greedy, greedy, greedy, Sampling(max_tokens=8, temperature=1.0, top_p=0.0)])
+    together = decode([greedy, greedy, greedy, greedy, Sampling(max_tokens=8, temperature=0, top_logprobs=10**9)])
     assert [e[-1].error for e in together[:4]] == [None] * 4
     assert ["".join(e.text for e in together[i]) for i in range(4)] == [
         "".join(e.text for e in decode([greedy] * (i + 1))[i]) for i in range(4)]
@@ -84,3 +84,17 @@ def test_a_request_needing_more_rows_than_the_queue_holds_is_told_it_can_never_f
                                            max_tokens=2)
         assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], n=4,
                                               max_tokens=2).choices
+
+
+def test_temperature_and_top_p_at_the_smallest_float_answer(models: ServedModels):
+    """5e-324 (the smallest positive double) is 0 in the logits' fp32: temperature divided by zero
+    and top_p cut every token, and both answered 500 (found by the schema-driven fuzzing)."""
+    with running(create_app(models, ServeConfig())) as base_url:
+        client = openai.OpenAI(base_url=base_url, api_key="local", max_retries=0, timeout=120)
+        greedy = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": PROMPTS[0]}],
+                                                max_tokens=6, temperature=0).choices[0].message.content
+        for sampling in ({"temperature": 5e-324}, {"top_p": 5e-324}, {"temperature": 5e-324, "top_p": 5e-324}):
+            reply = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": PROMPTS[0]}],
+                                                   max_tokens=6, **sampling)
+            assert reply.choices[0].message.content == greedy, sampling
+            assert client.completions.create(model="tiny", prompt="Hello", max_tokens=3, **sampling).choices

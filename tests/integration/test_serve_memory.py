@@ -83,7 +83,7 @@ def test_full_fine_tunes_beyond_the_cap_leave_memory_and_come_back_with_the_same
 
 
 def test_a_replaced_generation_is_freed_once_its_last_rows_finish(tmp_path: Path, tiny_model_dir: Path):
-    from tunesmith.lineage import add_generation
+    from tunesmith.improve.lineage import add_generation
 
     run = full_model_run(tmp_path / "run", tiny_model_dir)
     models = ServedModels(precision="fp32")
@@ -103,7 +103,7 @@ def test_a_replaced_generation_is_freed_once_its_last_rows_finish(tmp_path: Path
 
 
 def test_adapter_generations_free_the_old_adapter(tmp_path: Path, tiny_model_dir: Path):
-    from tunesmith.lineage import add_generation
+    from tunesmith.improve.lineage import add_generation
 
     run = make_adapter_run(tmp_path / "run", tiny_model_dir, 1)
     (run / "manifest.json").write_text(json.dumps({"method": "sft", "base_model": {"spec": str(tiny_model_dir)}}))

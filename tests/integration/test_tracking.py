@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.helpers import tiny_config
-from tunesmith.runs import train
+from tunesmith.pipeline.train import train
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tunesmith.cli as cli
+import tunesmith.cli.guide as guide_commands
 
 
 def _explode(args):
@@ -12,7 +13,7 @@ def _explode(args):
 
 
 def test_an_unforeseen_error_is_one_line_with_the_command_and_the_way_to_the_trace(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "cmd_settings", _explode)
+    monkeypatch.setattr(guide_commands, "cmd_settings", _explode)
     assert cli.main(["settings"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -21,7 +22,7 @@ def test_an_unforeseen_error_is_one_line_with_the_command_and_the_way_to_the_tra
 
 
 def test_debug_shows_the_trace(monkeypatch):
-    monkeypatch.setattr(cli, "cmd_settings", _explode)
+    monkeypatch.setattr(guide_commands, "cmd_settings", _explode)
     with pytest.raises(RuntimeError, match="on fire"):
         cli.main(["--debug", "settings"])
 

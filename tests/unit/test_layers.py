@@ -1,8 +1,11 @@
-"""Imports point one way: base -> data -> models -> training -> eval -> runs / cli.
+"""Imports point one way: base -> data -> models -> training -> eval -> pipeline -> store -> improve
+-> the rest (tune, export, jobs, serve, cli).
 
 A module may import its own layer and the layers below it, never one above: data never knows about
-models, models never about training, training never about evaluation, and nothing below the top
-imports the root package. Lazy imports inside functions count too: they are dependencies all the same.
+models, models never about training, training never about evaluation, evaluation never about the
+whole runs built from it (pipeline), a whole run never about the database (store), the store never
+about the loop after deployment (improve) that reads it, and nothing below the top imports the root
+package. Lazy imports inside functions count too: they are dependencies all the same.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import tunesmith
 
 PACKAGE = Path(tunesmith.__file__).parent
 BASE = {"errors", "files", "config", "assets", "allocator", "_version"}
-LAYERS = {"data": 1, "models": 2, "training": 3, "eval": 4}
-TOP = 5
+LAYERS = {"data": 1, "models": 2, "training": 3, "eval": 4, "pipeline": 5, "store": 6, "improve": 7}
+TOP = 8
 
 
 def layer_of(module: str) -> int:
@@ -76,6 +79,8 @@ def test_the_layer_rule_itself_catches_an_upward_import(tmp_path: Path):
     bad.write_text("def f():\n    from tunesmith.training.session import say\n")
     assert [layer_of(name) for _, name in imports_of(bad)] == [3]
     assert layer_of("tunesmith.data.inspect") == 1 and layer_of("tunesmith") == TOP
+    assert (layer_of("tunesmith.eval.compare") < layer_of("tunesmith.pipeline.train") < layer_of("tunesmith.store.db")
+            < layer_of("tunesmith.improve.monitor.report") < layer_of("tunesmith.serve.app") == layer_of("tunesmith.cli.app"))
 
 
 # Among the top-level packages of the service: serve may call jobs and store, jobs may call store,

@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the monitor reads the store: pip install -e .[serve]")
 
-from tunesmith.monitor import drift  # noqa: E402
-from tunesmith.monitor.drift import DriftThresholds  # noqa: E402
+from tunesmith.improve.monitor import drift  # noqa: E402
+from tunesmith.improve.monitor.drift import DriftThresholds  # noqa: E402
 
 
 def test_psi_is_the_hand_formula_and_the_symmetric_kl_divergence():

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the store needs the serve extra (pip install -e .[serve])")
 
-from tunesmith.monitor.prompts import last_user_text, lengths, live_rows  # noqa: E402
+from tunesmith.improve.monitor.prompts import last_user_text, lengths, live_rows  # noqa: E402
 from tunesmith.store.tables import CompletionRow  # noqa: E402
 
 

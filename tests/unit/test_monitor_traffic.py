@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("sqlalchemy", reason="the store needs the serve extra (pip install -e .[serve])")
 
-from tunesmith.monitor import traffic as figures  # noqa: E402
+from tunesmith.improve.monitor import traffic as figures  # noqa: E402
 from tunesmith.store.tables import CompletionRow, FeedbackRow  # noqa: E402
 
 percentiles, requests_per_hour = figures.percentiles, figures.requests_per_hour

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 
-from tunesmith.retrain import GateSet, decide
+from tunesmith.improve.retrain import GateSet, decide
 
 
 def gate_set(name: str, estimate: float, low: float, high: float, rows: int = 16) -> GateSet:

@@ -10,12 +10,12 @@ at once with its location, and the same models give the JSON Schema. Our hand-wr
 from __future__ import annotations
 
 import copy
-import types
-import typing
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticUndefined
+
+from tunesmith.config.annotations import literal_words, options_of
 
 
 def setting(default: Any = PydanticUndefined, help: str = "", *, job: bool = False, **constraints: Any) -> Any:
@@ -49,8 +49,8 @@ class Section(BaseModel):
     def _plain_values(cls, value: Any, info: Any) -> Any:
         if not isinstance(value, bool) or info.field_name is None:
             return value
-        options = _options(cls.model_fields[info.field_name].annotation)
-        words = [word for word in _YAML_WORDS[value] if any(word in _literal(o) for o in options)]
+        options = options_of(cls.model_fields[info.field_name].annotation)
+        words = [word for word in _YAML_WORDS[value] if any(word in literal_words(o) for o in options)]
         if words and bool not in options:
             return words[0]
         if bool not in options and any(o in (int, float) for o in options):
@@ -75,22 +75,6 @@ class TopSection(Section):
             from tunesmith.errors import ConfigError
 
             raise ConfigError("; ".join(problems_of(exc, type(self)))) from None
-
-
-def _options(annotation: Any) -> list[Any]:
-    """The alternatives of a union annotation (itself otherwise)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [option for option in typing.get_args(annotation) if option is not type(None)]
-    return [annotation]
-
-
-def _literal(annotation: Any) -> tuple[Any, ...]:
-    return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
-
-
-def literal_choices(annotation: Any) -> tuple[Any, ...]:
-    """The words a setting accepts, where it takes words (a Literal, possibly in a union)."""
-    return tuple(word for option in _options(annotation) for word in _literal(option))
 
 
 def replace(section: Any, **changes: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tunesmith.config.base import _options, literal_choices
+from tunesmith.config.annotations import literal_choices, options_of
 
 _KINDS = {
     "int_parsing": "expected a whole number", "int_from_float": "expected a whole number",
@@ -47,7 +47,7 @@ def _resolve(model: type[BaseModel], loc: tuple) -> tuple[str, Any]:
             return ".".join([*parts, str(part)]), None
         parts.append(part)
         field = current.model_fields[part]
-        current = next((o for o in _options(field.annotation) if isinstance(o, type) and issubclass(o, BaseModel)),
+        current = next((o for o in options_of(field.annotation) if isinstance(o, type) and issubclass(o, BaseModel)),
                        None)
     return ".".join(parts), field
 
@@ -74,7 +74,7 @@ def _unknown(key: str, model: type[BaseModel], prefix: str) -> str:
     *section, name = key.removeprefix(prefix).split(".")
     current: Any = model
     for part in section:
-        current = next(o for o in _options(current.model_fields[part].annotation) if isinstance(o, type))
+        current = next(o for o in options_of(current.model_fields[part].annotation) if isinstance(o, type))
     names = list(current.model_fields)
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     where = prefix + "".join(f"{part}." for part in section)

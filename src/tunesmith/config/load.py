@@ -57,7 +57,10 @@ def stage_config(config: RunConfig, number: int, *, model: str | None = None) ->
     merged = _merge(base, stage, f"stages[{number}]")
     if model is not None:
         merged["model"]["name"] = model
-    return validated(merged, f"stages[{number}].")
+    try:
+        return validated(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"stages[{number}] (its settings layered over the top-level ones): {exc}") from None
 
 
 def stage_name(config: RunConfig, number: int) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tunesmith.config.base import _options
+from tunesmith.config.annotations import options_of
 from tunesmith.config.run import RunConfig
 
 # what a job gives through tunesmith's own top-level keys, beside the settings sections
@@ -21,7 +21,7 @@ JOB_EXTRAS = {
 
 
 def _section(annotation: Any) -> type[BaseModel] | None:
-    return next((o for o in _options(annotation) if isinstance(o, type) and issubclass(o, BaseModel)), None)
+    return next((o for o in options_of(annotation) if isinstance(o, type) and issubclass(o, BaseModel)), None)
 
 
 def describe_settings(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:

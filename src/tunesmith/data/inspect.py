@@ -1,7 +1,7 @@
 """What the loss sees, token by token: the text views `tunesmith data inspect` prints.
 
 The command itself (which needs the model's tokenizer and a training method's rules) is in
-tunesmith/checks.py; this module only draws tokenized examples.
+tunesmith/pipeline/checks.py; this module only draws tokenized examples.
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def export_run(run_dir: str | Path, fmt: str, *, out_dir: str | Path | None = No
 
 def _texts_of(files: ModelFiles, data_spec: str) -> list[str]:
     """The texts of a data file's rows, read as `tunesmith predict` reads them."""
-    from tunesmith.runs import rows_to_predict, run_config, texts_to_classify
+    from tunesmith.pipeline.folder import run_config
+    from tunesmith.pipeline.predict import rows_to_predict, texts_to_classify
 
     source, examples = rows_to_predict(data_spec, run_config(files.run_dir).data)
     return texts_to_classify(source, examples)

@@ -75,7 +75,7 @@ def export_feedback(run_dir: Path, output: Path, kind: Kind, *, store_url: str |
     audited; returns what happened. Without `project`, the one project the store holds completions
     of the run in; several are an error (choose_project)."""
     from tunesmith.files import write_atomic
-    from tunesmith.runs import run_config
+    from tunesmith.pipeline.folder import run_config
     from tunesmith.store.completions import choose_project
 
     run_dir = Path(run_dir).resolve()

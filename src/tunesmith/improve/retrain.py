@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from tunesmith.config import RunConfig, apply_overrides
+from tunesmith.config import RunConfig, apply_overrides, replace
 from tunesmith.errors import RunError
-from tunesmith.lineage import current_generation, next_number, read_lineage
+from tunesmith.improve.lineage import current_generation, next_number, read_lineage
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,8 @@ def retrain(run_dir: Path, new_data: str, overrides: list[str] | None = None, *,
     """Train generation N+1 of `run_dir` on `new_data`, gate it, record it, promote it if it wins
     (with `gate_test_interval`, the test set's interval must clear -margin, not only its estimate)."""
     from tunesmith.data.tasks import LabelTask
-    from tunesmith.runs import run_config, train
+    from tunesmith.pipeline.folder import run_config
+    from tunesmith.pipeline.train import train
 
     run_dir = Path(run_dir).resolve()
     read_lineage(run_dir)  # refuses a folder that is not a finished run
@@ -102,7 +103,7 @@ def retrain(run_dir: Path, new_data: str, overrides: list[str] | None = None, *,
               "gate": {"promoted": promoted, "reasons": reasons, "margin": config.retrain.margin,
                        "test_interval": gate_test_interval, "sets": [s.__dict__ for s in sets]}}
     from tunesmith.files import write_atomic, write_json_atomic
-    from tunesmith.lineage import add_generation
+    from tunesmith.improve.lineage import add_generation
 
     write_json_atomic(result.run_dir / "gate.json", record["gate"])
     write_atomic(result.run_dir / "gate.md", f"# Gate of generation {number}\n\n{outcome.table()}\n\n"

@@ -320,7 +320,7 @@ class JobFailed(Exception):
 def validation_events(config: RunConfig, files: JobFiles, job: FileIds | JobRow) -> list[dict]:
     """Check the job's files row by row, then audit them; JobFailed for a bad file (or, with
     data.audit=strict, any audit finding). Returns the events to report."""
-    from tunesmith.checks import validate_data
+    from tunesmith.pipeline.checks import validate_data
 
     checked = [("training_file", files.train, job.training_file), ("validation_file", files.validation,
                                                                    job.validation_file)]

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tunesmith.config import RunConfig
+from tunesmith.config import RunConfig, replace
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.inspect import GREEN, GREY, RESET, length_stats, show_inline, show_table
 from tunesmith.data.pipeline import SourceData, read_source, render_source, tokenize_source
@@ -33,8 +33,6 @@ def _load(path: str, config: RunConfig) -> tuple[Any, TemplateInfo, str, SourceD
 def validate_data(path: str, config: RunConfig) -> str:
     """A one-paragraph all-clear, or a DataError listing every problem, by the rules of the training
     method the data is for (`train.method`; preference and prompt files are recognised by their rows)."""
-    from dataclasses import replace
-
     from tunesmith.data.formats import choose_format
     from tunesmith.data.read import read_records
 
@@ -52,8 +50,6 @@ def validate_data(path: str, config: RunConfig) -> str:
 
 
 def _validate_for_method(path: str, config: RunConfig) -> str:
-    from dataclasses import replace
-
     from tunesmith.training.session import get_method, load_tokenizer_and_template
 
     method = get_method(config.train.method)

@@ -24,7 +24,7 @@ def demo_config(steps: int, output_dir: str):
 
 
 def run_demo(*, steps: int = 100, output_dir: str = "runs") -> Path:
-    import tunesmith
+    from tunesmith.pipeline.train import train
 
     started = time.time()
     config = demo_config(steps, output_dir)
@@ -32,7 +32,7 @@ def run_demo(*, steps: int = 100, output_dir: str = "runs") -> Path:
           "   then compare it with the base model zero-shot, 5-shot (balanced) and with the 3 nearest training reviews\n"
           "   retrieved into its prompt (RAG), on 400 held-out reviews, each system\n"
           "   scored by its generated answer and by the likelihood of each label, with 95% intervals on every gain\n", flush=True)
-    result = tunesmith.train(config)
+    result = train(config)
     comparison = result.comparison
     tuned = comparison.system("fine-tuned")
     print("== what changed")

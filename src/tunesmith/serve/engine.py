@@ -444,22 +444,35 @@ def _choose(logits: torch.Tensor, rows: list[Row]
         if wanted is None or index in failed:
             found.append(None)
             continue
-        tokenizer = row.served.tokenizer
-        token = int(chosen[index])
-        top = torch.topk(log_probs[index], wanted) if wanted else None
-        found.append(TokenLogprob(tokenizer.decode([token]), float(log_probs[index, token]),
-                                  [(tokenizer.decode([int(t)]), float(v)) for v, t in zip(*top)] if top else []))
+        try:
+            found.append(_logprob(row, log_probs[index], int(chosen[index]), wanted))
+        except Exception as exc:
+            failed[index] = exc
+            found.append(None)
     return chosen.cpu(), found, failed
 
 
+def _logprob(row: Row, log_probs: torch.Tensor, token: int, wanted: int) -> TokenLogprob:
+    tokenizer = row.served.tokenizer
+    top = torch.topk(log_probs, wanted) if wanted else None
+    return TokenLogprob(tokenizer.decode([token]), float(log_probs[token]),
+                        [(tokenizer.decode([int(t)]), float(v)) for v, t in zip(*top)] if top else [])
+
+
+NEAR_ZERO_TEMPERATURE = 1e-4  # below it, sampling is greedy decoding (5e-324 is 0 in the logits' fp32)
+
+
 def _sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:
-    # the largest logit moved to 0 before dividing: a temperature near 0 (1e-45) gives 0 and -inf,
-    # a one-hot distribution, where logits / temperature overflowed to inf and softmax to nan
+    if sampling.temperature < NEAR_ZERO_TEMPERATURE:
+        return int(logits.argmax())
+    # the largest logit moved to 0 before dividing: no overflow to inf, so softmax never gives nan
     probabilities = torch.softmax((logits - logits.max()) / sampling.temperature, dim=-1)
     if sampling.top_p < 1.0:
         ordered, order = probabilities.sort(descending=True)
         before = ordered.cumsum(-1) - ordered  # mass of the tokens ranked above each one
-        ordered[before >= sampling.top_p] = 0.0  # keep the smallest head whose mass reaches top_p
+        cut = before >= sampling.top_p  # keep the smallest head whose mass reaches top_p,
+        cut[0] = False  # and always the most likely token (a top_p of 5e-324 is 0 in fp32: it cut them all)
+        ordered[cut] = 0.0
         probabilities = torch.zeros_like(probabilities).scatter(0, order, ordered)
     return int(torch.multinomial(probabilities, 1, generator=generator))
 

@@ -22,8 +22,15 @@ class APIError(Exception):
 def error_response(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
                    code: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    message, param = _printable(message), _printable(param) if param is not None else None
     return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
                         status_code=status, headers=headers)
+
+
+def _printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a message that echoes a client's lone surrogate would otherwise
+    fail to encode, and the error answer itself would become a 500."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def unknown_model(name: str) -> APIError:
@@ -39,7 +46,13 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     first = exc.errors()[0] if exc.errors() else {}
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(location) or None
-    return error_response(400, f"{param or 'body'}: {first.get('msg', 'invalid request')}", param=param,
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    return error_response(400, f"{param or 'body'}: {message}", param=param, code="invalid_value")
+
+
+async def _not_unicode(request: Request, exc: UnicodeError) -> JSONResponse:
+    """Text that is not Unicode (a lone surrogate in a path or a query, past every schema)."""
+    return error_response(400, "the request holds text that is not valid Unicode (a lone surrogate); send UTF-8 text",
                           code="invalid_value")
 
 
@@ -52,3 +65,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(UnicodeError, _not_unicode)

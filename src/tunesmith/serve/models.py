@@ -137,7 +137,7 @@ class ServedModels:
         name = name or model_name(path)
         if name in self.served or name in self.lineages:
             raise ModelError(f"{name}: a model of that name is already served; give another name (NAME=FOLDER)")
-        from tunesmith.lineage import has_lineage
+        from tunesmith.improve.lineage import has_lineage
 
         if has_lineage(path):
             return self._add_lineage(path, name, project)
@@ -149,7 +149,7 @@ class ServedModels:
         return served
 
     def _add_lineage(self, run_dir: Path, alias: str, project: str | None) -> Served:
-        from tunesmith.lineage import current_generation, lineage_path
+        from tunesmith.improve.lineage import current_generation, lineage_path
 
         generation = current_generation(run_dir)
         internal = f"{alias}@gen{generation.number}"
@@ -171,7 +171,7 @@ class ServedModels:
         watch = self.lineages.get(name)
         if watch is None:
             return False
-        from tunesmith.lineage import lineage_path
+        from tunesmith.improve.lineage import lineage_path
 
         return _stamp(lineage_path(watch.run_dir)) != watch.stamp
 
@@ -179,7 +179,7 @@ class ServedModels:
         """Answer `name` with its run's current generation, loaded beside the old one; the old
         one's weights are freed once its last rows finish (release_retired). Runs on the engine's
         thread."""
-        from tunesmith.lineage import current_generation, lineage_path
+        from tunesmith.improve.lineage import current_generation, lineage_path
 
         watch = self.lineages[name]
         previous = watch.internal

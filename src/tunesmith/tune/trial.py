@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
     config_path, metric = argv
     _exit_with_parent()
     config = load_config(config_path)
-    from tunesmith.runs import train
+    from tunesmith.pipeline.train import train
 
     result = train(config, show_progress=False)
     figures = {"val_loss": result.val_loss, "steps": result.steps, "train_seconds": result.train_seconds,

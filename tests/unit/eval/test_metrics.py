@@ -147,7 +147,7 @@ def test_the_group_notes_say_which_labels_macro_f1_averages(tmp_path):
     from tunesmith.data.examples import Message
     from tunesmith.eval.compare import Comparison, SystemResult
     from tunesmith.eval.items import EvalItem
-    from tunesmith.runs import group_notes
+    from tunesmith.pipeline.evaluate import group_notes
 
     groups = tmp_path / "groups.yaml"
     groups.write_text("praised: [great]\npanned: [awful]\n")

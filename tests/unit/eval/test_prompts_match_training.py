@@ -17,7 +17,7 @@ from tunesmith.data.tokenize import encode_prompt
 from tunesmith.eval.compare import answer_budget
 from tunesmith.eval.fewshot import few_shot_prompt, select_shots
 from tunesmith.eval.items import load_items
-from tunesmith.runs import prompts_to_predict, rows_to_predict
+from tunesmith.pipeline.predict import prompts_to_predict, rows_to_predict
 
 SYSTEM = "You sort film reviews. Be terse."
 

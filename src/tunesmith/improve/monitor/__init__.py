@@ -2,11 +2,11 @@
 asked, how fast and how well it answers, and whether what it is asked has moved away from what it
 was trained on far enough to retrain (`tunesmith monitor RUN`)."""
 
-from tunesmith.monitor.drift import DriftFigure, DriftThresholds
-from tunesmith.monitor.page import render_html
-from tunesmith.monitor.report import Drift, ModelReport, MonitorReport, build_monitor
-from tunesmith.monitor.traffic import Traffic
-from tunesmith.monitor.write import write_monitor
+from tunesmith.improve.monitor.drift import DriftFigure, DriftThresholds
+from tunesmith.improve.monitor.page import render_html
+from tunesmith.improve.monitor.report import Drift, ModelReport, MonitorReport, build_monitor
+from tunesmith.improve.monitor.traffic import Traffic
+from tunesmith.improve.monitor.write import write_monitor
 
 __all__ = ["Drift", "DriftFigure", "DriftThresholds", "ModelReport", "MonitorReport", "Traffic", "build_monitor",
            "render_html", "write_monitor"]

@@ -7,12 +7,13 @@ import base64
 import html
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunesmith.monitor.traffic import Traffic
+from tunesmith.improve.monitor.traffic import Traffic
 
 if TYPE_CHECKING:
-    from tunesmith.monitor.report import Drift, ModelReport, MonitorReport
+    from tunesmith.improve.monitor.report import Drift, ModelReport, MonitorReport
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}
@@ -40,7 +41,9 @@ def render_html(report: MonitorReport) -> str:
 
 
 def model_section(model: ModelReport) -> str:
-    title = html.escape(model.name) + (f" <span class='muted'>({html.escape(model.run_dir)})</span>" if model.run_dir
+    # the run folder's name, not its path: the console shows this page to projects' keys
+    title = html.escape(model.name) + (f" <span class='muted'>({html.escape(Path(model.run_dir).name)})</span>"
+                                       if model.run_dir
                                        else " <span class='muted'>(base model: traffic only)</span>")
     parts = [f"<h2>{title}</h2>"]
     if model.retrain_suggested:

@@ -13,7 +13,7 @@ from tunesmith.data.pipeline import read_source
 from tunesmith.data.prompting import prompt_rows
 from tunesmith.data.tasks import LabelTask, check_labels
 from tunesmith.errors import RunError
-from tunesmith.monitor.drift import words
+from tunesmith.improve.monitor.drift import words
 from tunesmith.store.tables import CompletionRow
 
 
@@ -31,7 +31,7 @@ class TrainingPrompts:
 
 def training_prompts(run_dir: Path) -> TrainingPrompts:
     """Every data file the run's manifest lists (training, then validation), read with the run's settings."""
-    from tunesmith.runs import run_config
+    from tunesmith.pipeline.folder import run_config
 
     run_dir = Path(run_dir)
     config = run_config(run_dir)

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 
 from tunesmith.eval.metrics import map_answer_to_label
-from tunesmith.monitor import drift as stats
-from tunesmith.monitor.drift import DriftFigure, DriftThresholds
-from tunesmith.monitor.prompts import (
+from tunesmith.improve.monitor import drift as stats
+from tunesmith.improve.monitor.drift import DriftFigure, DriftThresholds
+from tunesmith.improve.monitor.prompts import (
     last_user_text,
     lengths,
     live_rows,
     run_tokenizer,
     training_prompts,
 )
-from tunesmith.monitor.traffic import Traffic, traffic_by_generation, traffic_of
+from tunesmith.improve.monitor.traffic import Traffic, traffic_by_generation, traffic_of
 from tunesmith.store.completions import Completions
 from tunesmith.store.tables import CompletionRow
 

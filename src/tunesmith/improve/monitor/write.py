@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 
 from tunesmith.errors import RunError
 from tunesmith.files import write_atomic
-from tunesmith.monitor.page import render_html
-from tunesmith.monitor.report import MonitorReport, build_monitor
+from tunesmith.improve.monitor.page import render_html
+from tunesmith.improve.monitor.report import MonitorReport, build_monitor
 from tunesmith.store.completions import Completions, choose_project, run_store_url
 from tunesmith.store.db import Store, open_store
 from tunesmith.store.tables import CompletionRow
@@ -44,7 +44,7 @@ def write_monitor(run_dir: Path, store_url: str | None = None, out_dir: Path | N
 def run_folders(run_dir: Path) -> set[Path]:
     """The run and its generations (generations.json, written by tunesmith retrain). The server
     records the run's own folder for every generation it serves; older rows may name a generation's."""
-    from tunesmith.lineage import generations, has_lineage
+    from tunesmith.improve.lineage import generations, has_lineage
 
     folders = {run_dir.resolve()}
     if has_lineage(run_dir):

@@ -14,17 +14,18 @@ import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tunesmith.serve.access import find_model
 from tunesmith.serve.auth import require_key
+from tunesmith.serve.bodies import RequestBody
 from tunesmith.serve.errors import APIError
 
 router = APIRouter(prefix="/v1")
 MAX_TEXTS = 256
 
 
-class ClassificationRequest(BaseModel):
+class ClassificationRequest(RequestBody):
     model: str
     input: str | list[str] = Field(min_length=1)
 

@@ -99,10 +99,10 @@ def monitor(request: Request) -> Response:
         return html(pages.message_page("No monitor", "the monitor reads the stored completions; start the server "
                                                      "with `tunesmith serve --store`"))
     try:
-        from tunesmith.monitor import build_monitor, render_html
+        from tunesmith.improve.monitor import build_monitor, render_html
     except ImportError as exc:
         return html(pages.message_page("No monitor", f"this installation has no monitor ({exc}); install a "
-                                                     "tunesmith that includes tunesmith.monitor"))
+                                                     "tunesmith that includes tunesmith.improve.monitor"))
     # a project's key sees its own project's traffic of the models it may use; an admin key, all of it
     runs = {s.public_name: s.root_dir or s.run_dir for s in visible_models(request)}
     try:

@@ -13,9 +13,10 @@ import math
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from tunesmith.serve.auth import key_of, project_of, require_key
+from tunesmith.serve.bodies import RequestBody
 from tunesmith.serve.errors import error_response
 from tunesmith.serve.stored.router import completions_of, not_found, stored_row
 from tunesmith.serve.stored.service import feedback_object
@@ -24,7 +25,7 @@ from tunesmith.store.completions import FeedbackCapReached, key_fingerprint
 router = APIRouter(prefix="/v1/chat/completions", dependencies=[Depends(require_key)])
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(RequestBody):
     score: float | None = None
     comment: str | None = Field(None, max_length=20_000)
     correction: str | None = Field(None, max_length=200_000)

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from tunesmith.serve.bodies import RequestBody
 from tunesmith.store.tables import CheckpointRow, EventRow, JobRow
 
 Auto = Literal["auto"]
 
 
-class Hyperparameters(BaseModel):
+class Hyperparameters(RequestBody):
     model_config = ConfigDict(extra="forbid")
     n_epochs: Auto | int | None = None
     batch_size: Auto | int | None = None
@@ -20,12 +21,12 @@ class Hyperparameters(BaseModel):
     beta: Auto | float | None = None
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(RequestBody):
     model_config = ConfigDict(extra="forbid")
     hyperparameters: Hyperparameters | None = None
 
 
-class Method(BaseModel):
+class Method(RequestBody):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: MethodConfig | None = None
@@ -33,7 +34,7 @@ class Method(BaseModel):
     reinforcement: dict[str, Any] | None = None
 
 
-class CreateJobRequest(BaseModel):
+class CreateJobRequest(RequestBody):
     """POST /v1/fine_tuning/jobs. `tunesmith` (sent with the SDK's extra_body) holds tunesmith's own
     settings: sections lora/train/data/task/preference/eval, `method` (a supervised job may train
     classify, pretrain, ...) and `test_file` (an uploaded file evaluated after training)."""

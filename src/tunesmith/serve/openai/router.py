@@ -110,6 +110,9 @@ async def completions(body: CompletionRequest, request: Request):
     service.check_supported(body)
     sampling = service.sampling_of(body, request, body.logprobs)
     encoded = [service.text_prompt(served, prompt) for prompt in body.prompts()]
+    if not body.prompts() or any(not prompt_ids for prompt_ids in encoded):
+        raise APIError(400, "prompt is empty (no tokens to continue); give some text", param="prompt",
+                       code="invalid_value")
     for prompt_ids in encoded:
         service.check_context(served, request, prompt_ids, sampling)
     rows = [(prompt_ids, sampling) for prompt_ids in encoded for _ in range(body.n)]  # choice i*n + j

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from tunesmith.serve.bodies import RequestBody
 
 IGNORED_FIELDS = {"user", "metadata", "store", "service_tier", "prompt_cache_key", "safety_identifier"}
 ZERO_ONLY_FIELDS = {"frequency_penalty", "presence_penalty"}  # accepted at their neutral value only
 
 
-class TextPart(BaseModel):
+class TextPart(RequestBody):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
+class ChatMessage(RequestBody):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -31,11 +33,11 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestBody):
     include_usage: bool = False
 
 
-class GenerationRequest(BaseModel):
+class GenerationRequest(RequestBody):
     """What chat and text completions share."""
 
     model_config = ConfigDict(extra="allow")
@@ -96,12 +98,12 @@ class CompletionRequest(GenerationRequest):
         return super().unsupported_field()
 
 
-class LoadAdapterRequest(BaseModel):
+class LoadAdapterRequest(RequestBody):
     """vLLM's body for POST /v1/load_lora_adapter."""
 
     lora_name: str = Field(min_length=1)
     lora_path: str = Field(min_length=1)
 
 
-class UnloadAdapterRequest(BaseModel):
+class UnloadAdapterRequest(RequestBody):
     lora_name: str = Field(min_length=1)

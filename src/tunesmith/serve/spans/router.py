@@ -16,28 +16,29 @@ import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tunesmith.serve.access import find_model
 from tunesmith.serve.auth import require_key
+from tunesmith.serve.bodies import RequestBody
 from tunesmith.serve.errors import APIError
 
 router = APIRouter(prefix="/v1")
 MAX_ROWS = 256
 
 
-class EntitiesRequest(BaseModel):
+class EntitiesRequest(RequestBody):
     model: str
     input: str | list[str] = Field(min_length=1)
 
 
-class Question(BaseModel):
+class Question(RequestBody):
     question: str = Field(min_length=1)
     context: str = Field(min_length=1)
     id: str | None = None
 
 
-class AnswersRequest(BaseModel):
+class AnswersRequest(RequestBody):
     model: str
     questions: list[Question] = Field(min_length=1, max_length=MAX_ROWS)
 

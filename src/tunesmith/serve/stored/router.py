@@ -7,9 +7,9 @@ import asyncio
 import re
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
 
 from tunesmith.serve.auth import project_of, require_key
+from tunesmith.serve.bodies import RequestBody
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.pages import list_page
 from tunesmith.serve.stored.service import completion_object, recorder_of
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/chat/completions", dependencies=[Depends(require_
 METADATA_KEY = re.compile(r"^metadata\[(.+)\]$")
 
 
-class UpdateRequest(BaseModel):
+class UpdateRequest(RequestBody):
     metadata: dict[str, str] | None
 
 

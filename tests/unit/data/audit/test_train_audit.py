@@ -9,7 +9,7 @@ import pytest
 
 from tunesmith.config import build_config
 from tunesmith.errors import DataError
-from tunesmith.runs import audit_before_training
+from tunesmith.pipeline.train import audit_before_training
 
 
 def test_strict_audit_stops_before_any_model_loads_and_names_the_rows(tmp_path: Path, capsys):
