@@ -205,7 +205,8 @@ def test_evaluation_after_training_on_two_processes_equals_one_process_on_the_sa
         tmp_path: Path, tiny_model_dir: Path, task: str):
     """Each process decodes every other batch of the held-out rows; rank 0 writes what one process writes."""
     from tests.integration.test_eval import write_reviews_csv
-    from tunesmith.runs import evaluate_classifier_run, evaluate_run, run_config
+    from tunesmith.pipeline.evaluate import evaluate_classifier_run, evaluate_run
+    from tunesmith.pipeline.folder import run_config
 
     if task == "generation":
         train, _ = rows(tmp_path)

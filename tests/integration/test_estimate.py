@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.integration.helpers import tiny_config
-from tunesmith.runs import train
+from tunesmith.pipeline.train import train
 from tunesmith.training.estimate import estimate_run
 
 

@@ -9,7 +9,7 @@ from tunesmith.data.examples import Example, Message
 from tunesmith.data.tokenize import TokenizedExample, tokenize_examples
 from tunesmith.eval.items import EvalItem
 from tunesmith.models.generate import LoadedModel
-from tunesmith.training.loop import evaluate_loss
+from tunesmith.models.loss_eval import evaluate_loss
 from tunesmith.training.loss import causal_lm_loss_sum
 
 

@@ -75,6 +75,13 @@ def attention_kernel(device: torch.device, width: int) -> contextlib.AbstractCon
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` under train.precision=bf16; fp32 runs as the weights are."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def enable_checkpointing(model: Any) -> None:
     """Activation checkpointing (PyTorch's non-reentrant kind) on every transformer layer. A layer's
     recomputation in the backward pass runs under the attention kernel its forward ran under: the

@@ -122,17 +122,21 @@ def load_sequence_classifier(
     return model
 
 
-def load_with_head(auto_class: Any, source: ModelSource, labels: list[str] | None, *, revision: str | None = None,
-                   trust_remote_code: bool = False, attn_implementation: str = "sdpa", dtype: Any = None) -> Any:
+def load_with_head(auto_class: Any, source: ModelSource, labels: list[str] | None, *, pad_token_id: int | None = None,
+                   revision: str | None = None, trust_remote_code: bool = False, attn_implementation: str = "sdpa",
+                   dtype: Any = None) -> Any:
     """The model under one of transformers' task heads (`auto_class`, e.g.
     AutoModelForTokenClassification), the head new and untrained; with `labels`, their map saved in
-    the model's config (id2label / label2id)."""
+    the model's config (id2label / label2id); with `pad_token_id`, the config's pad id set to it."""
     import torch
 
     named = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
              "label2id": {label: i for i, label in enumerate(labels)}} if labels else {}
-    return _from_hub_or_local(auto_class.from_pretrained, source, revision=revision, trust_remote_code=trust_remote_code,
-                              attn_implementation=attn_implementation, dtype=dtype or torch.float32, **named)
+    model = _from_hub_or_local(auto_class.from_pretrained, source, revision=revision, trust_remote_code=trust_remote_code,
+                               attn_implementation=attn_implementation, dtype=dtype or torch.float32, **named)
+    if pad_token_id is not None:
+        model.config.get_text_config().pad_token_id = pad_token_id
+    return model
 
 
 def _from_hub_or_local(loader: Any, source: ModelSource, **kwargs: Any) -> Any:

@@ -9,6 +9,7 @@ the body gets adapters and the head is trained in full (peft's modules_to_save).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,20 @@ from tunesmith.data.pipeline import (
 )
 from tunesmith.data.tasks import LabelTask, build_label_task
 from tunesmith.data.template import TemplateInfo
-from tunesmith.errors import ConfigError, DataError
-from tunesmith.models.classifier import classifier_logits, position_limit
-from tunesmith.models.load import ModelSource, load_sequence_classifier, load_tokenizer
-from tunesmith.training.loop import LossFn
-from tunesmith.training.registry import Method, register_method
+from tunesmith.errors import DataError
+from tunesmith.models.classifier import classifier_logits
+from tunesmith.models.load import ModelSource, load_sequence_classifier
+from tunesmith.models.loss_eval import LossFn
+from tunesmith.training.heads import (
+    HeadBatch,
+    head_method,
+    load_head_model,
+    padded_rows,
+    refuse_problems,
+    too_long,
+    training_path,
+)
+from tunesmith.training.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -56,24 +66,9 @@ class LabelledExample:
         return self.input_ids.tobytes() + self.label_id.to_bytes(4, "little")
 
 
-@dataclass
-class ClassBatch:
-    input_ids: torch.Tensor  # [B, L], right-padded
-    attention_mask: torch.Tensor  # [B, L]
-    labels: torch.Tensor  # [B]
-    n_loss_tokens: int  # examples: the loss is averaged over examples
-    n_tokens: int
-
-    def to(self, device: torch.device | str) -> ClassBatch:
-        return ClassBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
-                          self.n_loss_tokens, self.n_tokens)
-
-
 def prepare_labelled_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
     data = config.data
-    if not data.train:
-        raise ConfigError("no training data: set data.train (rows with a text and a label)")
-    train_raw = read_source(resolve_data_path(data.train), data)
+    train_raw = read_source(training_path(config, "rows with a text and a label"), data)
     task = build_label_task(train_raw.examples, config.task)
     if task is None:
         raise DataError(f"{train_raw.path}: no labelled rows; classification needs a text and a label per row "
@@ -87,10 +82,7 @@ def prepare_labelled_data(config: RunConfig, tokenizer: Any, info: TemplateInfo 
         problems = problems + more
     else:
         train, validation = split_validation(train, data.validation_split, config.train.seed)
-    if problems and not data.skip_invalid:
-        raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems in "
-                        f"{len({p.where for p in problems})} rows. Fix them, or set "
-                        "data.skip_invalid=true to leave those rows out:", problems)
+    refuse_problems(problems, data.skip_invalid)
     return PreparedData(train, validation, sources, problems, task)
 
 
@@ -111,49 +103,25 @@ def encode_labelled(raw: RawSource, task: LabelTask, tokenizer: Any, max_length:
     encoded = tokenizer([e.text for e in usable], add_special_tokens=True)["input_ids"] if usable else []
     examples = []
     for example, ids in zip(usable, encoded):
-        if len(ids) > max_length:
-            if not truncate:
-                problems.append(Problem(example.where, f"text is {len(ids)} tokens, over data.max_length={max_length}",
-                                        f"raise data.max_length to {len(ids)} or set data.truncate=true"))
-                continue
-            ids = ids[:max_length]
+        if problem := too_long(example.where, len(ids), max_length, truncate):
+            problems.append(problem)
+            continue
         label_id = task.labels.index(task.name_of(example.label))
-        examples.append(LabelledExample(np.asarray(ids, dtype=np.int32), label_id, example.source, example.line))
+        examples.append(LabelledExample(np.asarray(ids[:max_length], dtype=np.int32), label_id, example.source, example.line))
     return examples, sorted(problems, key=lambda p: p.where)
 
 
 def load_classifier(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
     assert data.task is not None
-    # the session pads batches with this tokenizer's pad id; the head's config gets the same one
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    model = load_sequence_classifier(source, list(data.task.labels), pad_token_id=tokenizer.pad_token_id,
-                                     revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
-                                     attn_implementation=config.model.attn_implementation, dtype=dtype)
-    check_positions(model, data, config)
-    return model
+    # a causal LM's `score` head reads the config's pad id: load_sequence_classifier sets it there alone
+    return load_head_model(partial(load_sequence_classifier, labels=list(data.task.labels)), source, config, dtype, data)
 
 
-def check_positions(model: Any, data: PreparedData, config: RunConfig) -> None:
-    """An example longer than a learned position table (512 rows for BERT) would end in an index
-    error deep in the model: say so before training, with the setting that fixes it."""
-    limit = position_limit(model)
-    longest = max((len(e) for e in data.train + data.validation), default=0)
-    if limit is not None and longest > limit:
-        raise ConfigError(f"data.max_length={config.data.max_length} is over the {limit} positions {config.model.name} "
-                          f"can read (the longest example is {longest} tokens); set data.max_length={limit} "
-                          "(and data.truncate=true to cut longer texts)")
-
-
-def collate_labelled(examples: list[LabelledExample], plan: list[list[int]], pad_id: int) -> ClassBatch:
+def collate_labelled(examples: list[LabelledExample], plan: list[list[int]], pad_id: int) -> HeadBatch:
     rows = [examples[row[0]] for row in plan]  # one example per row: classification never packs
-    width = max(len(e) for e in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for number, example in enumerate(rows):
-        input_ids[number, :len(example)] = torch.from_numpy(example.input_ids.astype(np.int64))
-        attention[number, :len(example)] = 1
+    input_ids, attention = padded_rows(rows, pad_id)
     labels = torch.tensor([e.label_id for e in rows], dtype=torch.long)
-    return ClassBatch(input_ids, attention, labels, len(rows), int(attention.sum()))
+    return HeadBatch(input_ids, attention, labels, len(rows), int(attention.sum()))  # the loss: a mean over examples
 
 
 def class_weights(examples: list[LabelledExample], count: int) -> torch.Tensor:
@@ -166,7 +134,7 @@ def class_weights(examples: list[LabelledExample], count: int) -> torch.Tensor:
 def classification_loss(config: RunConfig, data: PreparedData) -> LossFn:
     weights = class_weights(data.train, len(data.task.labels)) if config.task.class_weights == "balanced" else None
 
-    def loss_sum(model: Any, batch: ClassBatch) -> torch.Tensor:
+    def loss_sum(model: Any, batch: HeadBatch) -> torch.Tensor:
         logits = classifier_logits(model, batch.input_ids, batch.attention_mask)
         weight = weights.to(logits.device) if weights is not None else None
         return F.cross_entropy(logits.float(), batch.labels, weight=weight, reduction="sum")
@@ -174,14 +142,8 @@ def classification_loss(config: RunConfig, data: PreparedData) -> LossFn:
     return loss_sum
 
 
-CLASSIFY = register_method(Method(
-    name="classify",
-    description="a classification head on a causal LM or an encoder, trained on labelled rows",
-    prepare_data=prepare_labelled_data,
-    load_model=load_classifier,
-    collate=collate_labelled,
-    make_loss=classification_loss,
-    peft_task_type="SEQ_CLS",
-    uses_chat_template=False,
-    batching="group_by_length",
+CLASSIFY = register_method(head_method(
+    "classify", "a classification head on a causal LM or an encoder, trained on labelled rows",
+    prepare_data=prepare_labelled_data, load_model=load_classifier, collate=collate_labelled,
+    make_loss=classification_loss, peft_task_type="SEQ_CLS",
 ))

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,13 +29,15 @@ from tunesmith.errors import RunError
 from tunesmith.models.adapters import adapter_input_casting
 from tunesmith.models.device import resolve_device, resolve_precision
 from tunesmith.models.load import resolve_model
+from tunesmith.models.loss_eval import LossFn
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
-from tunesmith.training.loop import BatchStream, LossFn, evaluate, total_steps, train_step
+from tunesmith.training.loop import BatchStream, evaluate, total_steps, train_step
 from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.run_folder import RunFolder
 from tunesmith.training.session import (
     get_method,
     load_tokenizer_and_template,
+    make_optimizer,
     peak_memory_mb,
     save_outputs,
     trainable_model,
@@ -98,9 +101,7 @@ def estimate_run(config: RunConfig) -> Estimate:
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
     model = trainable_model(method, source, config, data, precision, device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
-                                  weight_decay=config.train.weight_decay, fused=True)
+    optimizer = make_optimizer(model, config)
     pad_id = tokenizer.pad_token_id
     stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching)
     steps = total_steps(config.train, stream.steps_per_epoch())
@@ -111,37 +112,18 @@ def estimate_run(config: RunConfig) -> Estimate:
     memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)  # as the run will decide
     if memory is not None:
         print(f"tunesmith: {memory.describe()}", file=sys.stderr)
-    rng = np.random.default_rng(config.train.seed)
-    widest = max(range(len(windows)), key=lambda i: _padded(stream, windows[i]))
-    drawn = rng.choice(len(windows), size=min(PROBE_STEPS, len(windows)), replace=False).tolist()
-    rates = []
-    model.train()
     validation = validation_batches(data.validation, config, pad_id, method.collate)
     evaluations = _evaluations(config, steps) if validation else 0
     with adapter_input_casting(model, enabled=precision != "bf16"):  # as the run's steps and validations run
-        for number, index in enumerate([widest, *drawn]):
-            epoch, plans = windows[index]
-            batches = [stream.collate(stream.examples, plan, pad_id) for plan in plans]
-            began = time.perf_counter()
-            train_step(model, batches, loss_fn, device, precision, stream.normalizer(epoch))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            _sync(device)
-            if number > 0:  # the first step pays one-time costs (allocations, kernel choice)
-                rates.append((time.perf_counter() - began) / _padded(stream, windows[index]))
+        rate = _step_rate(model, optimizer, stream, windows, loss_fn, device, precision, config.train.seed)
         eval_seconds = _validation_seconds(model, validation, loss_fn, device, precision) * evaluations
-    rate = statistics.median(rates) if rates else 0.0
     train_seconds = rate * sum(_padded(stream, window) for window in windows)
 
     with tempfile.TemporaryDirectory(prefix="tunesmith-estimate-") as scratch:
         folder = RunFolder(Path(scratch) / "run")
         folder.path.mkdir()
-        began = time.perf_counter()
-        save_checkpoint(folder.checkpoints / "probe", model, optimizer, TrainState())
-        checkpoint_seconds = time.perf_counter() - began
-        began = time.perf_counter()
-        save_outputs(model, tokenizer, folder, config, info, source, method, data)
-        final_seconds = time.perf_counter() - began
+        checkpoint_seconds = _seconds(lambda: save_checkpoint(folder.checkpoints / "probe", model, optimizer, TrainState()))
+        final_seconds = _seconds(lambda: save_outputs(model, tokenizer, folder, config, info, source, method, data))
     checkpoints = _saves(config, steps) + (evaluations if validation else 0)  # the best weights are saved when they improve
     save_seconds = checkpoint_seconds * checkpoints + final_seconds
     tokens = sum(len(stream.examples[i]) for _, plans in windows for plan in plans for row in plan for i in row)
@@ -150,6 +132,35 @@ def estimate_run(config: RunConfig) -> Estimate:
     return Estimate(steps, tokens, loss_tokens, evaluations, round(setup_seconds, 1), round(train_seconds, 1),
                     round(eval_seconds, 1), round(save_seconds, 1), round(wall, 1), round(peak_memory_mb(), 1),
                     f"{device.type}, {precision}")
+
+
+def _step_rate(model: torch.nn.Module, optimizer: torch.optim.Optimizer, stream: BatchStream, windows: list,
+               loss_fn: LossFn, device: torch.device, precision: str, seed: int) -> float:
+    """Seconds per padded token of an optimizer step: the median over PROBE_STEPS steps drawn at
+    random, after a first, untimed step on the widest one (it pays the one-time costs: allocations,
+    kernel choice, and sets the memory peak)."""
+    rng = np.random.default_rng(seed)
+    widest = max(range(len(windows)), key=lambda i: _padded(stream, windows[i]))
+    drawn = rng.choice(len(windows), size=min(PROBE_STEPS, len(windows)), replace=False).tolist()
+    rates = []
+    model.train()
+    for number, index in enumerate([widest, *drawn]):
+        epoch, plans = windows[index]
+        batches = [stream.collate(stream.examples, plan, stream.pad_id) for plan in plans]
+        began = time.perf_counter()
+        train_step(model, batches, loss_fn, device, precision, stream.normalizer(epoch))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if number > 0:
+            rates.append((time.perf_counter() - began) / _padded(stream, windows[index]))
+    return statistics.median(rates) if rates else 0.0
+
+
+def _seconds(work: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 def _validation_seconds(model: torch.nn.Module, batches: list, loss_fn: LossFn, device: torch.device, precision: str) -> float:

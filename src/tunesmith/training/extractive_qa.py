@@ -10,6 +10,7 @@ examples label them. The loss is the mean of the start and end cross-entropies, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,14 @@ from tunesmith.data.pipeline import PreparedData, SourceData, split_validation_b
 from tunesmith.data.qa import QARow, context_groups, read_qa, windows
 from tunesmith.data.squad import squad_scores
 from tunesmith.data.template import TemplateInfo
-from tunesmith.errors import ConfigError, DataError
-from tunesmith.models.device import resolve_precision
-from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
+from tunesmith.errors import DataError
+from tunesmith.models.device import autocast, resolve_precision
+from tunesmith.models.generate import pad_rows
+from tunesmith.models.load import ModelSource, load_with_head
+from tunesmith.models.loss_eval import LossFn
 from tunesmith.models.reader import Reader, choose, score_answers, tune_null_threshold
-from tunesmith.training.classify import check_positions
-from tunesmith.training.loop import LossFn, autocast
-from tunesmith.training.registry import Method, register_method
+from tunesmith.training.heads import head_method, load_head_model, padded_rows, training_path
+from tunesmith.training.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,7 @@ class SpanBatch:
 
 def prepare_qa_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
     data = config.data
-    if not data.train:
-        raise ConfigError("no training data: set data.train (SQuAD-style rows: a context, a question and answers)")
-    train_path = resolve_data_path(data.train)
+    train_path = training_path(config, "SQuAD-style rows: a context, a question and answers")
     train_rows = read_qa(train_path)
     if data.validation:
         validation_path = resolve_data_path(data.validation)
@@ -136,26 +136,15 @@ def encode_windows(rows: list[QARow], tokenizer: Any, max_length: int, stride: i
 def load_reader_model(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
     from transformers import AutoModelForQuestionAnswering
 
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    model = load_with_head(AutoModelForQuestionAnswering, source, None, revision=config.model.revision,
-                           trust_remote_code=config.model.trust_remote_code,
-                           attn_implementation=config.model.attn_implementation, dtype=dtype)
-    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
-    check_positions(model, data, config)
-    return model
+    return load_head_model(partial(load_with_head, AutoModelForQuestionAnswering, labels=None), source, config, dtype, data)
 
 
 def collate_spans(examples: list[SpanExample], plan: list[list[int]], pad_id: int) -> SpanBatch:
-    rows = [examples[row[0]] for row in plan]
-    width = max(len(e) for e in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long) if rows[0].type_ids is not None else None
-    for number, example in enumerate(rows):
-        input_ids[number, :len(example)] = torch.from_numpy(example.input_ids.astype(np.int64))
-        attention[number, :len(example)] = 1
-        if types is not None:
-            types[number, :len(example)] = torch.from_numpy(example.type_ids.astype(np.int64))
+    rows = [examples[row[0]] for row in plan]  # one window per row: windows never pack
+    input_ids, attention = padded_rows(rows, pad_id)
+    types = None
+    if rows[0].type_ids is not None:
+        types = pad_rows([example.type_ids.astype(np.int64) for example in rows], 0, left=False)[0]
     starts = torch.tensor([e.start for e in rows], dtype=torch.long)
     ends = torch.tensor([e.end for e in rows], dtype=torch.long)
     return SpanBatch(input_ids, attention, types, starts, ends, len(rows), int(attention.sum()))
@@ -222,15 +211,8 @@ def _golds(row: QARow) -> list[str]:
     return [answer.text for answer in row.answers]
 
 
-EXTRACTIVE_QA = register_method(Method(
-    name="extractive-qa",
-    description="answer spans in a context (SQuAD-style rows) with a start/end head on an encoder",
-    prepare_data=prepare_qa_data,
-    load_model=load_reader_model,
-    collate=collate_spans,
-    make_loss=span_loss,
-    peft_task_type="QUESTION_ANS",
-    uses_chat_template=False,
-    batching="group_by_length",
-    after_fit=tune_no_answer,
+EXTRACTIVE_QA = register_method(head_method(
+    "extractive-qa", "answer spans in a context (SQuAD-style rows) with a start/end head on an encoder",
+    prepare_data=prepare_qa_data, load_model=load_reader_model, collate=collate_spans,
+    make_loss=span_loss, peft_task_type="QUESTION_ANS", after_fit=tune_no_answer,
 ))

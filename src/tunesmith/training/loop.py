@@ -21,7 +21,6 @@ alone writes records, checkpoints and the progress bar.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -34,7 +33,8 @@ import torch
 
 from tunesmith.config import TrainConfig
 from tunesmith.data.batches import Batch, Plan, collate, plan_epoch
-from tunesmith.models.device import attention_kernel
+from tunesmith.models.device import attention_kernel, autocast
+from tunesmith.models.loss_eval import LossFn, loss_sums, split_loss
 from tunesmith.training.checkpoint import (
     BEST,
     TrainState,
@@ -46,9 +46,6 @@ from tunesmith.training.distributed.ddp import call_wrapped, data_parallel, grad
 from tunesmith.training.distributed.world import ONE_PROCESS, World, without_loss
 from tunesmith.training.metrics import MetricsLog, perplexity
 from tunesmith.training.schedule import lr_factor, warmup_steps
-
-# (model, batch) -> summed loss over its loss tokens, or (that, {metric name: sum over its loss tokens})
-LossFn = Callable[[Any, Batch], Any]
 
 
 class BatchStream:
@@ -148,12 +145,6 @@ def total_steps(train: TrainConfig, steps_per_epoch: int) -> int:
     return max(1, math.ceil(train.epochs * steps_per_epoch))
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.device,
                precision: str, normalizer: float | None = None,
                world: World = ONE_PROCESS) -> tuple[float, int, int, dict[str, float]]:
@@ -188,30 +179,12 @@ def train_step(model: Any, window: list[Batch], loss_fn: LossFn, device: torch.d
 _LOSS, _TOKENS = " loss", " tokens"  # names no loss function's metric has (its own are identifiers)
 
 
-def split_loss(output: torch.Tensor | tuple[torch.Tensor, dict[str, float]]) -> tuple[torch.Tensor, dict[str, float]]:
-    """A loss function returns its summed loss, or (summed loss, sums of metrics to log with it)."""
-    return output if isinstance(output, tuple) else (output, {})
-
-
-@torch.no_grad()
 def evaluate(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device,
              precision: str, world: World = ONE_PROCESS) -> tuple[float, dict[str, float]]:
     """Mean loss per loss token over `batches`, and the means of the loss function's metrics. On
     several processes each evaluates its share of the batches and all get the same sums."""
-    was_training = model.training
-    model.eval()
-    total, tokens = 0.0, 0
-    metric_sums: dict[str, float] = {}
-    for batch in _share(batches, world):
-        with autocast(device, precision), attention_kernel(device, batch.input_ids.shape[1]):
-            summed, metrics = split_loss(loss_fn(model, batch.to(device)))
-        if not batch.n_loss_tokens:  # a process's stand-in for a batch it lacks (_share): not in the loss
-            continue
-        total += summed.item()
-        tokens += batch.n_loss_tokens
-        for name, value in metrics.items():
-            metric_sums[name] = metric_sums.get(name, 0.0) + value
-    model.train(was_training)
+    # a process's stand-in for a batch it lacks (_share) runs without counting (models/loss_eval.py)
+    total, tokens, metric_sums = loss_sums(model, _share(batches, world), loss_fn, device, precision)
     sums = world.sum_values({**metric_sums, _LOSS: total, _TOKENS: tokens})
     total, tokens = sums.pop(_LOSS), int(sums.pop(_TOKENS))
     return total / max(tokens, 1), {name: value / max(tokens, 1) for name, value in sums.items()}
@@ -224,11 +197,6 @@ def _share(batches: list[Batch], world: World) -> list[Batch]:
     if world.size > 1 and batches and len(mine) < -(-len(batches) // world.size):
         mine.append(without_loss(batches[0]))
     return mine
-
-
-def evaluate_loss(model: Any, batches: list[Batch], loss_fn: LossFn, device: torch.device, precision: str) -> float:
-    """Mean loss per loss token over `batches`."""
-    return evaluate(model, batches, loss_fn, device, precision)[0]
 
 
 @dataclass

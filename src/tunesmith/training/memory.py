@@ -22,8 +22,8 @@ import torch
 from tunesmith.allocator import INSTALL_HINT, current_allocator
 from tunesmith.data.batches import IGNORE_INDEX, Batch
 from tunesmith.models.adapters import adapter_input_casting
-from tunesmith.models.device import enable_checkpointing
-from tunesmith.training.loop import LossFn, autocast, split_loss
+from tunesmith.models.device import autocast, enable_checkpointing
+from tunesmith.models.loss_eval import LossFn, split_loss
 
 # Switch on when the projection passes 75% of the memory available. The projection counts what
 # autograd keeps; the peak RSS measured by benchmarks/memory_by_size.py (2026-12-01, glibc's malloc)

@@ -39,9 +39,10 @@ from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, encode_prompt
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
+from tunesmith.models.device import autocast
 from tunesmith.models.generate import Generated, LoadedModel, generate
 from tunesmith.training.checkpoint import TrainState
-from tunesmith.training.loop import LoopPlan, autocast
+from tunesmith.training.loop import LoopPlan
 from tunesmith.training.preference import PairBatch, PairExample, collate_pairs, preference_loss
 from tunesmith.training.registry import Method, register_method
 from tunesmith.training.rewards import Reward, load_reward

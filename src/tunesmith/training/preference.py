@@ -33,9 +33,9 @@ from tunesmith.data.template import TemplateInfo
 from tunesmith.data.tokenize import TokenizedExample, tokenize_cached
 from tunesmith.errors import ConfigError, DataError
 from tunesmith.files import atomic_path
-from tunesmith.models.device import attention_kernel
+from tunesmith.models.device import attention_kernel, autocast
+from tunesmith.models.loss_eval import LossFn
 from tunesmith.training.distributed.world import ONE_PROCESS, World, environment_world
-from tunesmith.training.loop import LossFn, autocast
 from tunesmith.training.loss import sequence_log_probs
 from tunesmith.training.registry import Method, register_method
 from tunesmith.training.sft import load_causal

@@ -17,7 +17,8 @@ from tunesmith.config import RunConfig
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.template import TemplateInfo
 from tunesmith.models.load import ModelSource
-from tunesmith.training.loop import LossFn, Validation, WindowSource
+from tunesmith.models.loss_eval import LossFn
+from tunesmith.training.loop import Validation, WindowSource
 
 
 @dataclass(frozen=True)

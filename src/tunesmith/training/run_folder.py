@@ -37,7 +37,7 @@ _RESUMABLE_CHANGES = {"output.overwrite", "output.report_to", "train.log_every",
                       "train.gradient_checkpointing", "train.memory_limit_gb"}
 _RESUMABLE_SECTIONS = ("eval.",)  # evaluation runs after training: changing it changes no trained weight
 # A step's rows are processes x train.batch_size: the batch size may change with the number of
-# processes as long as their product does not, which session.check_resume_shape checks against the
+# processes as long as their product does not, which resume.check_resume_shape checks against the
 # checkpoint (one from before checkpoints recorded their batch size keeps its own).
 _CHECKED_AGAINST_CHECKPOINT = {"train.batch_size"}
 

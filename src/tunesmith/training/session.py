@@ -12,6 +12,7 @@ folder, the messages and the outputs.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -20,7 +21,7 @@ import re
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from tunesmith.models.device import (
     weights_dtype,
 )
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
+from tunesmith.models.loss_eval import LossFn
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
 from tunesmith.training import fence
 from tunesmith.training.checkpoint import (
@@ -60,6 +62,8 @@ from tunesmith.training.loop import (
     BatchStream,
     LoopPlan,
     LossValidation,
+    Validation,
+    WindowSource,
     fit,
     total_steps,
 )
@@ -67,6 +71,12 @@ from tunesmith.training.loss import choose_loss_path
 from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.registry import METHODS, Method, register_method
+from tunesmith.training.resume import (
+    check_resume_randomness,
+    check_resume_shape,
+    processes,
+    resume_point,
+)
 from tunesmith.training.run_folder import (
     RunFolder,
     check_run_folder,
@@ -141,48 +151,30 @@ def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
         check_resume_shape(run_folder.path, read_train_state(checkpoint), config.train.batch_size, world.size)
 
 
-def check_resume_shape(run: Path, state: TrainState, batch_size: int, count: int) -> None:
-    """A step's micro-batches are planned for processes x train.batch_size rows: a resume is exact
-    on another number of processes only when the batch size keeps that product."""
-    rows = state.rows_per_step or state.processes * batch_size  # an older checkpoint: the batch size config.yaml kept
-    if count * batch_size == rows:
-        return
-    was = f"{processes(state.processes)} x train.batch_size={rows // state.processes}"
-    now = f"{count} x {batch_size}"
-    fix = f"resume with --nproc {state.processes} and train.batch_size={rows // state.processes}"
-    if rows % count == 0:
-        fix += f", or set train.batch_size={rows // count} so that {count} x {rows // count} = {rows}"
-    else:
-        fix += f" ({rows} rows do not divide among {count} processes)"
-    raise ConfigError(f"{run}: this run's steps have {rows} rows a micro-batch ({was}), resuming with {now} would "
-                      f"have {count * batch_size}; {fix}")
+@dataclass
+class RunSetup:
+    """What the steps of a run read once its settings are checked and its data prepared."""
 
+    config: RunConfig
+    method: Method
+    world: World
+    device: torch.device
+    precision: str
+    run_folder: RunFolder
+    checkpoint: Path | None  # the checkpoint a resume starts from
+    source: ModelSource
+    tokenizer: Any
+    info: TemplateInfo | None
+    template_source: str | None
+    data: PreparedData
 
-def check_resume_randomness(run: Path, state: TrainState, model: torch.nn.Module, count: int) -> None:
-    """Each process draws its own random numbers (dropout masks) from its own generator, restored
-    on resume: a run whose steps draw any can continue exactly only on the same number of processes."""
-    if state.processes == count:
-        return
-    draw = random_draw(model)
-    if draw is not None:
-        raise ConfigError(f"{run}: this run trained on {processes(state.processes)}, each drawing its own random "
-                          f"numbers ({draw}), which {processes(count)} cannot replay; resume with --nproc "
-                          f"{state.processes} (a run without dropout resumes on any number whose batch size keeps a "
-                          "step's rows)")
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
 
-
-def processes(count: int) -> str:
-    return f"{count} process" + ("es" if count != 1 else "")
-
-
-def random_draw(model: torch.nn.Module) -> str | None:
-    """Where a training step of `model` draws random numbers (a dropout with p > 0), or None."""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
-            return f"dropout p={module.p:g} in {name}"
-        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout > 0:
-            return f"attention dropout p={module.attention_dropout:g} in {name}"
-    return None
+    @property
+    def strategy(self) -> str:
+        return self.config.distributed.strategy if self.world.size > 1 else "one process"
 
 
 def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool = True,
@@ -192,112 +184,181 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
     `before_start` runs once the data and the model have loaded, just before the run folder is
     created (chained stages replace an earlier chain there)."""
     started = time.time()
+    run, resumed = prepare_run(config, resume)
+    model = trainable_model(run.method, run.source, config, run.data, run.precision, run.device)
+    if run.world.is_main:  # only now, with the data and the model loaded, may an earlier run in the folder be replaced
+        open_run_folder(run, resume, before_start)
+    say(f"run folder {run.run_folder.path}" + (f", resuming from {run.checkpoint.name}" if run.checkpoint else ""))
+    say(describe_model(run, model))
+    sharded = shard_model(run, model)  # FSDP shards the weights before the optimizer is made over them
+    optimizer = make_optimizer(model, config)
+    state = start_state(run, model, optimizer, resumed, sharded is not None)
+    if run.method.before_fit is not None:
+        run.method.before_fit(model, run.data, config, run.run_folder.path, run.device, run.precision, run.pad_id)
+    loss_fn = run.method.make_loss(config, run.data)
+    stream, validation = batch_source(run, model)
+    # FSDP gathers its shards layer by layer: its memory is set explicitly, not probed
+    if run.method.window_source is None and sharded is None:
+        decide_memory(run, model, stream, loss_fn)
+    if config.train.compile:  # after the memory probe, which runs the layers as they are
+        compile_layers(model)
+    with metrics_log(run, state) as metrics:
+        plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, run.device,
+                        run.precision, run.run_folder.checkpoints, metrics, loss_fn, show_progress, run.world, sharded)
+        say(f"{run.method.name}: {plan.total_steps} {step_unit(run, stream)}, peak learning rate {config.learning_rate:g}, "
+            f"{config.train.scheduler} schedule")
+        with adapter_input_casting(model, enabled=run.precision != "bf16"):
+            state = fit(model, optimizer, stream, validation, plan, state)
+    leave_training_attention(model)
+    return finish_run(run, model, state, sharded, started)
+
+
+def prepare_run(config: RunConfig, resume: bool) -> tuple[RunSetup, TrainState | None]:
+    """The method and the run folder checked, the processes joined, the tokenizer and the data loaded
+    (rank 0 first: it fills the tokenized-data cache, the others read it); with the loop state a
+    resume starts from."""
     method = get_method(config.train.method)
     check_distributed(config, environment_world(), resume)
-    run_folder, checkpoint = check_run_folder(config, resume=resume)
-    resumed = read_train_state(checkpoint) if checkpoint is not None else None  # the loop state it was saved at
-    if resumed is not None:
-        check_resume_shape(run_folder.path, resumed, config.train.batch_size, environment_world().size)
+    run_folder, checkpoint, resumed = resume_point(config, resume)
     world, device = join_world(resolve_device(config.train.device))
-
-    with world.main_first():  # rank 0 fills the tokenized-data cache; the others read it
+    with world.main_first():
         source = resolve_model(config.model.name)
         tokenizer, info, template_source = load_tokenizer_and_template(method, config, source)
         data = method.prepare_data(config, tokenizer, info)
     say("settings: " + describe_config(config))
     report_data(data)
     precision = resolve_precision(config.train.precision, device)
-    model = trainable_model(method, source, config, data, precision, device)
+    return RunSetup(config, method, world, device, precision, run_folder, checkpoint, source, tokenizer, info,
+                    template_source, data), resumed
 
-    # Only now, with the data and the model loaded, may an earlier run in the folder be replaced.
-    if world.is_main:
-        if before_start is not None:
-            before_start()
-        start_run_folder(run_folder, config, resume=resume)
-        write_validation_rows(run_folder, data.validation)
-        if data.task is not None:
-            data.task.save(run_folder.task)
-    say(f"run folder {run_folder.path}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+
+def open_run_folder(run: RunSetup, resume: bool, before_start: Callable[[], None] | None) -> None:
+    """Rank 0 starts (or continues) the run folder, with the validation rows and the label task."""
+    if before_start is not None:
+        before_start()
+    start_run_folder(run.run_folder, run.config, resume=resume)
+    write_validation_rows(run.run_folder, run.data.validation)
+    if run.data.task is not None:
+        run.data.task.save(run.run_folder.task)
+
+
+def describe_model(run: RunSetup, model: Any) -> str:
     trainable, total = count_parameters(model)
-    strategy = config.distributed.strategy if world.size > 1 else "one process"
-    say(f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
-        f"({'LoRA' if config.lora.enabled else 'full'}), {device.type}, {precision}"
-        + (f", {world.size} processes ({strategy.upper()}), batch {config.train.batch_size} each" if world.size > 1 else ""))
-    # FSDP shards the weights before the optimizer is made over them
-    sharded = None
-    if strategy == "fsdp":
-        from tunesmith.training.distributed.fsdp import shard
+    config, world = run.config, run.world
+    return (f"model {config.model.name}: {total / 1e6:.1f}M parameters, {trainable / 1e6:.2f}M trained "
+            f"({'LoRA' if config.lora.enabled else 'full'}), {run.device.type}, {run.precision}"
+            + (f", {world.size} processes ({run.strategy.upper()}), batch {config.train.batch_size} each"
+               if world.size > 1 else ""))
 
-        sharded = shard(model, method.make_loss(config, data), precision)
 
-    # fused: one kernel over all parameters instead of a loop over them (PyTorch has it on CPU and CUDA)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
-                                  weight_decay=config.train.weight_decay, fused=True)
-    fingerprint = data_fingerprint(data.train)
+def shard_model(run: RunSetup, model: Any) -> Any:
+    """With FSDP, the sharded root the steps and the validation go through; else None."""
+    if run.strategy != "fsdp":
+        return None
+    from tunesmith.training.distributed.fsdp import shard
+
+    return shard(model, run.method.make_loss(run.config, run.data), run.precision)
+
+
+def make_optimizer(model: Any, config: RunConfig) -> torch.optim.Optimizer:
+    """AdamW over the trained weights; fused: one kernel over all of them instead of a loop
+    (PyTorch has it on CPU and CUDA)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                             betas=tuple(config.train.adam_betas), eps=config.train.adam_eps,
+                             weight_decay=config.train.weight_decay, fused=True)
+
+
+def start_state(run: RunSetup, model: Any, optimizer: torch.optim.Optimizer, resumed: TrainState | None,
+                sharded: bool) -> TrainState:
+    """The loop state the run starts from: a new one, or on resume the checkpoint's, with the model's
+    and the optimizer's state and this rank's random state restored, once the data and the number of
+    processes are checked against it."""
+    config, world, folder = run.config, run.world, run.run_folder.path
+    fingerprint = data_fingerprint(run.data.train)
     state = TrainState(data_fingerprint=fingerprint, processes=world.size, batch_size=config.train.batch_size)
-    if checkpoint is not None:
-        check_resume_randomness(run_folder.path, resumed, model, world.size)
-        if sharded is not None and resumed.processes == 1:
-            raise ConfigError(f"{run_folder.path}: this run's checkpoints were written by one process, whole, not in "
-                              "FSDP's shards; resume it as one process, or with distributed.strategy=ddp")
-        state = load_checkpoint(checkpoint, model, optimizer, world.rank)  # this rank's random state
-        if state.data_fingerprint != fingerprint:
-            raise ConfigError(f"{run_folder.path}: the training data changed since this run started; "
-                              "resume with the original data or start a new run")
-        if state.processes != world.size:
-            say(f"resuming the run of {processes(state.processes)} on {processes(world.size)}, batch "
-                f"{config.train.batch_size} each: the same {world.size * config.train.batch_size} rows a micro-batch")
-        state.processes, state.batch_size = world.size, config.train.batch_size  # what the next checkpoint records
-    pad_id = tokenizer.pad_token_id
-    if method.before_fit is not None:
-        method.before_fit(model, data, config, run_folder.path, device, precision, pad_id)
-    loss_fn = method.make_loss(config, data)
-    if method.window_source is None:
-        stream = BatchStream(data.train, config.train, config.data.max_length, pad_id, method.collate, method.batching,
-                             world)
-        validation = LossValidation(validation_batches(data.validation, config, pad_id, method.collate))
-        if sharded is None:  # FSDP's shards are gathered layer by layer: its memory is set explicitly
-            memory = choose_checkpointing(model, stream, loss_fn, config.train, device, precision)
-            if memory is not None:
-                say(memory.describe())
+    if run.checkpoint is None:
+        return state
+    check_resume_randomness(folder, resumed, model, world.size)
+    if sharded and resumed.processes == 1:
+        raise ConfigError(f"{folder}: this run's checkpoints were written by one process, whole, not in "
+                          "FSDP's shards; resume it as one process, or with distributed.strategy=ddp")
+    state = load_checkpoint(run.checkpoint, model, optimizer, world.rank)  # this rank's random state
+    if state.data_fingerprint != fingerprint:
+        raise ConfigError(f"{folder}: the training data changed since this run started; "
+                          "resume with the original data or start a new run")
+    if state.processes != world.size:
+        say(f"resuming the run of {processes(state.processes)} on {processes(world.size)}, batch "
+            f"{config.train.batch_size} each: the same {world.size * config.train.batch_size} rows a micro-batch")
+    state.processes, state.batch_size = world.size, config.train.batch_size  # what the next checkpoint records
+    return state
+
+
+def batch_source(run: RunSetup, model: Any) -> tuple[WindowSource, Validation]:
+    """Where the steps' micro-batches come from, and the held-out measure: a BatchStream over the
+    prepared examples and their validation loss, or what a method that makes its batches as it
+    trains (online-dpo) supplies."""
+    method, config = run.method, run.config
+    if method.window_source is not None:
+        return method.window_source(model, run.data, config, run.run_folder.path, run.device, run.precision,
+                                    run.tokenizer, run.info)
+    stream = BatchStream(run.data.train, config.train, config.data.max_length, run.pad_id, method.collate,
+                         method.batching, run.world)
+    return stream, LossValidation(validation_batches(run.data.validation, config, run.pad_id, method.collate))
+
+
+def decide_memory(run: RunSetup, model: Any, stream: BatchStream, loss_fn: LossFn) -> None:
+    """train.gradient_checkpointing=auto: checkpointing on where the planned batches need it (memory.py)."""
+    memory = choose_checkpointing(model, stream, loss_fn, run.config.train, run.device, run.precision)
+    if memory is not None:
+        say(memory.describe())
+
+
+def step_unit(run: RunSetup, stream: WindowSource) -> str:
+    """What the run counts its steps in, for the message that says how many."""
+    train = run.config.train
+    if run.method.window_source:
+        unit = "rounds"
     else:
-        stream, validation = method.window_source(model, data, config, run_folder.path, device, precision, tokenizer, info)
-    if config.train.compile:  # after the memory probe, which runs the layers as they are
-        compile_layers(model)
-    unit = "rounds" if method.window_source else f"optimizer steps of {config.train.batch_size} x {config.train.gradient_accumulation} " \
-        + ("rows" if stream.batching == "pack" else "examples")
-    if world.size > 1:
-        unit += f" per process, on {world.size} processes"
-    with tracking(config.output.report_to if world.is_main else [], run_folder.path, config.output.dir) as tracker:
+        unit = f"optimizer steps of {train.batch_size} x {train.gradient_accumulation} " \
+            + ("rows" if stream.batching == "pack" else "examples")
+    if run.world.size > 1:
+        unit += f" per process, on {run.world.size} processes"
+    return unit
+
+
+@contextlib.contextmanager
+def metrics_log(run: RunSetup, state: TrainState) -> Iterator[MetricsLog | None]:
+    """Rank 0's metrics.jsonl (continued from the resumed step), which also reports to the trackers
+    of output.report_to; None on the other processes."""
+    config, world = run.config, run.world
+    with tracking(config.output.report_to if world.is_main else [], run.run_folder.path, config.output.dir) as tracker:
         if tracker is not None:
             tracker.log_config(config_to_dict(config), dump_config(config))
-        metrics = MetricsLog(run_folder.metrics, resume_step=state.step if checkpoint else None, tracker=tracker) \
+        yield MetricsLog(run.run_folder.metrics, resume_step=state.step if run.checkpoint else None, tracker=tracker) \
             if world.is_main else None
-        plan = LoopPlan(config.train, total_steps(config.train, stream.steps_per_epoch()), config.learning_rate, device,
-                        precision, run_folder.checkpoints, metrics, loss_fn, show_progress, world, sharded)
-        say(f"{method.name}: {plan.total_steps} {unit}, peak learning rate {config.learning_rate:g}, {config.train.scheduler} schedule")
-        with adapter_input_casting(model, enabled=precision != "bf16"):
-            state = fit(model, optimizer, stream, validation, plan, state)
-    leave_training_attention(model)
 
+
+def finish_run(run: RunSetup, model: Any, state: TrainState, sharded: Any, started: float) -> RunResult:
+    """The best weights put back; on rank 0 the method's last work on them, the loss plot, the
+    outputs and the manifest."""
+    world, method = run.world, run.method
     if sharded is not None:  # every process takes part in putting the best weights back and gathering them
-        final_val = final_weights(model, run_folder, state, world)
-        model = gathered_model(model, method, source, config, data, world)
+        final_val = final_weights(model, run.run_folder, state, world)
+        model = gathered_model(model, method, run.source, run.config, run.data, world)
     if not world.is_main:  # rank 0 writes the outputs
-        return RunResult(run_folder.path, method.name, state.step, None, state.best_val_loss, state.baseline_val_loss,
+        return RunResult(run.run_folder.path, method.name, state.step, None, state.best_val_loss, state.baseline_val_loss,
                          state.best_step, state.stopped_early, state.tokens_seen / max(state.train_seconds, 1e-9),
                          peak_memory_mb(), state.train_seconds)
     if sharded is None:
-        final_val = final_weights(model, run_folder, state)
+        final_val = final_weights(model, run.run_folder, state)
     if method.after_fit is not None:
-        method.after_fit(model, data, tokenizer, config)
-    plot_losses(run_folder.metrics, run_folder.loss_plot, title=run_folder.path.name)
-    outputs = save_outputs(model, tokenizer, run_folder, config, info, source, method, data)
-    result = RunResult(run_folder.path, method.name, state.step, last_train_loss(run_folder), final_val,
+        method.after_fit(model, run.data, run.tokenizer, run.config)
+    plot_losses(run.run_folder.metrics, run.run_folder.loss_plot, title=run.run_folder.path.name)
+    outputs = save_outputs(model, run.tokenizer, run.run_folder, run.config, run.info, run.source, method, run.data)
+    result = RunResult(run.run_folder.path, method.name, state.step, last_train_loss(run.run_folder), final_val,
                        state.baseline_val_loss, state.best_step, state.stopped_early,
                        state.tokens_seen / max(state.train_seconds, 1e-9), peak_memory_mb(), state.train_seconds, outputs)
-    write_manifest(run_folder, config, source, data, info, template_source, result, started)
+    write_manifest(run.run_folder, run.config, run.source, run.data, run.info, run.template_source, result, started)
     say(f"done in {time.time() - started:.0f} s: {state.step} steps, {result.tokens_per_s:.0f} tokens/s, "
         f"peak memory {result.peak_memory_mb:.0f} MB" + (f", validation loss {final_val:.4f}" if final_val is not None else ""))
     return result

@@ -12,7 +12,7 @@ from tunesmith.data.pipeline import PreparedData, prepare_data
 from tunesmith.data.prompting import Retrieve
 from tunesmith.data.template import TemplateInfo
 from tunesmith.models.load import ModelSource, load_causal_lm
-from tunesmith.training.loop import LossFn
+from tunesmith.models.loss_eval import LossFn
 from tunesmith.training.loss import causal_lm_loss_sum
 from tunesmith.training.registry import Method, register_method
 

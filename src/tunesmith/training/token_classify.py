@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,19 @@ from tunesmith.data.spans import (
     untaggable,
 )
 from tunesmith.data.template import TemplateInfo
-from tunesmith.errors import ConfigError, DataError
-from tunesmith.models.load import ModelSource, load_tokenizer, load_with_head
-from tunesmith.training.classify import check_positions
-from tunesmith.training.loop import LossFn
-from tunesmith.training.registry import Method, register_method
+from tunesmith.errors import DataError
+from tunesmith.models.load import ModelSource, load_with_head
+from tunesmith.models.loss_eval import LossFn
+from tunesmith.training.heads import (
+    HeadBatch,
+    head_method,
+    load_head_model,
+    padded_rows,
+    refuse_problems,
+    too_long,
+    training_path,
+)
+from tunesmith.training.registry import register_method
 
 
 @dataclass(frozen=True)
@@ -59,19 +68,6 @@ class TaggedExample:
         return self.input_ids.tobytes() + self.tag_ids.tobytes()
 
 
-@dataclass
-class TagBatch:
-    input_ids: torch.Tensor  # [B, L], right-padded
-    attention_mask: torch.Tensor  # [B, L]
-    labels: torch.Tensor  # [B, L], IGNORE on padding and unlabelled sub-tokens
-    n_loss_tokens: int  # labelled tokens: the loss is averaged over them
-    n_tokens: int
-
-    def to(self, device: torch.device | str) -> TagBatch:
-        return TagBatch(self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device),
-                        self.n_loss_tokens, self.n_tokens)
-
-
 def entity_types(rows: list[SpanRow], configured: list[str] | None) -> list[str]:
     """task.labels when given (the entity types, e.g. [PER, LOC]), else every type in the rows, sorted."""
     return list(configured) if configured else sorted({e.label for row in rows for e in row.entities})
@@ -79,9 +75,7 @@ def entity_types(rows: list[SpanRow], configured: list[str] | None) -> list[str]
 
 def prepare_tagged_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
     data = config.data
-    if not data.train:
-        raise ConfigError("no training data: set data.train (a CoNLL file, or JSONL rows with a text and entity spans)")
-    train_path = resolve_data_path(data.train)
+    train_path = training_path(config, "a CoNLL file, or JSONL rows with a text and entity spans")
     configured = set(config.task.labels) if config.task.labels else None
     train_rows, problems = read_entity_rows(train_path, configured)
     types = entity_types(train_rows, config.task.labels)
@@ -99,10 +93,7 @@ def prepare_tagged_data(config: RunConfig, tokenizer: Any, info: TemplateInfo | 
         problems = problems + found + more
     else:
         train, validation = split_validation(train, data.validation_split, config.train.seed)
-    if problems and not data.skip_invalid:
-        raise DataError(f"{problems[0].where.rsplit(':', 1)[0]}: {len(problems)} problems in "
-                        f"{len({p.where for p in problems})} rows. Fix them, or set "
-                        "data.skip_invalid=true to leave those rows out:", problems)
+    refuse_problems(problems, data.skip_invalid)
     bad = {p.where for p in problems}
     train, validation = [e for e in train if e.where not in bad], [e for e in validation if e.where not in bad]
     return PreparedData(train, validation, sources, problems, record={"type": "tags", "tags": tags})
@@ -124,14 +115,12 @@ def encode_tagged(rows: list[SpanRow], tags: list[str], tokenizer: Any, max_leng
             continue
         labels = align_tags(row.text, offsets, row.entities, tag_ids)
         misfits += [(row.where, row.text[e.start:e.end], back) for e, back in untaggable(row.text, offsets, row.entities, labels, tags)]
-        if len(ids) > max_length:
-            if not truncate:
-                problems.append(Problem(row.where, f"text is {len(ids)} tokens, over data.max_length={max_length}",
-                                        f"raise data.max_length to {len(ids)} or set data.truncate=true"))
-                continue
-            ids, labels = ids[:max_length], labels[:max_length]
+        if problem := too_long(row.where, len(ids), max_length, truncate):
+            problems.append(problem)
+            continue
         source, line = row.where.rsplit(":", 1)
-        examples.append(TaggedExample(np.asarray(ids, dtype=np.int32), np.asarray(labels, dtype=np.int64), source, int(line)))
+        examples.append(TaggedExample(np.asarray(ids[:max_length], dtype=np.int32),
+                                      np.asarray(labels[:max_length], dtype=np.int64), source, int(line)))
     if misfits:
         where, surface, back = misfits[0]
         count = "1 entity" if len(misfits) == 1 else f"{len(misfits)} entities"
@@ -144,44 +133,30 @@ def encode_tagged(rows: list[SpanRow], tags: list[str], tokenizer: Any, max_leng
 def load_tagger_model(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
     from transformers import AutoModelForTokenClassification
 
-    tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    model = load_with_head(AutoModelForTokenClassification, source, data.record["tags"], revision=config.model.revision,
-                           trust_remote_code=config.model.trust_remote_code,
-                           attn_implementation=config.model.attn_implementation, dtype=dtype)
-    model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
-    check_positions(model, data, config)
-    return model
+    return load_head_model(partial(load_with_head, AutoModelForTokenClassification, labels=data.record["tags"]),
+                           source, config, dtype, data)
 
 
-def collate_tagged(examples: list[TaggedExample], plan: list[list[int]], pad_id: int) -> TagBatch:
+def collate_tagged(examples: list[TaggedExample], plan: list[list[int]], pad_id: int) -> HeadBatch:
     rows = [examples[row[0]] for row in plan]  # one sentence per row: tagging never packs
-    width = max(len(e) for e in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    input_ids, attention = padded_rows(rows, pad_id)
+    labels = torch.full(input_ids.shape, IGNORE, dtype=torch.long)
     for number, example in enumerate(rows):
-        input_ids[number, :len(example)] = torch.from_numpy(example.input_ids.astype(np.int64))
-        attention[number, :len(example)] = 1
         labels[number, :len(example)] = torch.from_numpy(example.tag_ids)
-    return TagBatch(input_ids, attention, labels, int((labels != IGNORE).sum()), int(attention.sum()))
+    # the loss: a mean over labelled tokens
+    return HeadBatch(input_ids, attention, labels, int((labels != IGNORE).sum()), int(attention.sum()))
 
 
 def tagging_loss(config: RunConfig, data: PreparedData) -> LossFn:
-    def loss_sum(model: Any, batch: TagBatch) -> torch.Tensor:
+    def loss_sum(model: Any, batch: HeadBatch) -> torch.Tensor:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return F.cross_entropy(logits.float().flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE, reduction="sum")
 
     return loss_sum
 
 
-TOKEN_CLASSIFY = register_method(Method(
-    name="token-classify",
-    description="a tag per token (named entities) on an encoder or a causal LM, trained on entity spans",
-    prepare_data=prepare_tagged_data,
-    load_model=load_tagger_model,
-    collate=collate_tagged,
-    make_loss=tagging_loss,
-    peft_task_type="TOKEN_CLS",
-    uses_chat_template=False,
-    batching="group_by_length",
+TOKEN_CLASSIFY = register_method(head_method(
+    "token-classify", "a tag per token (named entities) on an encoder or a causal LM, trained on entity spans",
+    prepare_data=prepare_tagged_data, load_model=load_tagger_model, collate=collate_tagged,
+    make_loss=tagging_loss, peft_task_type="TOKEN_CLS",
 ))

@@ -8,7 +8,7 @@ import torch
 
 from tunesmith.errors import ConfigError
 from tunesmith.training.checkpoint import TrainState
-from tunesmith.training.session import check_resume_randomness, check_resume_shape, random_draw
+from tunesmith.training.resume import check_resume_randomness, check_resume_shape, random_draw
 
 RUN = Path("runs/r")
 

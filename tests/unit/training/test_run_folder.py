@@ -60,7 +60,7 @@ def test_output_name_is_one_folder_name(tmp_path: Path, name: str):
 
 
 def test_a_resume_may_change_the_batch_size_only_when_its_checkpoint_records_one(tmp_path: Path):
-    """(the product with the number of processes is checked against it: session.check_resume_shape)"""
+    """(the product with the number of processes is checked against it: resume.check_resume_shape)"""
     import json
 
     from tunesmith.config import dump_config
