@@ -28,7 +28,9 @@ FILE_PART = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="row
              b"Content-Type: application/octet-stream\r\n\r\n")
 CONTENT_TYPES = {"/v1/chat/completions": ({"Content-Type": "application/json"}, b'{"model": "'),
                  "/v1/fine_tuning/jobs": ({"Content-Type": "application/json"}, b'{"model": "'),
-                 "/console/login": ({"Content-Type": "application/x-www-form-urlencoded"}, b"key="),
+                 # the login refuses a post from another site before reading it: this one comes from the server's page
+                 "/console/login": ({"Content-Type": "application/x-www-form-urlencoded", "Origin": "http://127.0.0.1"},
+                                    b"key="),
                  "/v1/files": (MULTIPART, FILE_PART)}
 
 
