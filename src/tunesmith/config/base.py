@@ -57,9 +57,6 @@ class Section(BaseModel):
             raise ValueError("expected a number, not true or false")
         return value
 
-    def replaced(self, **changes: Any) -> Any:
-        """A copy with some settings changed (not validated again, as dataclasses.replace was not)."""
-        return self.model_copy(update=changes)
 
 
 class TopSection(Section):

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from tunesmith.config.base import replace
 from tunesmith.config.errors import problems_of
 from tunesmith.config.run import RunConfig
 from tunesmith.errors import ConfigError
@@ -53,7 +54,7 @@ def stage_config(config: RunConfig, number: int, *, model: str | None = None) ->
         raise ConfigError(f"stages[{number}].name must be text")
     if "stages" in stage or "output" in stage:
         raise ConfigError(f"stages[{number}]: a stage cannot set 'stages' or 'output'; set them at the top level")
-    base = config_to_dict(config.replaced(stages=[]))
+    base = config_to_dict(replace(config, stages=[]))
     merged = _merge(base, stage, f"stages[{number}]")
     if model is not None:
         merged["model"]["name"] = model

@@ -302,3 +302,13 @@ def _signed(a: float | None, b: float | None) -> str:
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_comparison(comparison: Any, markdown: Path, html: Path) -> None:
+    """A comparison's table, its intervals and notes, and where its report is (labels, text or spans)."""
+    print(f"\n{comparison.table()}\n", flush=True)
+    for line in comparison.interval_lines():
+        print(f"95% interval: {line}")
+    for note in comparison.notes:
+        print(f"note: {note}")
+    print(f"report: {markdown} and {html}")

@@ -22,7 +22,7 @@ from tunesmith.eval.compare import (
 from tunesmith.eval.items import EvalItem, load_items
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.preference import pair_accuracy_summary, win_rate
-from tunesmith.eval.report import write_report
+from tunesmith.eval.report import print_comparison, write_report
 from tunesmith.models.generate import load_for_generation
 from tunesmith.models.processes import ALONE, Share
 from tunesmith.pipeline.folder import run_config
@@ -126,14 +126,9 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     if settings.groups and labels:
         comparison.notes.extend(group_notes(comparison, settings.groups))
     save_comparison(comparison, run_dir / "eval")
-    markdown, html = write_report(run_dir, comparison)
-    print(f"\n{comparison.table()}\n", flush=True)
-    for line in comparison.interval_lines():
-        print(f"95% interval: {line}")
-    for note in comparison.notes:
-        print(f"note: {note}")
-    print(f"report: {markdown} and {html}")
+    print_comparison(comparison, *write_report(run_dir, comparison))
     return comparison
+
 
 
 def select_base_model(models: list[str], test: str, settings: EvalConfig, *, shots_from: str | None = None,

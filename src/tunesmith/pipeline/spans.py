@@ -12,7 +12,7 @@ from tunesmith.data.catalog import resolve_data_path
 from tunesmith.eval import extraction
 from tunesmith.eval.extraction import SpanComparison
 from tunesmith.eval.metrics import normalize
-from tunesmith.eval.report import write_report
+from tunesmith.eval.report import print_comparison, write_report
 from tunesmith.models.generate import load_for_generation
 from tunesmith.pipeline.folder import run_config
 from tunesmith.training.session import say
@@ -37,13 +37,7 @@ def evaluate_span_run(run_dir: Path, test: str, settings: EvalConfig) -> SpanCom
         comparison.notes.append(f"{leaked} of {len(keys)} test rows also appear in the training data: the scores "
                                 "overstate how well the model does on new inputs")
     extraction.save_span_comparison(comparison, run_dir / "eval")
-    markdown, html = write_report(run_dir, None, spans=comparison)
-    print(f"\n{comparison.table()}\n", flush=True)
-    for line in comparison.interval_lines():
-        print(f"95% interval: {line}")
-    for note in comparison.notes:
-        print(f"note: {note}")
-    print(f"report: {markdown} and {html}")
+    print_comparison(comparison, *write_report(run_dir, None, spans=comparison))
     return comparison
 
 

@@ -236,7 +236,7 @@ class Engine:
     def _prepare(self, backend: Backend, rows: list[Row], running: list[Row] = ()) -> None:
         """Load the adapters the rows need (keeping those of the `running` rows) and seed their sampling."""
         if any(row.served.kind == "adapter" for row in rows):
-            self.models.ensure_adapters(backend, [row.served for row in [*running, *rows]])
+            self.models.residency.ensure_adapters(backend, [row.served for row in [*running, *rows]])
         for row in rows:
             if row.sampling.temperature > 0:
                 row.generator = torch.Generator(device=_device(backend.model))

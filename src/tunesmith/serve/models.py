@@ -305,9 +305,6 @@ class ServedModels:
         self.residency.touch(served)
         return served.head
 
-    def ensure_adapters(self, backend: Backend, wanted: list[Served]) -> None:
-        self.residency.ensure_adapters(backend, wanted)
-
     def remove(self, name: str) -> Served:
         """Stop serving an adapter run (vLLM's unload_lora_adapter). Runs on the engine's thread."""
         served = self.get(name)

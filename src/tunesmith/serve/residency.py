@@ -130,13 +130,6 @@ class Residency:
         elif served.kind in EVICTABLE:
             served.head = None
 
-    def is_loaded(self, served: Served) -> bool:
-        if served.kind == "model" or served.kind == "base":
-            return served.backend in self.backends
-        if served.kind in EVICTABLE:
-            return served.head is not None
-        return True
-
 
 def _load_adapter(backend: Backend, served: Served) -> None:
     adapter_id = served.adapter_id
