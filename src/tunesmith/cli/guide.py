@@ -22,7 +22,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for entry in CATALOG.values():
         state = "ready" if (catalog_folder(entry.name) / "config.json").exists() else "fetched on first use"
         print(f"{entry.name:24} {entry.description}\n{'':24} weights: {entry.weights}\n{'':24} from "
-              f"{entry.package}=={entry.version} ({state}); online twin: {entry.hub_id}; licence {entry.licence}")
+              f"{entry.origin} ({state}); online twin: {entry.hub_id}; licence {entry.licence}")
     print("Also accepted: a local Hugging Face folder, a .gguf file, or a hub id (owner/name) when online.")
     return 0
 

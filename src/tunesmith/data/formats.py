@@ -13,6 +13,16 @@ from typing import Any
 
 from tunesmith.data.examples import ROLES, Example, Message, Problem, RowProblems
 from tunesmith.data.read import Record
+from tunesmith.data.tools import (
+    argument_checkers,
+    check_call,
+    check_tool_use,
+    function_call_message,
+    llamafactory_tools,
+    observation_messages,
+    parse_tool_calls,
+    parse_tools,
+)
 
 Converter = Callable[[dict[str, Any], RowProblems, Record], Example | None]
 
@@ -121,39 +131,71 @@ def with_system_prompt(example: Example, system_prompt: str | None) -> Example:
 
 
 @register_format(
-    "chat", ("messages",), (),
+    "chat", ("messages",), ("tools",),
     '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}',
 )
 def convert_chat(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    """OpenAI's chat rows, with `tools` and the assistant's `tool_calls` answered by `tool` messages."""
     raw = data["messages"]
     if not isinstance(raw, list) or not raw:
         problems.add("'messages' must be a non-empty list of {role, content} objects", "fix the row")
         return None
-    messages = []
-    for number, item in enumerate(raw, start=1):
-        if not isinstance(item, dict):
-            problems.add(f"message {number} is a {type(item).__name__}, not an object", 'write it as {"role": ..., "content": ...}')
-            continue
-        if "tool_calls" in item or item.get("role") in ("tool", "function"):
-            problems.add(f"message {number} is a tool call; tool use is not supported yet", "remove tool messages from the row")
-            continue
-        role, content = item.get("role"), item.get("content")
-        if role is None or "content" not in item:
-            missing = "role" if role is None else "content"
-            problems.add(f"message {number} has no '{missing}'", f'give every message "role" and "content" (it has {_field_list(item)})')
-            continue
-        content = _content_text(content, number, problems)
-        if content is None:
-            continue
-        weight = item.get("weight", 1)
-        if weight not in (0, 1):
-            problems.add(f"message {number} has weight {weight!r}", "use 1 (train on this reply) or 0 (skip it)")
-            continue
-        messages.append(Message(str(role), content, train=weight == 1))
+    tools = parse_tools(data["tools"], problems) if data.get("tools") is not None else ()
+    messages = [message for number, item in enumerate(raw, start=1)
+                if (message := _chat_message(item, number, problems)) is not None]
     if problems:
         return None
+    check_tool_use(messages, tools, problems)
     check_conversation(messages, problems)
-    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages), tools=tools)
+
+
+def openai_messages(raw: list[dict[str, Any]], where: str = "messages") -> list[Message]:
+    """Messages in OpenAI's chat format (tool calls and tool results included) as Messages; a
+    DataError naming each problem."""
+    problems = RowProblems(where)
+    messages = [message for number, item in enumerate(raw, start=1)
+                if (message := _chat_message(item, number, problems)) is not None]
+    if problems:
+        from tunesmith.errors import DataError
+
+        raise DataError(f"{where}: messages that are not OpenAI's chat format", problems.items)
+    return messages
+
+
+def _chat_message(item: Any, number: int, problems: RowProblems) -> Message | None:
+    if not isinstance(item, dict):
+        problems.add(f"message {number} is a {type(item).__name__}, not an object", 'write it as {"role": ..., "content": ...}')
+        return None
+    role = item.get("role")
+    if role == "function" or "function_call" in item:
+        problems.add(f"message {number} uses OpenAI's deprecated function calling ('function_call' / role 'function')",
+                     'write calls as "tool_calls" on the assistant message and each result as '
+                     '{"role": "tool", "tool_call_id": ..., "content": ...}')
+        return None
+    calls = parse_tool_calls(item["tool_calls"], number, problems) if item.get("tool_calls") else ()
+    if item.get("tool_calls") and not calls:
+        return None  # every call was malformed, and is reported
+    if calls and role != "assistant":
+        problems.add(f"message {number} is '{role}' but has tool_calls", "only assistant messages make tool calls")
+        return None
+    if role is None or ("content" not in item and not calls):
+        missing = "role" if role is None else "content"
+        problems.add(f"message {number} has no '{missing}'", f'give every message "role" and "content" (it has {_field_list(item)})')
+        return None
+    content = "" if item.get("content") is None and calls else _content_text(item["content"], number, problems)
+    if content is None:
+        return None
+    weight = item.get("weight", 1)
+    if weight not in (0, 1):
+        problems.add(f"message {number} has weight {weight!r}", "use 1 (train on this reply) or 0 (skip it)")
+        return None
+    tool_call_id, name = (item.get("tool_call_id"), item.get("name")) if role == "tool" else (None, None)
+    if not isinstance(tool_call_id, (str, type(None))) or not isinstance(name, (str, type(None))):
+        problems.add(f"message {number} has a 'tool_call_id' or 'name' that is not text",
+                     "write the id of the call it answers (and the function's name) as strings")
+        return None
+    return Message(str(role), content, train=weight == 1, tool_calls=calls, tool_call_id=tool_call_id, name=name)
 
 
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -161,24 +203,31 @@ SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistan
 
 
 @register_format(
-    "sharegpt", ("conversations",), ("system",),
+    "sharegpt", ("conversations",), ("system", "tools"),
     '{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}',
 )
 def convert_sharegpt(data: dict[str, Any], problems: RowProblems, record: Record) -> Example | None:
+    """ShareGPT rows, with LLaMA-Factory's function_call / observation turns and `tools`."""
     raw = data["conversations"]
     if not isinstance(raw, list) or not raw:
         problems.add("'conversations' must be a non-empty list of {from, value} objects", "fix the row")
         return None
-    messages = sharegpt_messages(raw, data.get("system"), problems)
+    tools = llamafactory_tools(data["tools"], problems) if data.get("tools") is not None else ()
+    messages = sharegpt_messages(raw, data.get("system"), problems, tools)
     if problems:
         return None
     check_conversation(messages, problems)
-    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages))
+    return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages), tools=tools)
 
 
-def sharegpt_messages(raw: list, system: Any, problems: RowProblems) -> list[Message]:
-    """ShareGPT turns ({from, value}) as messages, with an optional top-level system prompt."""
-    messages = []
+TOOL_SPEAKERS = ("function_call", "observation")  # LLaMA-Factory's tool turns
+
+
+def sharegpt_messages(raw: list, system: Any, problems: RowProblems, tools: tuple[dict[str, Any], ...] = ()) -> list[Message]:
+    """ShareGPT turns ({from, value}) as messages, with an optional top-level system prompt; with
+    LLaMA-Factory's tool turns, each call is checked against `tools` as it is read."""
+    messages: list[Message] = []
+    previous = None  # the speaker of the turn before
     if system:
         if not isinstance(system, str):
             problems.add("'system' must be text", "fix the row")
@@ -193,15 +242,43 @@ def sharegpt_messages(raw: list, system: Any, problems: RowProblems) -> list[Mes
         if speaker is None or value is None:
             problems.add(f"turn {number} needs 'from' and 'value'", f"it has {_field_list(item)}")
             continue
-        role = SHAREGPT_ROLES.get(str(speaker).lower())
+        speaker, follows_call = str(speaker).lower(), previous == "function_call"
+        previous = speaker
+        if follows_call and speaker != "observation":
+            problems.add(f"turn {number} follows a function_call turn whose calls no observation answers",
+                         "put the observation (the tool's result) right after the function_call turn")
+        if speaker in TOOL_SPEAKERS:
+            messages += _tool_turn(speaker, value, number, messages, tools, problems, follows_call)
+            continue
+        role = SHAREGPT_ROLES.get(speaker)
         if role is None:
-            known = ", ".join(sorted(SHAREGPT_ROLES))
+            known = ", ".join(sorted((*SHAREGPT_ROLES, *TOOL_SPEAKERS)))
             problems.add(f"turn {number} is from '{speaker}', which is not a known speaker", f"use one of {known}")
             continue
         text = _content_text(value, number, problems)
         if text is not None:
             messages.append(Message(role, text))
     return messages
+
+
+def _tool_turn(speaker: str, value: Any, number: int, messages: list[Message], tools: tuple[dict[str, Any], ...],
+               problems: RowProblems, follows_call: bool) -> list[Message]:
+    """A function_call turn as an assistant message with calls, an observation as tool messages."""
+    if not isinstance(value, str):
+        problems.add(f"turn {number} ({speaker}) is a {type(value).__name__}, not text", "write its value as JSON text")
+        return []
+    if speaker == "observation":
+        if follows_call and not (messages and messages[-1].tool_calls):
+            return []  # the function_call turn before it was bad, and is reported
+        return observation_messages(value, number, messages[-1] if follows_call else None, problems)
+    made = sum(len(message.tool_calls) for message in messages)
+    message = function_call_message(value, number, made + 1, problems)
+    if message is None:
+        return []
+    checkers = argument_checkers(tools)
+    for call in message.tool_calls:
+        check_call(call, f"turn {number}", checkers, problems)
+    return [message]
 
 
 @register_format(
@@ -384,39 +461,44 @@ def _preference_example(messages: list[Message], chosen: Any, rejected: Any, pro
 # ---------------------------------------------------------------------------------------- checks
 
 
+CHAT_ROLES = (*ROLES, "tool")
+
+
 def check_conversation(messages: list[Message], problems: RowProblems) -> None:
-    """Roles known; optional system first; then user and assistant alternate; ends with assistant."""
+    """Roles known; optional system first; then user and assistant alternate, except that an assistant
+    turn with tool calls may be followed by another assistant turn once the tool results (`tool`
+    messages, which tools.check_tool_use matches to the calls) are in; ends with an assistant turn."""
     for number, message in enumerate(messages, start=1):
-        if message.role not in ROLES:
-            problems.add(f"message {number} has role '{message.role}'", f"use one of {', '.join(ROLES)}")
+        if message.role not in CHAT_ROLES:
+            problems.add(f"message {number} has role '{message.role}'", f"use one of {', '.join(CHAT_ROLES)}")
     if problems:
         return
-    body = messages[1:] if messages and messages[0].role == "system" else messages
-    offset = len(messages) - len(body)
-    for index, message in enumerate(body):
-        number = index + offset + 1
-        expected = "user" if index % 2 == 0 else "assistant"
+    first = 1 if messages and messages[0].role == "system" else 0
+    turns = [(number, m) for number, m in enumerate(messages, start=1) if number > first and m.role != "tool"]
+    for index, (number, message) in enumerate(turns):
+        previous = turns[index - 1][1] if index else None
+        expected = ("user", "assistant") if previous is not None and previous.tool_calls else \
+            ("assistant" if previous is not None and previous.role == "user" else "user",)
         if message.role == "system":
             problems.add(f"message {number} is a system message after the conversation started", "move it to the start or merge it into the first system message")
             return
-        if message.role != expected:
-            previous = body[index - 1].role if index else "the start"
+        if message.role not in expected:
             problems.add(
-                f"message {number} is '{message.role}' after {repr(previous) if index else previous}: roles must alternate user, assistant",
+                f"message {number} is '{message.role}' after {repr(previous.role) if index else 'the start'}: roles must alternate user, assistant",
                 "merge the consecutive messages or add the missing turn" if index else "start the conversation with a user message",
             )
             return
-        if not message.content.strip():
+        if not message.content.strip() and not message.tool_calls:
             what = "an empty assistant turn" if message.role == "assistant" else "an empty user message"
             problems.add(f"message {number} is {what}", "write its text or remove the row")
     if problems:
         return
-    if not body or body[-1].role != "assistant":
+    if not turns or messages[-1].role != "assistant":
         problems.add(
             "the conversation does not end with an assistant reply, so there is nothing to learn",
             "add the assistant's reply or remove the trailing message",
         )
-    elif not any(m.train for m in body if m.role == "assistant"):
+    elif not any(m.train for _, m in turns if m.role == "assistant"):
         problems.add("every assistant reply has weight 0, so there is nothing to learn", "set weight 1 on at least one reply")
 
 

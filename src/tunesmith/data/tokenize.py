@@ -32,10 +32,18 @@ import numpy as np
 
 from tunesmith.assets import cache_dir
 from tunesmith.data.examples import Example, Message
-from tunesmith.data.template import TemplateInfo, locate_reply, render
+from tunesmith.data.template import (
+    TemplateInfo,
+    Tools,
+    assistant_turn_end,
+    check_tool_support,
+    generation_prompt_end,
+    locate_reply,
+    render,
+)
 
 # Bump when the way examples become tokens changes, so that old cache entries are not reused.
-TOKENIZE_VERSION = 2
+TOKENIZE_VERSION = 3
 _BATCH = 2048
 
 
@@ -82,22 +90,26 @@ def plan_layout(example: Example, tokenizer: Any, info: TemplateInfo, loss_on: s
         text = example.prompt + example.completion
         start = 0 if loss_on == "all" else len(example.prompt)
         return Layout(text, ((start, len(text)),), (len(example.prompt),), ((len(text), eos, True),), info.prefix_ids)
-    return _chat_layout(example.messages, tokenizer, info, loss_on)
+    return _chat_layout(example.messages, tokenizer, info, loss_on, example.tools)
 
 
-def _chat_layout(messages: tuple[Message, ...], tokenizer: Any, info: TemplateInfo, loss_on: str) -> Layout:
-    full = render(tokenizer, messages)
+def _chat_layout(messages: tuple[Message, ...], tokenizer: Any, info: TemplateInfo, loss_on: str,
+                 tools: Tools = ()) -> Layout:
+    """Each assistant turn is trained from the end of its generation prompt to the end of its turn:
+    its reply, or the tool calls the template writes for it (and any text before them). Tool results
+    and the tool list are prompt: never in the loss."""
+    full = render(tokenizer, messages, tools=tools)
     trained: list[tuple[int, int]] = []
     cuts: list[int] = []
     inserts: list[tuple[int, int, bool]] = []
     for index, message in enumerate(messages):
         if message.role != "assistant":
             continue
-        prompt_end, start = locate_reply(tokenizer, messages, index, full)
-        content = message.content if full.startswith(message.content, start) else message.content.strip()
-        end = start + len(content)
-        if info.turn_end_text and full.startswith(info.turn_end_text, end):
-            end += len(info.turn_end_text)
+        if message.tool_calls:
+            prompt_end = generation_prompt_end(tokenizer, messages, index, full, tools)
+            end = max(prompt_end, assistant_turn_end(tokenizer, messages, index, full, tools))
+        else:
+            prompt_end, end = _reply_end(tokenizer, info, messages, index, full, tools)
         cuts.append(prompt_end)
         if message.train:
             trained.append((prompt_end, end))
@@ -109,6 +121,17 @@ def _chat_layout(messages: tuple[Message, ...], tokenizer: Any, info: TemplateIn
     return Layout(full, tuple(trained), tuple(cuts), tuple(inserts), _prefix_ids(tokenizer, info, full))
 
 
+def _reply_end(tokenizer: Any, info: TemplateInfo, messages: tuple[Message, ...], index: int, full: str,
+               tools: Tools) -> tuple[int, int]:
+    """Where generation's prompt for a plain reply ends, and where the reply and its closing text end."""
+    prompt_end, start = locate_reply(tokenizer, messages, index, full, tools)
+    content = messages[index].content
+    end = start + len(content if full.startswith(content, start) else content.strip())
+    if info.turn_end_text and full.startswith(info.turn_end_text, end):
+        end += len(info.turn_end_text)
+    return prompt_end, end
+
+
 def _prefix_ids(tokenizer: Any, info: TemplateInfo, rendered: str) -> tuple[int, ...]:
     """BOS ids to put before a rendered conversation, unless the template already wrote BOS."""
     if tokenizer.bos_token and rendered.startswith(tokenizer.bos_token):
@@ -116,18 +139,26 @@ def _prefix_ids(tokenizer: Any, info: TemplateInfo, rendered: str) -> tuple[int,
     return info.prefix_ids
 
 
-def encode_prompt(tokenizer: Any, info: TemplateInfo, messages: list[Message]) -> list[int]:
-    """Token ids of a conversation followed by the generation prompt, as training tokenized it."""
-    text = render(tokenizer, messages, add_generation_prompt=True)
+def encode_prompt(tokenizer: Any, info: TemplateInfo, messages: list[Message], tools: Tools = ()) -> list[int]:
+    """Token ids of a conversation followed by the generation prompt, as training tokenized it; with
+    `tools` (OpenAI's function schemas), the template's tool block as training wrote it."""
+    text = render(tokenizer, messages, add_generation_prompt=True, tools=tools)
     return list(_prefix_ids(tokenizer, info, text)) + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def tokenize_examples(examples: list[Example], tokenizer: Any, info: TemplateInfo, loss_on: str) -> list[TokenizedExample]:
+    if any(uses_tools(example) for example in examples):
+        check_tool_support(tokenizer)
     layouts = [plan_layout(example, tokenizer, info, loss_on) for example in examples]
     encoded = _encode(tokenizer, [layout.text for layout in layouts])
     _retokenize_across_cuts(tokenizer, layouts, encoded)
     return [TokenizedExample(*_with_loss_mask(layout, ids, offsets), example.source, example.line)
             for example, layout, (ids, offsets) in zip(examples, layouts, encoded)]
+
+
+def uses_tools(example: Example) -> bool:
+    """Whether the example declares tools, calls one or carries a tool's result."""
+    return bool(example.tools) or any(m.tool_calls or m.role == "tool" for m in example.messages)
 
 
 def _retokenize_across_cuts(tokenizer: Any, layouts: list[Layout], encoded: list[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -198,8 +229,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 def examples_fingerprint(examples: list[Example]) -> str:
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps([example.kind, [(m.role, m.content, m.train) for m in example.messages],
-                                  example.prompt, example.completion, example.text]).encode())
+        digest.update(json.dumps([example.kind, [(m.as_dict(), m.train) for m in example.messages],
+                                  example.prompt, example.completion, example.text, example.tools]).encode())
     return digest.hexdigest()
 
 

@@ -16,6 +16,7 @@ from tunesmith.data.inspect import GREEN, GREY, RESET, length_stats, show_inline
 from tunesmith.data.pipeline import SourceData, read_source, render_source, tokenize_source
 from tunesmith.data.tasks import build_label_task
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
+from tunesmith.data.tools import file_uses_tools
 from tunesmith.errors import DataError
 from tunesmith.models.load import generation_eos, load_tokenizer, resolve_model
 
@@ -23,7 +24,7 @@ from tunesmith.models.load import generation_eos, load_tokenizer, resolve_model
 def _load(path: str, config: RunConfig) -> tuple[Any, TemplateInfo, str, SourceData]:
     source = resolve_model(config.model.name)
     tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
-    template_source = ensure_chat_template(tokenizer, config.model.chat_template)
+    template_source = ensure_chat_template(tokenizer, config.model.chat_template, tools=file_uses_tools(path))
     info = analyze_template(tokenizer, generation_eos(source))
     raw = read_source(resolve_data_path(path), config.data)
     task = build_label_task(raw.examples, config.task)

@@ -35,6 +35,7 @@ from tunesmith.config import RunConfig, config_to_dict, describe_config, dump_co
 from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
+from tunesmith.data.tools import file_uses_tools
 from tunesmith.errors import ConfigError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
@@ -135,8 +136,10 @@ def check_distributed(config: RunConfig, world: World, resume: bool) -> None:
     """Refuse, before any work, what several processes cannot train yet."""
     if world.size == 1:
         return
-    if config.train.method == "online-dpo":
-        raise ConfigError("train.method=online-dpo does not train on several processes: each round samples its pairs "
+    if config.train.method in ("online-dpo", "grpo"):
+        sampled = "pairs" if config.train.method == "online-dpo" else "completions"
+        raise ConfigError(f"train.method={config.train.method} does not train on several processes: each round samples "
+                          f"its {sampled} "
                           "from the model as it trains, and processes sampling their shares would neither sample what "
                           "one process samples nor agree on a round's micro-batches; run it as one process, without "
                           "--nproc or torchrun")
@@ -395,7 +398,7 @@ def load_tokenizer_and_template(method: Method, config: RunConfig, source: Model
     tokenizer = load_tokenizer(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code)
     if not method.uses_chat_template:
         return tokenizer, None, None
-    template_source = ensure_chat_template(tokenizer, config.model.chat_template)
+    template_source = ensure_chat_template(tokenizer, config.model.chat_template, tools=file_uses_tools(config.data.train))
     return tokenizer, analyze_template(tokenizer, generation_eos(source)), template_source
 
 
