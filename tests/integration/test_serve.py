@@ -164,9 +164,8 @@ def test_errors_come_in_openais_shape(client, server):
     with pytest.raises(openai.AuthenticationError):
         greedy(openai.OpenAI(base_url=server[0], api_key="wrong", max_retries=0), "bot-a", "hi")
     with pytest.raises(openai.BadRequestError) as unsupported:
-        client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": "hi"}], tools=[
-            {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}])
-    assert unsupported.value.param == "tools"
+        client.chat.completions.create(model="bot-a", messages=[{"role": "user", "content": "hi"}], logit_bias={"1": 5})
+    assert unsupported.value.param == "logit_bias" and unsupported.value.code == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError) as too_long:
         greedy(client, "bot-a", "hi", max_tokens=257)
     assert too_long.value.param == "max_tokens"

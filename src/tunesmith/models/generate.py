@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,16 +108,20 @@ def generate_replies(loaded: LoadedModel, prompts: list[Prompt], **kwargs: Any) 
 @torch.no_grad()
 def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
              top_p: float = 1.0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0,
-             stop_at_newline: bool = False) -> Generated:
+             stop_at_newline: bool = False, progress: Callable[[int], None] | None = None,
+             tools: Sequence[dict[str, Any]] = (), grammar: str | None = None) -> Generated:
     """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0.
 
     `stop_at_newline` also ends a reply at its first line break after some text (a one-line answer,
     such as a label, is complete there; the text returned is cut at the break).
+    `progress` is told the number of rows of each batch as it finishes.
+    `tools` (OpenAI's function declarations) go into every prompt as the chat template writes them;
+    `grammar` (models/constrained.py) holds every reply to it, as the server's structured outputs do.
 
     Greedy decoding is shared out over `loaded.share`'s processes, batch by batch; sampled decoding
     is not (its random stream runs through the batches in order), so each process samples all."""
     started = time.perf_counter()
-    encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt)) for p in prompts]
+    encoded = [encode_prompt(loaded.tokenizer, loaded.info, _as_messages(p, system_prompt), tools) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     share = loaded.share if temperature == 0 else ALONE
@@ -134,6 +139,7 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
             top_p=top_p if temperature > 0 else None, top_k=None,
             eos_token_id=list(stop_ids), pad_token_id=pad_id,
             stopping_criteria=[_FirstLineDone(loaded.tokenizer, width)] if stop_at_newline else None,
+            logits_processor=_constrained(loaded, grammar, len(chunk), width),
         )
         for row, index in enumerate(chunk):
             generated = output[row, width:].tolist()
@@ -145,10 +151,23 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
                 text = text[:_first_line_end(text)]
             finish = "stop" if line_done or (length and generated[length - 1] in stop_ids) else "length"
             replies[index] = (text.strip(), generated[:length], finish)
+        if progress is not None:
+            progress(len(chunk))
     replies = share.gather(replies)
     rows = [replies[i] for i in range(len(encoded))]
     return Generated([r[0] for r in rows], sum(len(r[1]) for r in rows), time.perf_counter() - started,
                      [r[1] for r in rows], [r[2] for r in rows])
+
+
+def _constrained(loaded: LoadedModel, grammar: str | None, rows: int, prompt_width: int) -> Any:
+    if grammar is None:
+        return None
+    from transformers import LogitsProcessorList
+
+    from tunesmith.models.constrained import ConstrainedLogits, Constraint
+
+    constraints = [Constraint(grammar, loaded.tokenizer, loaded.info.stop_token_ids) for _ in range(rows)]
+    return LogitsProcessorList([ConstrainedLogits(constraints, prompt_width)])
 
 
 def _first_line_end(text: str) -> int | None:

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from tunesmith.errors import TunesmithError
+from tunesmith.models.tool_calls import ToolCallStream
 from tunesmith.serve.access import find_model, visible_models
 from tunesmith.serve.auth import project_of, require_admin, require_key
 from tunesmith.serve.errors import APIError
-from tunesmith.serve.openai import service
+from tunesmith.serve.openai import service, tools
 from tunesmith.serve.openai.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -63,14 +64,18 @@ async def chat_completions(body: ChatRequest, request: Request):
     await _fine_tuned(request, body.model)
     served = service.find_generative(request, body.model)
     service.check_supported(body)
+    tools.check_request(body)
     keep = stored.wants_store(request, body)
     if body.top_logprobs is not None and not body.logprobs:
         raise APIError(400, "top_logprobs needs logprobs=true", param="top_logprobs", code="invalid_value")
     sampling = service.sampling_of(body, request, (body.top_logprobs or 0) if body.logprobs else None)
     prompt_ids = service.chat_prompt(served, body)
     service.check_context(served, request, prompt_ids, sampling)
+    constraints = await tools.constraints_for(served, body)
     completion_id = service.new_id("chatcmpl")
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    messages = [{"role": m.role, "content": m.text(),
+                 **({"tool_calls": [call.model_dump() for call in m.tool_calls]} if m.tool_calls else {}),
+                 **({"tool_call_id": m.tool_call_id} if m.tool_call_id else {})} for m in body.messages]
 
     async def keep_record(choices: list[dict], completion_tokens: int, error: str | None = None) -> None:
         if not keep:
@@ -85,7 +90,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 
     try:
         submission = service.Submission(request.app.state.engine, served, [(prompt_ids, sampling)] * body.n,
-                                        len(prompt_ids))
+                                        len(prompt_ids), constraints)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return _streaming(request, _chat_chunks(request, submission, completion_id, body, include_usage, keep_record),
@@ -95,7 +100,8 @@ async def chat_completions(body: ChatRequest, request: Request):
         if exc.status >= 429:  # the model was asked and did not answer: the monitor's error rate
             await keep_record([], 0, exc.message)
         raise
-    response = service.chat_response(completion_id, body.model, choices, submission.prompt_tokens, body.logprobs)
+    response = service.chat_response(completion_id, body.model, choices, submission.prompt_tokens, body.logprobs,
+                                     tools.parses_calls(body))
     _count(request, "chat", body.model, started, response["usage"])
     await keep_record([{"index": c.index, "text": c.text, "finish_reason": c.finish_reason} for c in choices],
                       response["usage"]["completion_tokens"])
@@ -134,6 +140,7 @@ async def _chat_chunks(request: Request, submission: service.Submission, complet
     created = int(time.time())
     texts = [""] * len(submission.rows)
     finish: list[str | None] = [None] * len(submission.rows)
+    parsers = [ToolCallStream() for _ in submission.rows] if tools.parses_calls(body) else None
 
     def chunk(choices: list[dict], usage: dict | None = None) -> dict:
         return {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": body.model,
@@ -147,12 +154,19 @@ async def _chat_chunks(request: Request, submission: service.Submission, complet
             if event.text or event.logprobs:
                 texts[index] += event.text
                 logprobs = service.chat_logprobs(event.logprobs) if body.logprobs else None
-                yield chunk([{"index": index, "delta": {"content": event.text}, "logprobs": logprobs,
-                              "finish_reason": None}])
+                for delta in _deltas(parsers, index, event.text, logprobs is not None):
+                    yield chunk([{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}])
+                    logprobs = None
             if event.finish_reason is not None:
                 completion_tokens += event.completion_tokens
                 finish[index] = event.finish_reason
-                yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": event.finish_reason}])
+                reason = event.finish_reason
+                if parsers is not None:
+                    for delta in parsers[index].close():
+                        yield chunk([{"index": index, "delta": tools.stream_delta(delta), "logprobs": None,
+                                      "finish_reason": None}])
+                    reason = tools.finish_reason_of(bool(parsers[index].calls), reason)
+                yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}])
     except APIError as exc:
         await keep_record([], completion_tokens, exc.message)
         raise
@@ -161,6 +175,15 @@ async def _chat_chunks(request: Request, submission: service.Submission, complet
                           completion_tokens)
     if include_usage:
         yield chunk([], service.usage(submission.prompt_tokens, completion_tokens))
+
+
+def _deltas(parsers: list[ToolCallStream] | None, index: int, text: str, has_logprobs: bool) -> list[dict]:
+    """A chunk delta for each thing the text adds: the text itself, or (when the reply is read for tool
+    calls) its content and calls; an empty delta to carry log-probabilities that came with no text yet."""
+    if parsers is None:
+        return [{"content": text}]
+    deltas = [tools.stream_delta(delta) for delta in parsers[index].feed(text)]
+    return deltas or ([{}] if has_logprobs else [])
 
 
 async def _completion_chunks(request: Request, submission: service.Submission, completion_id: str,

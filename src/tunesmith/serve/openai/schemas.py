@@ -1,15 +1,16 @@
 """Request bodies of the OpenAI endpoints, field for field as the official `openai` SDK sends them.
 
 Fields a model is free to ignore (`user`, `metadata`, `store`) are accepted; any other field we do
-not implement (`tools`, `response_format`, `logit_bias`, ...) is refused with a 400 that names it,
-never silently dropped (see `unsupported_field`).
+not implement (`logit_bias`, `functions`, ...) is refused with a 400 that names it, never silently
+dropped (see `unsupported_field`). Tool use (`tools`, `tool_choice`, `parallel_tool_calls`, `tool`
+messages, assistant messages with `tool_calls`) and `response_format` are implemented (tools.py).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from tunesmith.serve.bodies import RequestBody
 
@@ -22,15 +23,80 @@ class TextPart(RequestBody):
     text: str
 
 
+class FunctionCall(RequestBody):
+    name: str = Field(min_length=1)
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(RequestBody):
+    """A call an earlier assistant turn made (the client sends the reply's `tool_calls` back)."""
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(RequestBody):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns
+    tool_call_id: str | None = None  # tool turns: the call this result answers
+    refusal: str | None = None  # a reply appended to the conversation as it came (always null here)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id: the id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"tool_calls belong to assistant messages, not {self.role} ones")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)
         return self.content or ""
+
+
+class FunctionDefinition(RequestBody):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")  # OpenAI's rule
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema; left out: a function without arguments
+    strict: bool | None = None  # accepted; arguments are always held to `parameters` when a call is forced
+
+
+class Tool(RequestBody):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(RequestBody):
+    name: str
+
+
+class NamedToolChoice(RequestBody):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchemaFormat(RequestBody):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")  # left out: any JSON object
+    strict: bool | None = None  # accepted; the output is always held to the schema
+
+
+class ResponseFormat(RequestBody):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs json_schema: {"name": ..., "schema": {...}}')
+        return self
 
 
 class StreamOptions(RequestBody):
@@ -76,6 +142,10 @@ class ChatRequest(GenerationRequest):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[Tool] | None = Field(None, max_length=128)  # OpenAI's limit
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # None: true, as OpenAI
+    response_format: ResponseFormat | None = None
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -13,10 +13,12 @@ from fastapi import Request
 
 from tunesmith.data.examples import Message
 from tunesmith.data.tokenize import encode_prompt
+from tunesmith.models.constrained import Constraint
 from tunesmith.serve.access import find_model
 from tunesmith.serve.engine import Engine, Event, NeverFits, QueueFull, Row, Sampling, TokenLogprob
 from tunesmith.serve.errors import APIError
 from tunesmith.serve.models import GENERATIVE, Served
+from tunesmith.serve.openai import tools
 from tunesmith.serve.openai.schemas import ChatRequest, CompletionRequest, GenerationRequest
 
 DISCONNECT_POLL_SECONDS = 0.5
@@ -47,11 +49,12 @@ def sampling_of(body: ChatRequest | CompletionRequest, request: Request, top_log
 def chat_prompt(served: Served, body: ChatRequest) -> list[int]:
     from jinja2 import TemplateError
 
-    messages = [Message("system" if m.role == "developer" else m.role, m.text()) for m in body.messages]
+    messages = tools.conversation(body)
     if served.system_prompt and messages[0].role != "system":
         messages.insert(0, Message("system", served.system_prompt))
+    tools.check_template(served, body, messages)
     try:
-        return encode_prompt(served.tokenizer, served.info, messages)
+        return encode_prompt(served.tokenizer, served.info, messages, tools.prompt_tools(body))
     except TemplateError as exc:  # the template's own raise_exception: roles that do not alternate, say
         raise APIError(400, f"messages: the chat template of `{body.model}` refused this conversation: {exc}",
                        param="messages", code="invalid_value") from exc
@@ -82,11 +85,12 @@ class Submission:
     """One request's rows in the engine, and the queue their events come back on."""
 
     def __init__(self, engine: Engine, served: Served, prompts: list[tuple[list[int], Sampling]],
-                 prompt_tokens: int) -> None:
+                 prompt_tokens: int, constraints: list[Constraint] | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.started, self.model, self.first_token_seen = time.perf_counter(), served.name, False
         self.events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        self.rows = [Row(served, prompt_ids, sampling, self._emitter(loop, index))
+        self.rows = [Row(served, prompt_ids, sampling, self._emitter(loop, index),
+                         constraint=constraints[index] if constraints else None)
                      for index, (prompt_ids, sampling) in enumerate(prompts)]
         self.prompt_tokens = prompt_tokens  # each prompt once, however many choices read it (OpenAI's count)
         self.open = len(self.rows)
@@ -167,12 +171,15 @@ def completion_logprobs(logprobs: list[TokenLogprob], offset: int = 0) -> dict:
             "top_logprobs": [dict(item.top) for item in logprobs], "text_offset": offsets}
 
 
-def chat_response(completion_id: str, model: str, choices: list[Choice], prompt_tokens: int, want_logprobs: bool) -> dict:
+def chat_response(completion_id: str, model: str, choices: list[Choice], prompt_tokens: int, want_logprobs: bool,
+                  parse_calls: bool = False) -> dict:
+    """OpenAI's ChatCompletion; with `parse_calls`, each reply's tool calls as `message.tool_calls`."""
+    replies = [tools.assistant_message(c.text, c.finish_reason, parse_calls) for c in choices]
     return {
         "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text, "refusal": None},
+        "choices": [{"index": c.index, "message": message,
                      "logprobs": chat_logprobs(c.logprobs) if want_logprobs else None,
-                     "finish_reason": c.finish_reason} for c in choices],
+                     "finish_reason": finish_reason} for c, (message, finish_reason) in zip(choices, replies)],
         "usage": usage(prompt_tokens, sum(c.completion_tokens for c in choices)),
     }
 
