@@ -53,7 +53,7 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
     out = capsys.readouterr().out
     run = tmp_path / "runs" / "reviews"
     assert json.loads((run / "task.json").read_text())["labels"] == ["negative", "positive"]
-    for system in ("base zero-shot", "base 2-shot", "fine-tuned", "gain over base zero-shot"):
+    for system in ("base zero-shot", "base 2-shot", "fine-tuned", "fine-tuned gain [95%]"):
         assert system in out
     summary = json.loads((run / "eval" / "comparison.json").read_text())
     assert summary["rows"] == 24 and set(summary["systems"]) == {"base zero-shot", "base 2-shot", "fine-tuned"}
@@ -69,18 +69,24 @@ def test_plain_csv_label_task_with_two_column_flags_trains_compares_and_reports(
         accuracy = metrics["accuracy"]
         expected = summary["systems"]["fine-tuned"]["accuracy"] - summary["systems"][name]["accuracy"]
         assert accuracy["estimate"] == pytest.approx(expected) and accuracy["low"] <= accuracy["estimate"] <= accuracy["high"]
-    assert "95% interval: the accuracy gain of fine-tuned over base zero-shot" in out
+    # one table: each score and the fine-tuned model's gain over each baseline, with its interval, in the cells
+    table = out[out.index("system "):].splitlines()
+    zero_shot = next(line for line in table if line.startswith("base zero-shot"))
+    low, high = gains["base zero-shot"]["accuracy"]["low"], gains["base zero-shot"]["accuracy"]["high"]
+    assert f"[{low:+.3f}, {high:+.3f}]" in zero_shot
+    assert "The accuracy gain of fine-tuned over the best baseline (" in out  # and one sentence of verdict
+    assert "95% interval:" not in out
     # every system is scored twice: by its generated answer and by the likelihood of each label
     for system in summary["systems"].values():
         assert 0.0 <= system["likelihood_accuracy"] <= 1.0 and "likelihood_macro_f1" in system
     assert {"likelihood_accuracy", "likelihood_macro_f1"} <= set(gains["base zero-shot"])
-    assert "likelihood_accuracy" in out
+    assert "likelihood accuracy [95%]" in out
     predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 24 and predictions[0]["reference"] in ("negative", "positive")
     report = (run / "report.md").read_text()
     for heading in ("## Data", "## Training", "## Fine-tuned vs base model", "## Per class", "## Forgetting", "## Settings"):
         assert heading in report
-    assert "95% paired bootstrap intervals" in report
+    assert "95% paired bootstrap over the rows" in report and "fine-tuned gain [95%]" in report
     # eval.groups: each system's accuracy per group of rows and the gap between the groups
     by_group = [note for note in summary["notes"] if note.startswith("by group")]
     assert len(by_group) == 3 and all("praised accuracy" in note and "panned accuracy" in note and "macro F1" in note
@@ -210,8 +216,8 @@ def test_candidate_base_models_are_compared_on_the_same_rows_before_training(tmp
     out = capsys.readouterr().out
     for system in (f"{tiny_model_dir.name} zero-shot", f"{tiny_model_dir.name} 2-shot", "other-tiny zero-shot", "other-tiny 2-shot"):
         assert system in out
-    assert "gain over" not in out  # nothing was fine-tuned: candidates side by side, each with its interval
-    assert "95% interval: other-tiny zero-shot: accuracy" in out
+    assert "gain" not in out  # nothing was fine-tuned: candidates side by side, each with its interval
+    assert "Best accuracy: " in out
     assert main(["compare", "--data", str(test)]) == 2
 
 

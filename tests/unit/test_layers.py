@@ -1,4 +1,4 @@
-"""Imports point one way: base -> data -> models -> training -> eval -> pipeline -> store -> improve
+"""Imports point one way: base -> data -> models -> graders, training -> eval -> pipeline -> store -> improve
 -> the rest (tune, export, jobs, serve, cli).
 
 A module may import its own layer and the layers below it, never one above: data never knows about
@@ -16,8 +16,8 @@ from pathlib import Path
 import tunesmith
 
 PACKAGE = Path(tunesmith.__file__).parent
-BASE = {"errors", "files", "config", "assets", "allocator", "_version"}
-LAYERS = {"data": 1, "models": 2, "training": 3, "eval": 4, "pipeline": 5, "store": 6, "improve": 7}
+BASE = {"errors", "files", "config", "assets", "allocator", "progress", "_version"}
+LAYERS = {"data": 1, "models": 2, "graders": 3, "training": 3, "eval": 4, "pipeline": 5, "store": 6, "improve": 7}
 TOP = 8
 
 

@@ -25,6 +25,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     compare.add_argument("--few-shot", type=int, default=5, help="solved examples in the few-shot prompt (default 5)")
     compare.add_argument("--selection", choices=["random", "similar", "fixed"], default="random",
                          help="how shots are chosen: per row at random, the most similar, or one fixed draw for every row")
+    compare.add_argument("--scoring", choices=["both", "generate", "likelihood"], default="both",
+                         help="label tasks: by generated answer, by the likelihood of each label, or both (default); "
+                              "likelihood is the fast one (eval.scoring)")
+    compare.add_argument("--generate-sample", type=int, default=50,
+                         help="with --scoring likelihood: rows each baseline also generates answers for (default 50)")
     add_eval_flags(compare)
 
     predict = add_command(commands, "predict", "predictions of a run's model for every row of a file", cmd_predict)
@@ -62,7 +67,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from tunesmith.pipeline.evaluate import evaluate_run
 
     settings = EvalConfig(few_shot=args.few_shot, few_shot_selection=args.selection, max_rows=args.max_rows,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, scoring=args.scoring, generate_sample=args.generate_sample)
     if args.models:
         from tunesmith.pipeline.evaluate import select_base_model
 

@@ -53,12 +53,22 @@ class EvalConfig(Section):
     scoring: Literal["both", "generate", "likelihood"] = setting(
         "both",
         "Label tasks: score every system by its generated answer, by the likelihood of each label after the prompt "
-        "(rank classification: what the model knows, whatever its answer format), or both.", job=True,
+        "(rank classification: what the model knows, whatever its answer format), or both. likelihood is the fast "
+        "one: every system is scored by likelihood; the fine-tuned model also generates every answer and each "
+        "baseline `generate_sample` of them, and the table shows how often the generated answer is the most "
+        "likely label.", job=True,
+    )
+    generate_sample: int = setting(
+        50, "scoring=likelihood: rows (a seeded sample) whose answers each baseline also generates.", job=True, ge=0,
     )
     length_normalized: bool = setting(
         False, "Likelihood scoring: compare labels by mean log-probability per token instead of the sum.", job=True
     )
     rag: RagConfig = setting(RagConfig(), "Retrieval-augmented baselines.")
+    rag_systems: Literal["both", "base"] = setting(
+        "both", "With rag.corpus: retrieval before the base model's prompts and the fine-tuned model's (both), or "
+        "before the base model's only.", job=True,
+    )
     groups: str | None = setting(
         None,
         "A YAML of group name -> terms (e.g. gendered words): label tasks also get each system's accuracy per "

@@ -20,9 +20,11 @@ from tunesmith.eval.intervals import system_intervals
 from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
+from tunesmith.eval.tables import cell, text_table
 from tunesmith.models.generate import LoadedModel, generate, load_for_generation
 from tunesmith.models.processes import ALONE, Share
 from tunesmith.models.score import score_labels
+from tunesmith.progress import Stage
 from tunesmith.training.metrics import perplexity
 
 
@@ -30,7 +32,7 @@ from tunesmith.training.metrics import perplexity
 class SystemResult:
     name: str
     model: str
-    answers: list[str]
+    answers: list[str | None]  # None: a row whose answer was not generated (scoring=likelihood, outside the sample)
     metrics: dict[str, Any]
     seconds: float
     new_tokens: int
@@ -52,47 +54,82 @@ class Comparison:
     # {"systems": {name: {metric: Interval}}, "gains": {baseline name: {metric: Interval of tuned - baseline}}}
     intervals: dict[str, Any] | None = None
     tuned: str | None = "fine-tuned"  # the system whose gains are reported; None when comparing base models only
+    scoring: str = "both"  # label tasks: eval.scoring (likelihood: `accuracy` is the most likely label's)
+
+    @property
+    def headline(self) -> list[str]:
+        """The metrics the table shows, each with its interval where it has one."""
+        if self.kind == "label":
+            scored = self.scoring == "both" and any(s.likelihood is not None for s in self.systems)
+            return ["accuracy", "macro_f1", *(["likelihood_accuracy"] if scored else [])]
+        return ["exact_match", "contains_answer", "rouge_l", "reference_ppl"]
+
+    @property
+    def primary(self) -> str:
+        """The metric the verdict and the gain column are about."""
+        return "accuracy" if self.kind == "label" else "rouge_l"
+
+    def system(self, name: str) -> SystemResult:
+        return next(s for s in self.systems if s.name == name)
+
+    def baselines(self) -> list[SystemResult]:
+        """The systems the fine-tuned model is compared with (not the tuned model with retrieval)."""
+        if self.tuned is None:
+            return list(self.systems)
+        return [s for s in self.systems if not s.name.startswith(self.tuned)]
+
+    def cells(self) -> tuple[list[str], list[list[str]]]:
+        """One row per system: each metric with its 95% interval, and the fine-tuned model's gain over it."""
+        systems = (self.intervals or {}).get("systems", {})
+        gains = (self.intervals or {}).get("gains", {})
+        likely = self.kind == "label" and self.scoring == "likelihood"
+        header = ["system", *(f"{m.replace('_', ' ')}{' [95%]' if m != 'reference_ppl' else ''}" for m in self.headline)]
+        if self.kind == "label":
+            header.append("generated = most likely" if likely else "unparsed")
+        if gains:
+            header.append(f"{self.tuned} gain [95%]")
+        header.append("seconds")
+        rows = []
+        for s in self.systems:
+            row = [s.name, *(cell(s.metrics.get(m), systems.get(s.name, {}).get(m)) for m in self.headline)]
+            if self.kind == "label":
+                done = s.metrics.get("generated_rows", len(self.items))
+                row.append(f"{s.metrics.get('generated_agree', 0)}/{done}" if likely
+                           else f"{s.metrics.get('unparsed', 0)}/{len(self.items)}")
+            if gains:
+                gain = gains.get(s.name, {}).get(self.primary)
+                row.append(cell(gain.estimate, gain, signed=True) if gain else "")
+            rows.append([*row, f"{s.seconds:.0f}"])
+        return header, rows
+
+    def table(self) -> str:
+        """The comparison as a text table: scores and gains with their intervals."""
+        return text_table(*self.cells())
+
+    def verdict(self) -> str:
+        """One sentence: the fine-tuned model against the best baseline, or the best of the models compared."""
+        metric, what = self.primary, self.primary.replace("_", " ")
+        ranked = sorted(self.baselines(), key=lambda s: -(s.metrics.get(metric) or 0.0))
+        if not ranked:
+            return ""
+        best = ranked[0]
+        if self.tuned is None or not self.intervals or best.name not in self.intervals["gains"]:
+            interval = (self.intervals or {}).get("systems", {}).get(best.name, {}).get(metric)
+            return (f"Best {what}: {best.name}, {best.metrics[metric]:.3f}"
+                    + (f" [{interval.low:.3f}, {interval.high:.3f}]." if interval else "."))
+        gain = self.intervals["gains"][best.name][metric]
+        return gain.verdict(f"The {what} gain of {self.tuned} over the best baseline ({best.name}, "
+                            f"{best.metrics[metric]:.3f})") + "."
 
     def interval_lines(self) -> list[str]:
         """Each gain of the fine-tuned model, with its 95% interval, in words."""
         if not self.intervals:
             return []
-        lines = []
         if self.tuned is None:
-            for name, metrics in self.intervals["systems"].items():
-                lines += [f"{name}: {metric.replace('_', ' ')} {interval.estimate:.3f} "
-                          f"[{interval.low:.3f}, {interval.high:.3f}]" for metric, interval in metrics.items()]
-            return lines
-        for base, metrics in self.intervals["gains"].items():
-            for metric, interval in metrics.items():
-                lines.append(interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {base}"))
-        return lines
-
-    @property
-    def headline(self) -> list[str]:
-        if self.kind == "label":
-            scored = any(s.likelihood is not None for s in self.systems)
-            return ["accuracy", "macro_f1", *(["likelihood_accuracy", "likelihood_macro_f1"] if scored else [])]
-        return ["exact_match", "normalized_exact_match", "contains_answer", "rouge_l", "reference_ppl"]
-
-    def system(self, name: str) -> SystemResult:
-        return next(s for s in self.systems if s.name == name)
-
-    def table(self) -> str:
-        """The comparison as a text table, with the fine-tuned model's gain over each baseline."""
-        unparsed = self.kind == "label"  # shown beside accuracy: an answer no label matched counts as wrong
-        names = ["system", *self.headline, *(["unparsed"] if unparsed else []), "seconds"]
-        rows = [[s.name, *(_format(s.metrics.get(m)) for m in self.headline),
-                 *([f"{s.metrics.get('unparsed', 0)}/{len(self.items)}"] if unparsed else []), f"{s.seconds:.0f}"]
-                for s in self.systems]
-        tuned = next((s for s in self.systems if s.name == self.tuned), None)
-        for base in [s for s in self.systems if tuned is not None and s is not tuned]:
-            rows.append([f"gain over {base.name}", *(_format(_delta(tuned, base, m), signed=True) for m in self.headline),
-                         *([""] if unparsed else []), ""])
-        widths = [max(len(str(row[i])) for row in [names, *rows]) for i in range(len(names))]
-        lines = ["  ".join(str(cell).ljust(w) if i == 0 else str(cell).rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                 for row in [names, *rows]]
-        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+            return [f"{name}: {metric.replace('_', ' ')} {interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+                    for name, metrics in self.intervals["systems"].items() for metric, interval in metrics.items()]
+        return [interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {base}")
+                for base, metrics in self.intervals["gains"].items() for metric, interval in metrics.items()]
 
 
 LABEL_ANSWER_TOKENS = 32  # room for "The sentiment of this review is positive." before a label
@@ -111,41 +148,76 @@ def answer_budget(tokenizer: Any, labels: list[str] | tuple[str, ...] | None, fr
 
 
 def evaluate_system(loaded: LoadedModel, name: str, prompts: list, items: list[EvalItem], labels: list[str] | None,
-                    settings: EvalConfig, *, with_perplexity: bool = True) -> SystemResult:
-    """Answers of one model to `prompts`, scored against the items' references."""
-    max_new = answer_budget(loaded.tokenizer, labels, settings.max_new_tokens)
-    generated = generate(loaded, prompts, max_new_tokens=max_new, batch_size=settings.batch_size,
-                         stop_at_newline=bool(labels))
-    result = SystemResult(name, loaded.name, generated.texts, {}, generated.seconds, generated.new_tokens)
-    if labels:
-        mapped = [map_answer_to_label(answer, labels) for answer in generated.texts]
-        result.predicted, result.rules = [m[0] for m in mapped], [m[1] for m in mapped]
-        metrics = label_metrics([item.label for item in items], result.predicted, labels)
-        metrics.rules = {rule: result.rules.count(rule) for rule in dict.fromkeys(result.rules)}
-        result.metrics = metrics.as_dict()
-        if settings.scoring != "generate":  # what the model knows, whatever the format of its answer
-            scored = score_labels(loaded, prompts, list(labels), batch_size=settings.batch_size)
-            result.likelihood = scored.predicted(normalized=settings.length_normalized)
-            by_likelihood = label_metrics([item.label for item in items], result.likelihood, labels)
-            result.metrics.update({"likelihood_accuracy": by_likelihood.accuracy,
-                                   "likelihood_macro_f1": by_likelihood.macro["f1"],
-                                   "likelihood_seconds": scored.seconds})
-    else:
-        result.metrics = text_metrics([item.reference for item in items], generated.texts)
+                    settings: EvalConfig, *, with_perplexity: bool = True, sample: list[int] | None = None) -> SystemResult:
+    """Answers of one model to `prompts`, scored against the items' references. Label tasks under
+    scoring=likelihood: scored by the most likely label, answers generated for the rows of `sample`
+    only (every row when None)."""
+    if not labels:
+        with Stage(f"evaluating {name}", len(prompts)) as stage:
+            generated = generate(loaded, prompts, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                                 progress=stage.advance)
+        result = SystemResult(name, loaded.name, list(generated.texts), text_metrics([i.reference for i in items], generated.texts),
+                              generated.seconds, generated.new_tokens)
         if with_perplexity:
             result.metrics["reference_ppl"] = perplexity(reference_loss(loaded, items))
+        result.metrics["tokens_per_s"] = generated.new_tokens / max(generated.seconds, 1e-9)
+        return result
+    rows = list(range(len(prompts))) if settings.scoring != "likelihood" or sample is None else sorted(sample)
+    likelihood = settings.scoring != "generate"
+    with Stage(f"evaluating {name}", len(rows) + (len(prompts) if likelihood else 0)) as stage:
+        generated = generate(loaded, [prompts[i] for i in rows], max_new_tokens=answer_budget(loaded.tokenizer, labels, 0),
+                             batch_size=settings.batch_size, stop_at_newline=True, progress=stage.advance)
+        scored = (score_labels(loaded, prompts, list(labels), batch_size=settings.batch_size, progress=stage.advance)
+                  if likelihood else None)
+    answers: list[str | None] = [None] * len(prompts)
+    for row, text in zip(rows, generated.texts):
+        answers[row] = text
+    result = SystemResult(name, loaded.name, answers, {}, generated.seconds, generated.new_tokens)
+    mapped = {row: map_answer_to_label(text, labels) for row, text in zip(rows, generated.texts)}
+    gold = [item.label for item in items]
+    by_answer = [mapped[row][0] for row in range(len(prompts))] if len(rows) == len(prompts) else None
+    result.rules = [mapped[row][1] if row in mapped else "not generated" for row in range(len(prompts))]
+    result.likelihood = scored.predicted(normalized=settings.length_normalized) if scored else None
+    result.predicted = result.likelihood if settings.scoring == "likelihood" else by_answer
+    metrics = label_metrics(gold, result.predicted, labels)
+    used = [mapped[row][1] for row in rows]
+    metrics.rules = {rule: used.count(rule) for rule in dict.fromkeys(used)}
+    result.metrics = metrics.as_dict()
+    result.metrics["unparsed"] = sum(1 for label, _ in mapped.values() if label is None)
+    if settings.scoring == "likelihood":
+        result.metrics.update({"generated_rows": len(rows),
+                               "generated_agree": sum(mapped[row][0] == result.likelihood[row] for row in rows)})
+        if by_answer is not None:
+            result.metrics["generated_accuracy"] = label_metrics(gold, by_answer, labels).accuracy
+    elif scored is not None:
+        by_likelihood = label_metrics(gold, result.likelihood, labels)
+        result.metrics.update({"likelihood_accuracy": by_likelihood.accuracy, "likelihood_macro_f1": by_likelihood.macro["f1"]})
+    if scored is not None:
+        result.metrics["likelihood_seconds"] = scored.seconds
+        result.seconds += scored.seconds
     result.metrics["tokens_per_s"] = generated.new_tokens / max(generated.seconds, 1e-9)
     return result
 
 
+def generate_sample(rows: int, settings: EvalConfig, seed: int) -> list[int] | None:
+    """The seeded rows a baseline generates answers for under scoring=likelihood (None: every row)."""
+    if settings.scoring != "likelihood" or settings.generate_sample >= rows:
+        return None
+    import random
+
+    return sorted(random.Random(f"{seed}-generate").sample(range(rows), settings.generate_sample))
+
+
 def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], settings: EvalConfig,
-                   labels: list[str] | None, seed: int = 0, say: Any = print, share: Share = ALONE) -> Comparison:
+                   labels: list[str] | None, seed: int = 0, share: Share = ALONE) -> Comparison:
     """Evaluate base zero-shot, base k-shot and the fine-tuned model of `run_dir` on `items`, each
     model's decoding shared out over `share`'s processes."""
     manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
-    comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot, settings.few_shot_selection)
+    comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot, settings.few_shot_selection,
+                            scoring=settings.scoring)
     general = _general_texts(settings)
     zero_shot = [item.prompt for item in items]
+    sample = generate_sample(len(items), settings, seed)  # scoring=likelihood: the rows baselines also generate
 
     retrieved = None
     if settings.rag.corpus:
@@ -159,32 +231,27 @@ def run_comparison(run_dir: Path, items: list[EvalItem], pool: list[EvalItem], s
 
     tuned = load_for_generation(str(run_dir), precision=settings.precision, share=share)
     template = tuned.tokenizer.chat_template
-    say(f"evaluating the fine-tuned model on {len(items)} rows")
     tuned_result = evaluate_system(tuned, "fine-tuned", zero_shot, items, labels, settings)
     tuned_rag = None
-    if retrieved is not None:
-        say(f"evaluating the fine-tuned model with retrieval on {len(items)} rows")
+    if retrieved is not None and settings.rag_systems == "both":
         tuned_rag = evaluate_system(tuned, "fine-tuned + RAG", retrieved.prompts, items, labels, settings,
-                                    with_perplexity=False)
+                                    with_perplexity=False, sample=sample)
     general_after = text_loss(tuned, general) if general else None
     del tuned
     gc.collect()
 
     base = load_for_generation(manifest["base_model"]["spec"], chat_template=template, precision=settings.precision,
                                share=share)
-    say(f"evaluating the base model zero-shot on {len(items)} rows")
-    comparison.systems.append(evaluate_system(base, "base zero-shot", zero_shot, items, labels, settings))
+    comparison.systems.append(evaluate_system(base, "base zero-shot", zero_shot, items, labels, settings, sample=sample))
     if settings.few_shot and pool:
         index = TfidfIndex([p.key for p in pool]) if settings.few_shot_selection == "similar" else None
         prompts = [few_shot_prompt(item, select_shots(item, n, pool, settings.few_shot, settings.few_shot_selection, seed, index))
                    for n, item in enumerate(items)]
-        say(f"evaluating the base model {settings.few_shot}-shot on {len(items)} rows")
         comparison.systems.append(evaluate_system(base, f"base {settings.few_shot}-shot", prompts, items, labels, settings,
-                                                  with_perplexity=False))
+                                                  with_perplexity=False, sample=sample))
     if retrieved is not None:
-        say(f"evaluating the base model with retrieval on {len(items)} rows")
         comparison.systems.append(evaluate_system(base, "base + RAG", retrieved.prompts, items, labels, settings,
-                                                  with_perplexity=False))
+                                                  with_perplexity=False, sample=sample))
     if general:
         comparison.forgetting = _forgetting(settings, len(general), text_loss(base, general), general_after)
     comparison.systems.append(tuned_result)
@@ -214,7 +281,7 @@ def add_intervals(comparison: Comparison, resamples: int, seed: int = 0) -> None
         answers = {s.name: s.answers for s in comparison.systems}
     comparison.intervals = system_intervals(comparison.labels, references, answers, comparison.tuned,
                                             resamples=resamples, seed=seed)
-    if comparison.kind == "label" and all(s.likelihood is not None for s in comparison.systems):
+    if comparison.kind == "label" and comparison.scoring == "both" and all(s.likelihood is not None for s in comparison.systems):
         scored = system_intervals(comparison.labels, references, {s.name: s.likelihood for s in comparison.systems},
                                   comparison.tuned, resamples=resamples, seed=seed)
         for part, values in scored.items():
@@ -247,7 +314,8 @@ def save_comparison(comparison: Comparison, folder: Path) -> None:
         for number, item in enumerate(comparison.items):
             row = {"where": item.where, "input": item.key, "reference": item.reference}
             for system in comparison.systems:
-                row[system.name] = system.answers[number]
+                if system.answers[number] is not None:
+                    row[system.name] = system.answers[number]
                 if system.predicted is not None:
                     row[f"{system.name} label"] = system.predicted[number]
                 if system.likelihood is not None:
@@ -273,12 +341,19 @@ def disagreements(comparison: Comparison, limit: int = 10) -> list[dict[str, str
             values = [s.predicted[number] for s in comparison.systems]
             tuned_right = tuned.predicted[number] == item.label
         else:
-            values = [s.answers[number].strip() for s in comparison.systems]
-            tuned_right = tuned.answers[number].strip() == item.reference.strip()
+            values = [(s.answers[number] or "").strip() for s in comparison.systems]
+            tuned_right = (tuned.answers[number] or "").strip() == item.reference.strip()
         if len(set(values)) > 1:
             rows.append((not tuned_right, number))
     return [{"where": comparison.items[n].where, "input": comparison.items[n].key, "reference": comparison.items[n].reference,
-             **{s.name: s.answers[n] for s in comparison.systems}} for _, n in sorted(rows)[:limit]]
+             **{s.name: _shown_answer(s, n) for s in comparison.systems}} for _, n in sorted(rows)[:limit]]
+
+
+def _shown_answer(system: SystemResult, row: int) -> str:
+    """The generated answer, or under scoring=likelihood the most likely label where none was generated."""
+    if system.answers[row] is not None:
+        return system.answers[row]
+    return f"(most likely: {system.likelihood[row]})" if system.likelihood is not None else ""
 
 
 def _general_texts(settings: EvalConfig) -> list[str]:
@@ -286,17 +361,6 @@ def _general_texts(settings: EvalConfig) -> list[str]:
         return []
     records = read_records(resolve_data_path(settings.general_text))
     return [r.data["text"] for r in records if r.data and isinstance(r.data.get("text"), str)][:settings.general_rows]
-
-
-def _delta(tuned: SystemResult, base: SystemResult, metric: str) -> float | None:
-    a, b = tuned.metrics.get(metric), base.metrics.get(metric)
-    return None if a is None or b is None else a - b
-
-
-def _format(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
 def result_dict(result: SystemResult) -> dict[str, Any]:

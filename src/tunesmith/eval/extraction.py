@@ -25,6 +25,7 @@ from tunesmith.eval.entities import entity_scores
 from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
 from tunesmith.eval.intervals import Interval, mean_gain_interval, micro_f1_intervals
 from tunesmith.eval.items import EvalItem
+from tunesmith.eval.tables import cell, text_table
 from tunesmith.files import write_atomic
 from tunesmith.models.generate import LoadedModel, generate
 
@@ -64,20 +65,34 @@ class SpanComparison:
 
     def table(self) -> str:
         """The systems side by side, each with its 95% interval, and the tuned model's gains."""
-        header, rows = self.cells()
-        widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-        lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
-                 for row in [header, *rows]]
-        return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+        return text_table(*self.cells())
+
+    @property
+    def primary(self) -> str:
+        return "micro_f1" if self.task == "entities" else "f1"
 
     def cells(self) -> tuple[list[str], list[list[str]]]:
-        header = ["system", *self.headline, "seconds"]
-        rows = [[s.name, *(_cell(s.metrics.get(m), self.intervals.get("systems", {}).get(s.name, {}).get(m))
-                           for m in self.headline), f"{s.seconds:.0f}"] for s in self.systems]
-        for name, gains in self.intervals.get("gains", {}).items():
-            rows.append([f"gain over {name}", *(_cell(gains[m].estimate, gains[m], signed=True) if m in gains else ""
-                                                for m in self.headline), ""])
+        """One row per system: each metric with its interval, and the tuned model's gain over it."""
+        gains = self.intervals.get("gains", {})
+        header = ["system", *(f"{m.replace('_', ' ')} [95%]" for m in self.headline),
+                  *([f"{self.tuned} gain [95%]"] if gains else []), "seconds"]
+        rows = []
+        for s in self.systems:
+            gain = gains.get(s.name, {}).get(self.primary)
+            rows.append([s.name, *(cell(s.metrics.get(m), self.intervals.get("systems", {}).get(s.name, {}).get(m))
+                                   for m in self.headline),
+                         *([cell(gain.estimate, gain, signed=True) if gain else ""] if gains else []), f"{s.seconds:.0f}"])
         return header, rows
+
+    def verdict(self) -> str:
+        """One sentence: the tuned model against the best baseline on the primary metric."""
+        baselines = [s for s in self.systems if s.name in self.intervals.get("gains", {})]
+        if not baselines:
+            return ""
+        best = max(baselines, key=lambda s: s.metrics.get(self.primary) or 0.0)
+        what = self.primary.replace("_", " ")
+        return self.intervals["gains"][best.name][self.primary].verdict(
+            f"The {what} gain of {self.tuned} over the best baseline ({best.name}, {best.metrics[self.primary]:.3f})") + "."
 
     def interval_lines(self) -> list[str]:
         return [interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {name}")
@@ -88,13 +103,6 @@ class SpanComparison:
                 "systems": {s.name: {"model": s.model, "seconds": round(s.seconds, 2), **s.metrics} for s in self.systems},
                 "intervals": {part: {name: {m: i.as_dict() for m, i in metrics.items()} for name, metrics in by_name.items()}
                               for part, by_name in self.intervals.items()}}
-
-
-def _cell(value: float | None, interval: Interval | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    text = f"{value:+.3f}" if signed else f"{value:.3f}"
-    return f"{text} [{interval.low:{'+' if signed else ''}.3f}, {interval.high:{'+' if signed else ''}.3f}]" if interval else text
 
 
 def save_span_comparison(comparison: SpanComparison, folder: Path) -> None:

@@ -55,6 +55,7 @@ class Interval:
 Metric = Callable[[Sequence[object], Sequence[object]], float]  # (predictions, references) -> value
 
 
+
 def resample_indices(rows: int, *, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
     """[resamples, rows] row indices drawn with replacement, the same for every system compared."""
     return np.random.default_rng(seed).integers(0, rows, size=(resamples, rows))

@@ -16,12 +16,14 @@ from tunesmith.eval.compare import Comparison, disagreements
 from tunesmith.eval.diagnostics import forgetting_note, overfitting_notes
 from tunesmith.eval.extraction import SpanComparison
 from tunesmith.eval.metrics import UNPARSED
+from tunesmith.eval.tool_compare import ToolComparison
 from tunesmith.files import write_atomic
 from tunesmith.training.metrics import read_metrics
 
 
 def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None,
-                 preference: dict | None = None, spans: SpanComparison | None = None) -> tuple[Path, Path]:
+                 preference: dict | None = None, spans: SpanComparison | None = None,
+                 tools: ToolComparison | None = None) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     images: dict[str, Path] = {}
@@ -36,6 +38,8 @@ def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: di
         blocks[-2:-2] = _preference_blocks(preference)
     if spans:
         blocks[-2:-2] = _span_blocks(spans)
+    if tools:
+        blocks[-2:-2] = _tool_blocks(tools)
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
     # report.md last: its presence tells a resumed chain that this stage's evaluation finished
     write_atomic(html_path, _html(blocks, run_dir.name))
@@ -92,19 +96,12 @@ def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[
                                      f"few-shot examples ({comparison.few_shot}, chosen {comparison.selection}) come from the training rows.")]
     else:
         blocks = [("h", "Held-out evaluation"), ("p", f"{len(comparison.items)} held-out rows.")]
-    unparsed = comparison.kind == "label"
-    header = ["system", *comparison.headline, *(["unparsed answers"] if unparsed else []), "seconds"]
-    rows = [[s.name, *(_number(s.metrics.get(m)) for m in comparison.headline),
-             *([f"{s.metrics.get('unparsed', 0)} of {len(comparison.items)}"] if unparsed else []), f"{s.seconds:.0f}"]
-            for s in comparison.systems]
-    tuned = next((s for s in comparison.systems if s.name == comparison.tuned), None)
-    for base in [s for s in comparison.systems if tuned is not None and s is not tuned]:
-        rows.append([f"gain over {base.name}", *(_signed(tuned.metrics.get(m), base.metrics.get(m)) for m in comparison.headline),
-                     *([""] if unparsed else []), ""])
-    blocks.append(("table", (header, rows)))
-    if comparison.intervals:
-        blocks.append(("p", "How sure: 95% paired bootstrap intervals over the rows (the same resampled rows for "
-                            "every system). " + " ".join(f"{line[0].upper()}{line[1:]}." for line in comparison.interval_lines())))
+    blocks.append(("table", comparison.cells()))
+    blocks.append(("p", f"{comparison.verdict()} Intervals: 95% paired bootstrap over the rows (the same resampled "
+                        "rows for every system); a gain is the tuned model's score minus that system's."
+                        + (" Scored by the likelihood of each label (rank classification); 'generated = most likely' "
+                           "counts the generated answers that name that label (a seeded sample for the baselines)."
+                           if comparison.kind == "label" and comparison.scoring == "likelihood" else "")))
     for note in comparison.notes:  # leakage, retrieval, accuracy by group
         blocks.append(("p", f"Note: {note}"))
     blocks.append(("img", images["comparison"]))
@@ -162,7 +159,7 @@ def _span_blocks(comparison: SpanComparison) -> list[Block]:
                                  + " Each figure has its 95% bootstrap interval over the rows.")]
     blocks.append(("table", comparison.cells()))
     if comparison.intervals.get("gains"):
-        blocks.append(("p", " ".join(f"{line[0].upper()}{line[1:]}." for line in comparison.interval_lines())))
+        blocks.append(("p", comparison.verdict()))
     for note in comparison.notes:
         blocks.append(("p", f"Note: {note}"))
     if comparison.task == "entities":
@@ -178,10 +175,29 @@ def _span_blocks(comparison: SpanComparison) -> list[Block]:
     return blocks
 
 
+def _tool_blocks(comparison: ToolComparison) -> list[Block]:
+    blocks: list[Block] = [("h", "Tool use: fine-tuned vs prompting the base model"),
+                           ("p", f"The same {len(comparison.where)} held-out rows with their tools, greedy decoding. Turn by "
+                                 "turn: each assistant turn asked with the conversation before it; call accuracy (the right "
+                                 "functions, or rightly none), arguments exact after JSON normalization, per-argument "
+                                 "accuracy, and the share of calls that parse and validate against their schema (95% "
+                                 "intervals over the turns). End to end: the question answered with the tools running "
+                                 "for real, right only when the calls and the final answer are (intervals over the rows)"
+                                 + (f"; few-shot examples ({comparison.few_shot} solved conversations) come from the "
+                                    "training rows." if comparison.few_shot else "."))]
+    blocks.append(("table", comparison.cells()))
+    blocks.append(("p", comparison.verdict()))
+    for note in comparison.notes:
+        blocks.append(("p", f"Note: {note}"))
+    blocks.append(("p", "Every row's exchange from every system: eval/predictions.jsonl."))
+    return blocks
+
+
 def _verdict(comparison: Comparison) -> str:
-    metric = comparison.headline[0] if comparison.kind == "label" else "rouge_l"
+    metric = comparison.primary
     parts = [f"{s.name} {s.metrics[metric]:.3f}" for s in comparison.systems]
-    return f"{metric.replace('_', ' ')} on {len(comparison.items)} held-out rows: " + ", ".join(parts) + "."
+    return (f"{metric.replace('_', ' ')} on {len(comparison.items)} held-out rows: " + ", ".join(parts) + ". "
+            + comparison.verdict())
 
 
 def plot_comparison(comparison: Comparison, path: Path) -> Path:
@@ -295,20 +311,15 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _signed(a: float | None, b: float | None) -> str:
-    return "-" if a is None or b is None else f"{a - b:+.3f}"
-
-
 def _short(text: str, limit: int = 120) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def print_comparison(comparison: Any, markdown: Path, html: Path) -> None:
-    """A comparison's table, its intervals and notes, and where its report is (labels, text or spans)."""
-    print(f"\n{comparison.table()}\n", flush=True)
-    for line in comparison.interval_lines():
-        print(f"95% interval: {line}")
+    """A comparison's table (every score and gain with its 95% interval), its verdict in one sentence,
+    its notes, and where its report is (labels, text or spans)."""
+    print(f"\n{comparison.table()}\n\n{comparison.verdict()}", flush=True)
     for note in comparison.notes:
         print(f"note: {note}")
     print(f"report: {markdown} and {html}")

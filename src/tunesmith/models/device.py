@@ -48,6 +48,8 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 @functools.cache
 def cpu_has_native_bf16() -> bool:
     machine = platform.machine().lower()
+    if machine in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2"):
+        return False  # PyTorch runs its AVX2 kernels (ATEN_CPU_CAPABILITY=avx2): bf16 is emulated, whatever the CPU has
     if platform.system() == "Linux":
         try:
             flags = Path("/proc/cpuinfo").read_text()

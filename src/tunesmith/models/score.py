@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,8 @@ def answer_ids(loaded: LoadedModel, label: str) -> list[int]:
 
 @torch.no_grad()
 def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[Message]], labels: list[str], *,
-                 batch_size: int = 16, share_prefix: bool = True) -> LabelScores:
+                 batch_size: int = 16, share_prefix: bool = True,
+                 progress: Callable[[int], None] | None = None) -> LabelScores:
     """[rows, labels] log-probabilities of each label's answer after each prompt, in batches of
     similar prompt lengths (left-padded; positions from the attention mask). `share_prefix`: run a
     batch's common leading tokens once (see the module's notes). The batches are shared out over
@@ -83,6 +85,8 @@ def score_labels(loaded: LoadedModel, prompts: list[tuple[Message, ...] | list[M
         input_ids, attention = pad_rows([encoded[i][shared:] for i in chunk], pad_id, left=True)
         rows = _score_batch(model, input_ids.to(device), attention.to(device), answers, pad_id, prefix)
         scored.update(zip(chunk, rows))
+        if progress is not None:
+            progress(len(chunk))
     for row, values in loaded.share.gather(scored).items():
         scores[row] = values
     return LabelScores(list(labels), scores, np.array([len(a) for a in answers], dtype=np.float64),

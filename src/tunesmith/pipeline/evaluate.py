@@ -16,6 +16,7 @@ from tunesmith.eval.compare import (
     SystemResult,
     evaluate_system,
     general_text_forgetting,
+    generate_sample,
     run_comparison,
     save_comparison,
 )
@@ -27,6 +28,7 @@ from tunesmith.models.generate import load_for_generation
 from tunesmith.models.processes import ALONE, Share
 from tunesmith.pipeline.folder import run_config
 from tunesmith.pipeline.spans import evaluate_span_run
+from tunesmith.pipeline.tools import evaluate_tool_run, tool_rows
 from tunesmith.training.metrics import perplexity
 from tunesmith.training.session import RunResult, say
 
@@ -37,15 +39,17 @@ def shares_decoding(method: str, settings: EvalConfig) -> bool:
     return bool(settings.test) and method not in ("token-classify", "extractive-qa", "pretrain", "dpo", "online-dpo")
 
 
-def evaluate_after_training(result: RunResult, config: RunConfig, share: Share = ALONE) -> None:
+def evaluate_after_training(result: RunResult, config: RunConfig, share: Share = ALONE, *, show: bool = True) -> None:
     """What the method and config ask for after training. With a `share` of several processes
     (each calls this), the held-out decoding of eval.test is shared out over them and rank 0
     writes; the other evaluations run on rank 0 alone."""
     if shares_decoding(result.method, config.eval):
         if share.size > 1:
             say(f"evaluation: the rows of {config.eval.test} shared out over {share.size} processes")
-        evaluate = evaluate_classifier_run if result.method == "classify" else evaluate_run
-        result.comparison = evaluate(result.run_dir, config.eval.test, config.eval, share=share)
+        if result.method == "classify":
+            result.comparison = evaluate_classifier_run(result.run_dir, config.eval.test, config.eval, share=share)
+        else:
+            result.comparison = evaluate_run(result.run_dir, config.eval.test, config.eval, share=share, show=show)
         return
     if not share.writes:
         return
@@ -102,10 +106,13 @@ def pretrain_perplexity(result: RunResult, settings: EvalConfig) -> dict:
 
 
 def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dict[str, str] | None = None,
-                 share: Share = ALONE) -> Comparison:
+                 share: Share = ALONE, show: bool = True) -> Comparison:
     """Compare base zero-shot / base few-shot / fine-tuned on `test`; writes eval/ and report.md/.html
     (rank 0 of `share`, whose processes share out the decoding)."""
     run_dir = Path(run_dir)
+    rows = tool_rows(test, settings.max_rows)
+    if rows:  # rows with tool calls: scored turn by turn and end to end, on rank 0
+        return evaluate_tool_run(run_dir, rows, settings, show=show) if share.writes else None
     config = run_config(run_dir)
     data = replace(config.data, columns={**config.data.columns, **(columns or {})})
     task = LabelTask.load(run_dir / "task.json")
@@ -115,18 +122,21 @@ def evaluate_run(run_dir: Path, test: str, settings: EvalConfig, *, columns: dic
     if settings.compare and (settings.few_shot or settings.rag.corpus == "train"):
         pool, _ = load_items(config.data.train, config.data, task, config.task, skip_invalid=True)
     if settings.compare:
-        comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, say=say, share=share)
+        comparison = run_comparison(run_dir, items, pool, settings, labels, seed=config.train.seed, share=share)
     else:
         loaded = load_for_generation(str(run_dir), precision=settings.precision, share=share)
         comparison = Comparison("label" if labels else "generation", items,
-                                [evaluate_system(loaded, "fine-tuned", [i.prompt for i in items], items, labels, settings)], labels)
+                                [evaluate_system(loaded, "fine-tuned", [i.prompt for i in items], items, labels, settings)], labels,
+                                scoring=settings.scoring)
     if not share.writes:
         return comparison
     comparison.notes.extend(leakage_notes(items, pool))
     if settings.groups and labels:
         comparison.notes.extend(group_notes(comparison, settings.groups))
     save_comparison(comparison, run_dir / "eval")
-    print_comparison(comparison, *write_report(run_dir, comparison))
+    reports = write_report(run_dir, comparison)
+    if show:
+        print_comparison(comparison, *reports)
     return comparison
 
 
@@ -151,7 +161,8 @@ def select_base_model(models: list[str], test: str, settings: EvalConfig, *, sho
         pool, _ = load_items(shots_from, data, task, TaskConfig(), skip_invalid=True)
         pool = [p for p in pool if normalize(p.key) not in {normalize(i.key) for i in items}]
     comparison = Comparison("label" if labels else "generation", items, [], labels, settings.few_shot if pool else 0,
-                            settings.few_shot_selection, tuned=None)
+                            settings.few_shot_selection, tuned=None, scoring=settings.scoring)
+    sample = generate_sample(len(items), settings, 0)
     zero_shot = [item.prompt for item in items]
     index = TfidfIndex([p.key for p in pool]) if pool and settings.few_shot_selection == "similar" else None
     shots = [few_shot_prompt(item, select_shots(item, n, pool, settings.few_shot, settings.few_shot_selection, 0, index))
@@ -159,18 +170,15 @@ def select_base_model(models: list[str], test: str, settings: EvalConfig, *, sho
     for model in models:
         loaded = load_for_generation(model, precision=settings.precision)
         name = Path(model).name if Path(model).exists() else model
-        say(f"evaluating {name} zero-shot on {len(items)} rows")
-        comparison.systems.append(evaluate_system(loaded, f"{name} zero-shot", zero_shot, items, labels, settings))
+        comparison.systems.append(evaluate_system(loaded, f"{name} zero-shot", zero_shot, items, labels, settings,
+                                                  sample=sample))
         if shots:
-            say(f"evaluating {name} {settings.few_shot}-shot on {len(items)} rows")
             comparison.systems.append(evaluate_system(loaded, f"{name} {settings.few_shot}-shot", shots, items, labels,
-                                                      settings, with_perplexity=False))
+                                                      settings, with_perplexity=False, sample=sample))
         del loaded
         gc.collect()
     add_intervals(comparison, settings.resamples)
-    print(f"\n{comparison.table()}\n", flush=True)
-    for line in comparison.interval_lines():
-        print(f"95% interval: {line}")
+    print(f"\n{comparison.table()}\n\n{comparison.verdict()}", flush=True)
     return comparison
 
 

@@ -18,9 +18,10 @@ from tunesmith.training.session import RunResult, check_distributed, run_method,
 from tunesmith.training.tracking import report_results
 
 
-def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True) -> RunResult:
+def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True, show_results: bool = True) -> RunResult:
     """Train (every stage, when the config has `stages`); then evaluate as the method and config
-    ask, and write the report."""
+    ask, and write the report. `show_results=False`: the comparison's table is not printed (the
+    demo prints it last, after the time of each stage)."""
     world = environment_world()
     check_distributed(config, world, resume)
     if config.stages:
@@ -33,7 +34,7 @@ def train(config: RunConfig, *, resume: bool = False, show_progress: bool = True
         if share.size > 1:
             evaluate_after_training(result, config, share)
         return result
-    evaluate_after_training(result, config, share)
+    evaluate_after_training(result, config, share, show=show_results)
     report_results(config.output.report_to, result.run_dir, config.output.dir)
     return result
 

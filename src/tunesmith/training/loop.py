@@ -274,7 +274,7 @@ def fit(model: Any, optimizer: torch.optim.Optimizer, source: WindowSource, vali
             if main:
                 prune_checkpoints(plan.checkpoints, train.keep_checkpoints)
     if progress is not None:
-        progress.close()
+        progress.__exit__(None, None, None)
     return state
 
 
@@ -335,9 +335,9 @@ def _whole(norm: torch.Tensor) -> float:
 def _progress_bar(plan: LoopPlan, state: TrainState) -> Any:
     if not plan.show_progress:
         return None
-    from tqdm.auto import tqdm
+    from tunesmith.progress import Stage
 
-    return tqdm(total=plan.total_steps, initial=state.step, desc="training", unit="step", dynamic_ncols=True)
+    return Stage("training", plan.total_steps, unit="step", initial=state.step).__enter__()
 
 
 def _show(progress: Any, record: dict[str, Any], state: TrainState) -> None:
@@ -348,5 +348,4 @@ def _show(progress: Any, record: dict[str, Any], state: TrainState) -> None:
     for key, label in (("loss", "loss"), ("reward_mean", "reward"), ("val_loss", "val"), ("val_reward_mean", "val reward")):
         if key in record:
             postfix[label] = f"{record[key]:.3f}"
-    progress.set_postfix(postfix, refresh=False)
-    progress.update(1)
+    progress.advance(1, **postfix)

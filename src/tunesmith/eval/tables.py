@@ -1,0 +1,22 @@
+"""Result tables as people read them: each cell a score with its 95% interval, aligned as text."""
+
+from __future__ import annotations
+
+from tunesmith.eval.intervals import Interval
+
+
+def cell(value: float | None, interval: Interval | None, signed: bool = False) -> str:
+    """A table cell: the value and its interval, `0.690 [0.648, 0.733]` (`+0.120 [+0.075, +0.168]`)."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    text = f"{value:{sign}.3f}"
+    return f"{text} [{interval.low:{sign}.3f}, {interval.high:{sign}.3f}]" if interval else text
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns aligned (the first to the left, the others to the right), a rule under the header."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in [header, *rows]]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
