@@ -9,7 +9,7 @@ from tunesmith.errors import ConfigError
 
 # The registered training methods (training/methods.py), named here so that --help needs no torch import;
 # a test checks the two lists agree.
-METHOD_NAMES = ("sft", "pretrain", "classify", "token-classify", "extractive-qa", "dpo", "online-dpo")
+METHOD_NAMES = ("sft", "pretrain", "classify", "token-classify", "extractive-qa", "dpo", "online-dpo", "grpo")
 
 
 def add_command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable | None) -> argparse.ArgumentParser:

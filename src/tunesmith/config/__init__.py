@@ -1,11 +1,12 @@
 """Every setting, defined once as typed models, a file per section (model, data, task, lora, train,
-eval, preference, output; serve and jobs for the service), composed as fields of one RunConfig.
+eval, preference, grpo, output; serve and jobs for the service), composed as fields of one RunConfig.
 YAML and `--set` loading, `tunesmith settings`, the jobs API's JSON Schema (and which settings a job
 may set), the docs' reference and the console's forms all read these definitions."""
 
 from tunesmith.config.base import Section, replace, setting
 from tunesmith.config.data import DataConfig, RagConfig
 from tunesmith.config.evaluation import EvalConfig
+from tunesmith.config.grpo import GrpoConfig
 from tunesmith.config.load import (
     apply_overrides,
     build_config,
@@ -34,7 +35,7 @@ from tunesmith.config.task import TaskConfig
 from tunesmith.config.train import TrainConfig
 
 __all__ = [
-    "DEFAULT_MODEL", "DataConfig", "DistributedConfig", "EvalConfig", "JobsConfig", "LoraConfig", "ModelConfig",
+    "DEFAULT_MODEL", "DataConfig", "DistributedConfig", "EvalConfig", "GrpoConfig", "JobsConfig", "LoraConfig", "ModelConfig",
     "OutputConfig", "PreferenceConfig", "RagConfig", "RetrainConfig", "RunConfig", "Section", "ServeConfig",
     "TaskConfig", "TrainConfig", "apply_overrides", "build_config", "config_to_dict", "describe_config",
     "describe_settings", "dump_config", "job_settings", "job_settings_schema", "load_config", "read_yaml", "replace",

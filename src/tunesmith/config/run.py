@@ -10,6 +10,7 @@ from pydantic import model_validator
 from tunesmith.config.base import Section, setting
 from tunesmith.config.data import DataConfig
 from tunesmith.config.evaluation import EvalConfig
+from tunesmith.config.grpo import GrpoConfig
 from tunesmith.config.lora import LoraConfig
 from tunesmith.config.model import ModelConfig
 from tunesmith.config.output import DistributedConfig, OutputConfig, RetrainConfig
@@ -28,6 +29,7 @@ class RunConfig(Section):
     train: TrainConfig = setting(TrainConfig(), "Optimisation.")
     eval: EvalConfig = setting(EvalConfig(), "Evaluation after training.")
     preference: PreferenceConfig = setting(PreferenceConfig(), "Preference tuning.")
+    grpo: GrpoConfig = setting(GrpoConfig(), "GRPO: group relative policy optimisation.")
     output: OutputConfig = setting(OutputConfig(), "Outputs.")
     distributed: DistributedConfig = setting(DistributedConfig(), "Training on several processes.")
     retrain: RetrainConfig = setting(RetrainConfig(), "Retraining a served run on new rows (tunesmith retrain).")

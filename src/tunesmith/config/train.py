@@ -19,7 +19,7 @@ class TrainConfig(Section):
         "sft",
         "Training method: sft (learn the assistant's replies), pretrain (continued pretraining on domain "
         "text, loss on every token), classify (a classification head on labelled rows), dpo (preference "
-        "pairs), online-dpo (pairs from the model's own samples, scored by preference.reward), token-classify (a tag "
+        "pairs), online-dpo (pairs from the model's own samples, scored by preference.reward), grpo (groups of the model's own samples, rewards by preference.reward normalised within each group: see grpo.*), token-classify (a tag "
         "per token: named entities from CoNLL files or entity spans), extractive-qa (answer spans in a context, "
         "from SQuAD-style rows).",
     )

@@ -209,6 +209,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def sequence_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of log-probabilities of each row's loss tokens, number of those tokens), per row."""
+    token_log_probs, rows = loss_token_log_probs(model, batch)
+    sums = torch.zeros(batch.input_ids.shape[0], dtype=torch.float32, device=token_log_probs.device)
+    return sums.index_add(0, rows, token_log_probs), (batch.labels[:, 1:] != IGNORE_INDEX).sum(dim=1)
+
+
+def loss_token_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of every loss token of `batch`, row by row in order, and each one's row."""
     targets = batch.labels[:, 1:]
     selected = targets != IGNORE_INDEX
     rows = torch.nonzero(selected)[:, 0]
@@ -222,8 +229,7 @@ def sequence_log_probs(model: Any, batch: Batch) -> tuple[torch.Tensor, torch.Te
             input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
         ).last_hidden_state[:, :-1][selected]
         token_log_probs = -linear_cross_entropy_tokens(hidden, head.weight, head.bias, targets[selected])
-    sums = torch.zeros(batch.input_ids.shape[0], dtype=torch.float32, device=token_log_probs.device)
-    return sums.index_add(0, rows, token_log_probs), selected.sum(dim=1)
+    return token_log_probs, rows
 
 
 def linear_cross_entropy_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -3,6 +3,7 @@
 from tunesmith.training import (  # noqa: F401
     classify,
     extractive_qa,
+    grpo,
     online_dpo,
     preference,
     pretrain,

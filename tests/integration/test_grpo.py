@@ -1,0 +1,107 @@
+"""GRPO on the tiny model: the per-step records, the KL and the clip at the sampling policy, settings
+refused before anything loads, and a run killed within a rollout resuming to the same weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import tunesmith
+from tests.conftest import write_jsonl
+from tests.integration.helpers import cli_args, max_difference, tiny_config, weights
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+WORD_COUNT_REWARD = "def score(prompt, completion):\n    return -abs(len(completion.split()) - 3)\n"
+GRPO = ["train.method=grpo", "grpo.group_size=4", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8",
+        "data.validation_split=0.2", "eval.batch_size=4", "preference.trust_reward_code=true"]
+
+
+def prompts_file(tmp_path: Path, copies: int = 3) -> Path:
+    (tmp_path / "words.py").write_text(WORD_COUNT_REWARD)
+    return write_jsonl(tmp_path / "prompts.jsonl", [{"prompt": f"Say something about {c}."} for c in COLOURS * copies])
+
+
+def test_grpo_records_each_step_and_starts_with_no_kl_and_nothing_clipped(tmp_path: Path, tiny_model_dir: Path):
+    prompts = prompts_file(tmp_path)
+    config = tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO, f"preference.reward={tmp_path / 'words.py'}:score",
+                         "grpo.epochs=2", "grpo.beta=0.04", "train.max_steps=4", "train.eval_every=2",
+                         "train.precision=fp32", name="grpo")
+    result = tunesmith.train(config, show_progress=False)
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r for r in records if r["step"] > 0}
+    assert list(steps) == [1, 2, 3, 4] and [steps[s]["inner_epoch"] for s in steps] == [1, 2, 1, 2]
+    for step in (1, 3):  # a rollout's first step: what it records of the rollout
+        record = steps[step]
+        for key in ("reward_mean", "reward_std", "completion_length_mean", "no_signal_share", "kl", "clip_fraction", "loss"):
+            assert key in record, key
+        assert 0.0 <= record["no_signal_share"] <= 1.0 and 1 <= record["completion_length_mean"] <= 8
+        assert record["clip_fraction"] == 0.0  # the policy is the sampling policy: the ratio is exactly 1
+    assert steps[1]["kl"] == 0.0  # LoRA's B starts at zero: the policy is the reference, to the bit
+    assert steps[2]["kl"] > 0.0  # after one update it is not
+    rounds = sorted((result.run_dir / "rounds").glob("round-*.jsonl"))
+    assert [f.name for f in rounds] == ["round-000001.jsonl", "round-000003.jsonl"]  # a rollout feeds 2 steps
+    for line in rounds[0].read_text().splitlines():
+        samples = json.loads(line)["samples"]
+        assert len(samples) == 4 and abs(sum(s["advantage"] for s in samples)) < 1e-5
+        assert [s["score"] for s in samples] == [-abs(len(s["text"].split()) - 3) for s in samples]
+    validations = [r["step"] for r in records if "val_reward_mean" in r]
+    assert validations == [0, 2, 4]
+
+
+def test_grpo_checks_its_settings_before_anything_loads(tmp_path: Path, tiny_model_dir: Path):
+    from tunesmith.errors import ConfigError
+    from tunesmith.training.distributed.world import World
+    from tunesmith.training.session import check_distributed
+
+    prompts = prompts_file(tmp_path)
+    with pytest.raises(ConfigError, match="grpo.beta=0.04 with full fine-tuning .* set grpo.beta=0"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO, "preference.reward=concise",
+                                    "lora.enabled=false"), show_progress=False)
+    with pytest.raises(ConfigError, match="train.method=grpo needs preference.reward"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO), show_progress=False)
+    with pytest.raises(ConfigError, match="trust_reward_code"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO[:-1], "preference.reward=os:system"),
+                        show_progress=False)
+    with pytest.raises(ConfigError, match="early_stopping_patience: grpo"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO, "preference.reward=concise",
+                                    "train.early_stopping_patience=2"), show_progress=False)
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO, "grpo.group_size=1")
+    assert not (tmp_path / "runs").exists()
+    two = World(rank=0, size=2, local_rank=0)
+    with pytest.raises(ConfigError, match="train.method=grpo does not train on several processes: each round samples its "
+                                          "completions from the model"):
+        check_distributed(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO), two, resume=False)
+
+
+def test_grpo_killed_within_a_rollout_resumes_to_the_same_weights(tmp_path: Path, tiny_model_dir: Path):
+    prompts = prompts_file(tmp_path, copies=2)
+    settings = [*GRPO, f"preference.reward={tmp_path / 'words.py'}:score", "grpo.epochs=2", "train.max_steps=6",
+                "train.save_every=3", "train.eval_every=0", "train.eval_before=false", "grpo.temperature=1.5"]
+    command = [sys.executable, "-m", "tunesmith.cli"]
+    reference = subprocess.run(command + cli_args(tmp_path, tiny_model_dir, prompts, *settings, name="reference"),
+                               capture_output=True, text=True, timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    args = cli_args(tmp_path, tiny_model_dir, prompts, *settings, name="killed")
+    process = subprocess.Popen(command + args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # steps 3 and 4 train on one rollout (grpo.epochs=2): the resumed run's first step, 4, trains on the
+    # rollout sampled before the kill, read back from the run folder
+    marker = tmp_path / "runs" / "killed" / "checkpoints" / "step-0000003"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert not (tmp_path / "runs" / "killed" / "checkpoints" / "step-0000006").exists()
+    resumed = subprocess.run(command + args + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    adapter = "adapter/adapter_model.safetensors"
+    assert max_difference(weights(tmp_path / "runs" / "reference" / adapter), weights(tmp_path / "runs" / "killed" / adapter)) < 1e-5
