@@ -18,6 +18,12 @@ TRL configurations: its defaults as the issue describes them (bf16, activation c
 packing), the issue's "fastest CPU settings" (fp32, no checkpointing, packing), and, since this CPU
 has native bf16, bf16 without checkpointing, with and without packing. TRL is a benchmark-only
 dependency: `pip install -e .[bench]`.
+
+    python benchmarks/train_throughput.py --device cuda        # by model size: 0.5B, 1.5B, 3B (random weights)
+
+`--device cuda` (or `--sizes` on a CPU) runs the benchmark by model size instead: tunesmith, TRL's
+fastest configuration and TRL with Liger's kernels on Qwen2.5-shaped models with random weights
+(benchmarks/gpu/train_sizes.py says how).
 """
 
 from __future__ import annotations
@@ -241,9 +247,16 @@ def main() -> None:
     parser.add_argument("--system", help=argparse.SUPPRESS)
     parser.add_argument("--train-file", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    from gpu.train_sizes import add_arguments
+    from gpu.train_sizes import main as train_by_size
+
+    add_arguments(parser)  # --device cuda / --sizes: the benchmark by model size (benchmarks/gpu/train_sizes.py)
     args = parser.parse_args()
     if args.worker:
         run_worker(args)
+        return
+    if args.device != "cpu" or args.sizes:
+        train_by_size(args)
         return
 
     import torch
