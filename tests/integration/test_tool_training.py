@@ -26,7 +26,9 @@ def test_training_on_tool_rows_reports_calls_arguments_and_end_to_end(tmp_path: 
     summary = json.loads((run / "eval" / "comparison.json").read_text())
     assert summary["kind"] == "tools" and summary["rows"] == rows
     assert list(summary["systems"]) == ["base zero-shot", "base 1-shot", "fine-tuned"]
-    turns = sum(len(reference_turns(row)) for row in tool_tasks()["test"][:rows])
+    predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
+    asked = {int(p["where"].rsplit(":", 1)[1]) for p in predictions}  # eval.max_rows: a seeded sample of the rows
+    turns = sum(len(reference_turns(row)) for line, row in enumerate(tool_tasks()["test"], start=1) if line in asked)
     for name, system in summary["systems"].items():
         for metric in ("call_accuracy", "arguments_exact", "right", "calls_right", "answer_right"):
             assert 0.0 <= system[metric] <= 1.0
@@ -37,7 +39,6 @@ def test_training_on_tool_rows_reports_calls_arguments_and_end_to_end(tmp_path: 
         assert round(system["right"] * rows) == system["right"] * rows
     gain = summary["intervals"]["gains"]["base zero-shot"]["right"]
     assert gain["estimate"] == summary["systems"]["fine-tuned"]["right"] - summary["systems"]["base zero-shot"]["right"]
-    predictions = [json.loads(line) for line in (run / "eval" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == rows and set(predictions[0]) == {"where", "base zero-shot", "base 1-shot", "fine-tuned"}
     report = (run / "report.md").read_text()
     assert "## Tool use: fine-tuned vs prompting the base model" in report and "end to end [95%]" in report

@@ -52,3 +52,22 @@ def test_compiled_layers_train_to_the_same_loss_as_eager(tmp_path: Path, tiny_mo
         losses[compiled] = [json.loads(line)["loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
                             if "loss" in json.loads(line)]
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_the_demo_prints_each_stages_time_and_one_table_last(tmp_path: Path, capsys):
+    """`tunesmith demo`, shortened: each stage timed, then the table with every system and the verdict."""
+    from tunesmith.cli import main
+
+    assert main(["demo", "--steps", "2", "--rows", "24", "--output", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    stages = out[out.index("== time per stage"):out.index("== what changed")]
+    for stage in ("training", "evaluating fine-tuned", "evaluating base zero-shot", "evaluating base 5-shot",
+                  "evaluating base + RAG", "the rest", "all"):
+        assert stage in stages
+    table = out[out.index("== what changed (24 held-out reviews)"):]
+    for system in ("base zero-shot", "base 5-shot", "base + RAG", "fine-tuned"):
+        assert system in table
+    assert "generated = most likely" in table and "fine-tuned gain [95%]" in table
+    assert table.count("The accuracy gain of fine-tuned over the best baseline") == 1
+    summary = json.loads((tmp_path / "demo-movie-reviews-smollm2-lora" / "eval" / "comparison.json").read_text())
+    assert summary["rows"] == 24 and set(summary["systems"]) == {"base zero-shot", "base 5-shot", "base + RAG", "fine-tuned"}

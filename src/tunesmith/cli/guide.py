@@ -12,7 +12,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     add_command(commands, "models", "models that work by name (materialized once, offline)", cmd_models)
     add_command(commands, "settings", "every setting with its default and meaning", cmd_settings)
     demo = add_command(commands, "demo", "the main job: fine-tune the default model and show what changed", cmd_demo)
-    demo.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
+    demo.add_argument("--steps", type=int, default=30, help="optimizer steps (default 30)")
+    demo.add_argument("--rows", type=int, default=200, help="held-out reviews compared, a seeded sample of the "
+                                                            "400 (default 200)")
     demo.add_argument("--output", default="runs", help="folder for the run (default runs)")
 
 
@@ -38,5 +40,5 @@ def cmd_settings(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tunesmith.pipeline.demo import run_demo
 
-    run_demo(steps=args.steps, output_dir=args.output)
+    run_demo(steps=args.steps, output_dir=args.output, rows=args.rows)
     return 0

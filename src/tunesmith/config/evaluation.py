@@ -32,7 +32,10 @@ class EvalConfig(Section):
         "similar inputs (TF-IDF), or fixed (one seeded draw shown to every row; likelihood scoring then runs "
         "the block of shots once, several times faster).", job=True,
     )
-    max_rows: int | None = setting(None, "Evaluate at most this many test rows (unset: all).", job=True, ge=1)
+    max_rows: int | None = setting(
+        None, "Evaluate at most this many test rows (unset: all): a seeded sample in file order, not the first rows "
+        "(a file sorted by label would give one label).", job=True, ge=1,
+    )
     max_new_tokens: int = setting(
         256, "Longest generated answer for free-text tasks; label tasks get 32 tokens (or the longest label + 8) "
         "and stop at the end of the first line.", job=True, ge=1,

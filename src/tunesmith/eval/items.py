@@ -48,4 +48,14 @@ def load_items(spec: str, data: DataConfig, task: LabelTask | None, task_config:
         raise DataError(f"{path}: {len(problems)} problems in the evaluation data:", problems)
     sources = {r.where: r.data["source"] for r in read_records(path) if r.data and isinstance(r.data.get("source"), str)}
     items = [EvalItem(row.where, row.messages, row.reference, row.label, row.key, sources.get(row.where)) for row in rows]
-    return (items[:max_rows] if max_rows else items), task
+    return subset(items, max_rows), task
+
+
+def subset(rows: list, max_rows: int | None, seed: int = 0) -> list:
+    """At most `max_rows` of `rows`: a seeded sample kept in file order, not the first rows (a test
+    file sorted by label would give one label only)."""
+    if not max_rows or max_rows >= len(rows):
+        return rows
+    import random
+
+    return [rows[i] for i in sorted(random.Random(f"{seed}-rows").sample(range(len(rows)), max_rows))]

@@ -11,6 +11,7 @@ from tunesmith.config import EvalConfig, RunConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.eval import extraction
 from tunesmith.eval.extraction import SpanComparison
+from tunesmith.eval.items import subset
 from tunesmith.eval.metrics import normalize
 from tunesmith.eval.report import print_comparison, write_report
 from tunesmith.models.generate import load_for_generation
@@ -50,7 +51,7 @@ def compare_entities(run_dir: Path, test: str, config: RunConfig, settings: Eval
 
     tagger = load_tagger(str(run_dir))
     types = sorted({tag[2:] for tag in tagger.tags if tag != "O"})
-    rows = read_entity_file(resolve_data_path(test), set(types))[:settings.max_rows]
+    rows = subset(read_entity_file(resolve_data_path(test), set(types)), settings.max_rows)
     (found, cut), seconds = extraction.timed(find_entities, tagger, [r.text for r in rows], batch_size=settings.batch_size)
     pool = [] if not shots else [row for row in read_entity_rows(resolve_data_path(config.data.train))[0]
                                  if {e.label for e in row.entities} <= set(types)]
@@ -74,7 +75,7 @@ def compare_answers(run_dir: Path, test: str, config: RunConfig, settings: EvalC
     from tunesmith.models.reader import load_reader, read_answers
 
     reader = load_reader(str(run_dir))
-    rows = read_qa(resolve_data_path(test))[:settings.max_rows]
+    rows = subset(read_qa(resolve_data_path(test)), settings.max_rows)
     found, seconds = extraction.timed(read_answers, reader, rows, batch_size=settings.batch_size)
     pool = read_qa(resolve_data_path(config.data.train)) if shots else []
     allow_none = reader.unanswerable or any(not row.answers for row in rows)

@@ -12,6 +12,7 @@ from typing import Any
 from tunesmith.config import EvalConfig
 from tunesmith.data.catalog import resolve_data_path
 from tunesmith.data.read import read_records
+from tunesmith.eval.items import subset
 from tunesmith.eval.report import print_comparison, write_report
 from tunesmith.eval.tool_compare import (
     ToolComparison,
@@ -30,7 +31,7 @@ def tool_rows(source: str, limit: int | None = None) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     rows = [{**record.data, "_where": record.where} for record in read_records(path) if isinstance(record.data, dict)]
-    return rows[:limit] if any(row.get("tools") for row in rows) else []
+    return subset(rows, limit) if any(row.get("tools") for row in rows) else []
 
 
 def evaluate_tool_run(run_dir: Path, rows: list[dict[str, Any]], settings: EvalConfig, *, show: bool = True) -> ToolComparison:
