@@ -57,7 +57,7 @@ def test_a_stalled_workers_training_stops_writing_once_another_worker_takes_the_
         with open(write_rows(tmp_path / "train.jsonl", chat_rows(120, seed=3)), "rb") as handle:
             uploaded = client.files.create(file=handle, purpose="fine-tune")
         first = start_worker(running.config, tmp_path / "first.log")
-        second = None
+        second = trainer = None
         try:
             job = client.fine_tuning.jobs.create(model="tiny", training_file=uploaded.id, seed=3,
                                                  extra_body={"tunesmith": SETTINGS})
@@ -68,11 +68,23 @@ def test_a_stalled_workers_training_stops_writing_once_another_worker_takes_the_
             trainer = next(pid for pid in children_of(first.pid)
                            if b"train" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
             os.kill(first.pid, signal.SIGSTOP)  # stalled: no heartbeat, yet its training goes on
+            # held too until the second worker has taken the job and started its trainer, then let go: a
+            # fast machine would otherwise finish the 300 steps before the lease runs out, and the test
+            # would prove nothing (it did, once training stopped writing a progress line per step)
+            os.kill(trainer, signal.SIGSTOP)
             second = start_worker(running.config, tmp_path / "second.log")
+            deadline = time.monotonic() + 300
+            while not any(b"train" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                          for pid in children_of(second.pid) if Path(f"/proc/{pid}/cmdline").exists()):
+                assert time.monotonic() < deadline, "the second worker never started training"
+                time.sleep(0.1)
+            os.kill(trainer, signal.SIGCONT)  # its next write meets the new lease and stops it
             done = wait_for(client, job.id, timeout=600)
             assert done.status == "succeeded", done.error
             assert not alive(trainer)  # the first trainer stopped on its own: its worker never woke to kill it
         finally:
+            if trainer is not None and alive(trainer):
+                os.kill(trainer, signal.SIGCONT)
             os.kill(first.pid, signal.SIGCONT)
             for worker in (first, second):
                 if worker is not None:

@@ -34,7 +34,7 @@ class EvalConfig(Section):
     )
     max_rows: int | None = setting(
         None, "Evaluate at most this many test rows (unset: all): a seeded sample in file order, not the first rows "
-        "(a file sorted by label would give one label).", job=True, ge=1,
+        "(rows sorted by label would otherwise give one label only).", job=True, ge=1,
     )
     max_new_tokens: int = setting(
         256, "Longest generated answer for free-text tasks; label tasks get 32 tokens (or the longest label + 8) "
