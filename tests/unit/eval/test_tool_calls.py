@@ -24,7 +24,13 @@ from tunesmith.eval.tool_calls import (
     summarize,
     tool_call_intervals,
 )
-from tunesmith.eval.tool_loop import end_to_end_intervals, reference_answer, run_row, run_rows, score_rows
+from tunesmith.eval.tool_loop import (
+    end_to_end_intervals,
+    reference_answer,
+    run_row,
+    run_rows,
+    score_rows,
+)
 
 
 def lookup(company: str, metric: str = "revenue") -> tuple[str, str]:
