@@ -20,7 +20,7 @@ from tunesmith.eval.intervals import system_intervals
 from tunesmith.eval.items import EvalItem
 from tunesmith.eval.metrics import label_metrics, map_answer_to_label, text_metrics
 from tunesmith.eval.perplexity import reference_loss, text_loss
-from tunesmith.eval.tables import cell, text_table
+from tunesmith.eval.tables import cell, gain_verdict, text_table
 from tunesmith.models.generate import LoadedModel, generate, load_for_generation
 from tunesmith.models.processes import ALONE, Share
 from tunesmith.models.score import score_labels
@@ -109,27 +109,15 @@ class Comparison:
     def verdict(self) -> str:
         """One sentence: the fine-tuned model against the best baseline, or the best of the models compared."""
         metric, what = self.primary, self.primary.replace("_", " ")
-        ranked = sorted(self.baselines(), key=lambda s: -(s.metrics.get(metric) or 0.0))
-        if not ranked:
+        gains = (self.intervals or {}).get("gains", {})
+        if self.tuned is not None and gains:
+            return gain_verdict(self.baselines(), gains, metric, what, self.tuned)
+        if not self.baselines():
             return ""
-        best = ranked[0]
-        if self.tuned is None or not self.intervals or best.name not in self.intervals["gains"]:
-            interval = (self.intervals or {}).get("systems", {}).get(best.name, {}).get(metric)
-            return (f"Best {what}: {best.name}, {best.metrics[metric]:.3f}"
-                    + (f" [{interval.low:.3f}, {interval.high:.3f}]." if interval else "."))
-        gain = self.intervals["gains"][best.name][metric]
-        return gain.verdict(f"The {what} gain of {self.tuned} over the best baseline ({best.name}, "
-                            f"{best.metrics[metric]:.3f})") + "."
-
-    def interval_lines(self) -> list[str]:
-        """Each gain of the fine-tuned model, with its 95% interval, in words."""
-        if not self.intervals:
-            return []
-        if self.tuned is None:
-            return [f"{name}: {metric.replace('_', ' ')} {interval.estimate:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-                    for name, metrics in self.intervals["systems"].items() for metric, interval in metrics.items()]
-        return [interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {base}")
-                for base, metrics in self.intervals["gains"].items() for metric, interval in metrics.items()]
+        best = max(self.baselines(), key=lambda s: s.metrics.get(metric) or 0.0)
+        interval = (self.intervals or {}).get("systems", {}).get(best.name, {}).get(metric)
+        return f"Best {what}: {best.name}, {best.metrics[metric]:.3f}" + (
+            f" [{interval.low:.3f}, {interval.high:.3f}]." if interval else ".")
 
 
 LABEL_ANSWER_TOKENS = 32  # room for "The sentiment of this review is positive." before a label

@@ -25,7 +25,7 @@ from tunesmith.eval.entities import entity_scores
 from tunesmith.eval.fewshot import TfidfIndex, few_shot_prompt, select_shots
 from tunesmith.eval.intervals import Interval, mean_gain_interval, micro_f1_intervals
 from tunesmith.eval.items import EvalItem
-from tunesmith.eval.tables import cell, text_table
+from tunesmith.eval.tables import cell, gain_verdict, text_table
 from tunesmith.files import write_atomic
 from tunesmith.models.generate import LoadedModel, generate
 
@@ -86,17 +86,8 @@ class SpanComparison:
 
     def verdict(self) -> str:
         """One sentence: the tuned model against the best baseline on the primary metric."""
-        baselines = [s for s in self.systems if s.name in self.intervals.get("gains", {})]
-        if not baselines:
-            return ""
-        best = max(baselines, key=lambda s: s.metrics.get(self.primary) or 0.0)
-        what = self.primary.replace("_", " ")
-        return self.intervals["gains"][best.name][self.primary].verdict(
-            f"The {what} gain of {self.tuned} over the best baseline ({best.name}, {best.metrics[self.primary]:.3f})") + "."
-
-    def interval_lines(self) -> list[str]:
-        return [interval.verdict(f"the {metric.replace('_', ' ')} gain of {self.tuned} over {name}")
-                for name, gains in self.intervals.get("gains", {}).items() for metric, interval in gains.items()]
+        return gain_verdict(self.systems, self.intervals.get("gains", {}), self.primary, self.primary.replace("_", " "),
+                            self.tuned)
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "rows": len(self.rows), "few_shot": self.few_shot, "notes": self.notes,

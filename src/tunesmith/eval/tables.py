@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from tunesmith.eval.intervals import Interval
 
 
@@ -20,3 +23,17 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in [header, *rows]]
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def gain_verdict(candidates: Sequence[Any], gains: Mapping[str, Mapping[str, Interval | None]], metric: str, what: str,
+                 tuned: str | None) -> str:
+    """One sentence: `tuned`'s gain in `metric` over the best of `candidates` (systems with a `name` and
+    `metrics`) that it has a gain over, with its interval; "" when there is none."""
+    baselines = [s for s in candidates if s.name in gains]
+    if not baselines:
+        return ""
+    best = max(baselines, key=lambda s: s.metrics.get(metric) or 0.0)
+    gain = gains[best.name].get(metric)
+    if gain is None:
+        return ""
+    return gain.verdict(f"The {what} gain of {tuned} over the best baseline ({best.name}, {best.metrics[metric]:.3f})") + "."

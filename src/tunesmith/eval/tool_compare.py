@@ -24,7 +24,7 @@ from tunesmith.config import EvalConfig
 from tunesmith.data.formats import openai_messages
 from tunesmith.data.tool_task import TOOL_SCHEMAS
 from tunesmith.eval.intervals import Interval
-from tunesmith.eval.tables import cell, text_table
+from tunesmith.eval.tables import cell, gain_verdict, text_table
 from tunesmith.eval.tool_calls import (
     METRICS,
     TurnScore,
@@ -91,14 +91,7 @@ class ToolComparison:
         return text_table(*self.cells())
 
     def verdict(self) -> str:
-        baselines = [s for s in self.systems if s.name in self.intervals.get("gains", {})]
-        if not baselines:
-            return ""
-        best = max(baselines, key=lambda s: s.metrics.get(self.primary) or 0.0)
-        gain = self.intervals["gains"][best.name][self.primary]
-        what = f"The {NAMES[self.primary]} gain of {self.tuned} over the best baseline ({best.name}, " \
-               f"{best.metrics[self.primary]:.3f})"
-        return (gain.verdict(what) + ".") if gain else ""
+        return gain_verdict(self.systems, self.intervals.get("gains", {}), self.primary, NAMES[self.primary], self.tuned)
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": "tools", "rows": len(self.where), "few_shot": self.few_shot, "notes": self.notes,
