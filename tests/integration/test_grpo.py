@@ -55,6 +55,67 @@ def test_grpo_records_each_step_and_starts_with_no_kl_and_nothing_clipped(tmp_pa
     assert validations == [0, 2, 4]
 
 
+COLOUR_GRADER = {
+    "type": "multi", "name": "colour", "calculate_output": "0.7 * named + 0.3 * short",
+    "graders": {
+        "named": {"type": "string_check", "name": "named", "operation": "ilike",
+                  "input": "{{ sample.output_text }}", "reference": "{{ item.colour }}"},
+        "short": {"type": "text_similarity", "name": "short", "evaluation_metric": "fuzzy_match",
+                  "input": "{{ sample.output_text }}", "reference": "{{ item.colour }} is a colour"},
+    },
+}
+
+
+def rft_rows(tmp_path: Path) -> Path:
+    """OpenAI's reinforcement rows: chat messages ending with the user's turn, and a field the grader reads."""
+    return write_jsonl(tmp_path / "rft.jsonl", [{"messages": [{"role": "user", "content": f"Name a thing that is {c}."}],
+                                                "colour": c} for c in COLOURS * 3])
+
+
+def test_grpo_rewards_each_sample_with_an_openai_grader_reading_its_rows_fields(tmp_path: Path, tiny_model_dir: Path):
+    from tunesmith.graders import run_grader
+
+    rows = rft_rows(tmp_path)
+    config = tiny_config(tmp_path, tiny_model_dir, rows, *GRPO[:-1], f"grpo.grader={json.dumps(COLOUR_GRADER)}",
+                         "train.max_steps=2", "train.precision=fp32", name="grader")
+    result = tunesmith.train(config, show_progress=False)
+    by_line = {n: json.loads(line)["colour"] for n, line in enumerate(rows.read_text().splitlines(), start=1)}
+    scored = 0
+    for path in sorted((result.run_dir / "rounds").glob("round-*.jsonl")):
+        for line in path.read_text().splitlines():
+            round_row = json.loads(line)
+            item = {"messages": [{"role": "user", "content": round_row["prompt"]}],
+                    "colour": by_line[int(round_row["where"].rsplit(":", 1)[1])]}
+            for sample in round_row["samples"]:  # each reward is what OpenAI's grader run gives that sample
+                assert sample["score"] == pytest.approx(run_grader(COLOUR_GRADER, sample=sample["text"], item=item)["reward"])
+                scored += 1
+    assert scored == 2 * 2 * 4
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["step"] == 1)
+    assert first["reward_mean"] == pytest.approx(0.7 * first["reward_named"] + 0.3 * first["reward_short"])
+    assert first["ungraded_samples"] == 0
+
+
+def test_python_graders_run_in_training_only_when_trusted(tmp_path: Path, tiny_model_dir: Path):
+    from tunesmith.errors import ConfigError
+
+    rows = rft_rows(tmp_path)
+    grader = {"type": "python", "name": "length", "source": "def grade(sample, item):\n    return len(sample['output_text']) % 2\n"}
+    args = (*GRPO[:-1], f"grpo.grader={json.dumps(grader)}", "train.max_steps=1", "train.precision=fp32")
+    with pytest.raises(ConfigError, match="grpo.grader: a python grader .* --trust-python-graders"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, rows, *args, name="untrusted"), show_progress=False)
+    malformed = {**COLOUR_GRADER, "graders": {"named": {**COLOUR_GRADER["graders"]["named"], "operation": "equals"}}}
+    with pytest.raises(ConfigError, match="grpo.grader.graders.named.operation"):
+        tunesmith.train(tiny_config(tmp_path, tiny_model_dir, rows, *GRPO[:-1], f"grpo.grader={json.dumps(malformed)}"),
+                        show_progress=False)
+    assert not (tmp_path / "runs").exists()
+    config = tiny_config(tmp_path, tiny_model_dir, rows, *args, "grpo.trust_python_grader=true", name="trusted")
+    result = tunesmith.train(config, show_progress=False)
+    samples = [s for line in next((result.run_dir / "rounds").glob("*.jsonl")).read_text().splitlines()
+               for s in json.loads(line)["samples"]]
+    assert [s["score"] for s in samples] == [len(s["text"]) % 2 for s in samples]
+
+
 def test_grpo_checks_its_settings_before_anything_loads(tmp_path: Path, tiny_model_dir: Path):
     from tunesmith.errors import ConfigError
     from tunesmith.training.distributed.world import World
@@ -64,7 +125,7 @@ def test_grpo_checks_its_settings_before_anything_loads(tmp_path: Path, tiny_mod
     with pytest.raises(ConfigError, match="grpo.beta=0.04 with full fine-tuning .* set grpo.beta=0"):
         tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO, "preference.reward=concise",
                                     "lora.enabled=false"), show_progress=False)
-    with pytest.raises(ConfigError, match="train.method=grpo needs preference.reward"):
+    with pytest.raises(ConfigError, match="train.method=grpo needs a reward: grpo.grader"):
         tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO), show_progress=False)
     with pytest.raises(ConfigError, match="trust_reward_code"):
         tunesmith.train(tiny_config(tmp_path, tiny_model_dir, prompts, *GRPO[:-1], "preference.reward=os:system"),

@@ -20,6 +20,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "(DDP); train.batch_size is per process. Many machines: see torchrun in the README")
     train.add_argument("--estimate", action="store_true",
                        help="print the steps, tokens, wall time and peak memory from a few probe steps; train nothing")
+    train.add_argument("--trust-python-graders", action="store_true",
+                       help="run the python graders in grpo.grader (their source runs here, in a subprocess with time "
+                            "and memory limits): only for graders you wrote or whose author you trust")
 
     tune = add_command(commands, "tune", "search settings with Optuna: each trial a run in its own process", cmd_tune)
     tune.add_argument("config", nargs="?", help="YAML config file: the base every trial changes")
@@ -41,6 +44,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: give a number of processes, 1 or more")
+    if args.trust_python_graders:
+        args.overrides = [*args.overrides, "grpo.trust_python_grader=true"]
     config = config_from_args(args, args.config)
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ and not args.estimate:
         from tunesmith.training.distributed.launch import launch

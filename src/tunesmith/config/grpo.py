@@ -1,16 +1,28 @@
 """grpo: group relative policy optimisation (train.method grpo) on the model's own samples, scored
-by preference.reward."""
+by an OpenAI grader (grpo.grader) or by preference.reward."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from tunesmith.config.base import Section, setting
 
 
 class GrpoConfig(Section):
     """GRPO: per prompt a group of sampled completions, rewards normalised within the group, a clipped
-    policy-ratio objective and a KL term to the reference. The reward is preference.reward."""
+    policy-ratio objective and a KL term to the reference. The reward is grpo.grader, or preference.reward."""
+
+    # Not job=True: a job gives its grader through OpenAI's method.reinforcement.grader (jobs/settings.py)
+    grader: dict[str, Any] | None = setting(
+        None, "The reward: an OpenAI grader object (string_check, text_similarity, score_model, label_model, python, "
+        "multi; docs/graders.md), exactly as OpenAI's reinforcement fine-tuning takes it. `{{ item.FIELD }}` reads "
+        "the prompt row's own fields, `{{ sample.output_text }}` the completion. Instead of preference.reward.",
+    )
+    trust_python_grader: bool = setting(
+        False, "Run python graders in grpo.grader (their `source` runs on this machine, in a subprocess with time "
+        "and memory limits). Off unless you wrote the grader or trust its author; `tunesmith train "
+        "--trust-python-graders` sets it.",
+    )
 
     group_size: int = setting(
         8, "Completions sampled per prompt (G); each one's advantage is its reward against its group's.", job=True, ge=2,

@@ -72,6 +72,9 @@ class Example:
     chosen: str = ""
     rejected: str = ""
     tools: tuple[dict[str, Any], ...] = ()  # chat rows: the functions the assistant may call (OpenAI's `tools`)
+    # prompt rows: the row's own fields as read (OpenAI's reinforcement rows carry what a grader reads,
+    # `{{ item.reference_answer }}`); kept for prompt rows only, so other datasets do not hold each row twice
+    fields: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def where(self) -> str:

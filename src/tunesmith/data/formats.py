@@ -146,6 +146,10 @@ def convert_chat(data: dict[str, Any], problems: RowProblems, record: Record) ->
     if problems:
         return None
     check_tool_use(messages, tools, problems)
+    if messages[-1].role == "user":  # OpenAI's reinforcement rows: a prompt, and the fields its grader reads
+        check_conversation([*messages, Message("assistant", "(reply)")], problems)
+        return None if problems else Example(record.source, record.line, "prompt", messages=tuple(messages),
+                                             tools=tools, fields=dict(data))
     check_conversation(messages, problems)
     return None if problems else Example(record.source, record.line, "chat", messages=tuple(messages), tools=tools)
 
@@ -345,7 +349,8 @@ def convert_prompt(data: dict[str, Any], problems: RowProblems, record: Record) 
     if data.get("system"):
         messages.insert(0, Message("system", str(data["system"])))
     check_conversation([*messages, Message("assistant", "(reply)")], problems)
-    return None if problems else Example(record.source, record.line, "prompt", messages=tuple(messages))
+    return None if problems else Example(record.source, record.line, "prompt", messages=tuple(messages),
+                                         fields=dict(data))
 
 
 @register_format("label", ("text", "label"), (), '{"text": "a gripping film", "label": "positive"}')

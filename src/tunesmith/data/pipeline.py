@@ -92,7 +92,11 @@ def render_source(raw: RawSource, data: DataConfig, task: LabelTask | None, retr
     examples, problems = check_labels(raw.examples, task)
     learnable = []
     for example in examples:
-        if example.kind in ("preference", "prompt"):
+        if example.kind == "prompt" and "messages" in (example.fields or {}):  # a chat row ending with a user turn
+            problems.append(Problem(example.where, "the conversation does not end with an assistant reply, so there "
+                                    "is nothing to learn", "add the assistant's reply, or train on the row as a prompt "
+                                    "(train.method=grpo or online-dpo)"))
+        elif example.kind in ("preference", "prompt"):
             problems.append(Problem(example.where, f"a {example.kind} row has no single reply to learn",
                                     "use train.method=dpo for preference pairs, online-dpo for prompts"))
         else:

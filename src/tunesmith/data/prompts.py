@@ -6,7 +6,7 @@ same prompts of the starting and the tuned model.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tunesmith.config import RunConfig
@@ -27,6 +27,7 @@ class PromptItem:
     source: str
     line: int
     length: int  # prompt tokens, for batching
+    fields: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the row's own, for graders
 
     def __len__(self) -> int:
         return self.length
@@ -100,5 +101,5 @@ def prompt_items(examples: list[Example], task: LabelTask | None, tokenizer: Any
                                     f"shorten the prompt, raise data.max_length to {length + reply_tokens}, lower "
                                     "preference.max_new_tokens, or set data.skip_invalid=true to leave it out"))
             continue
-        items.append(PromptItem(tuple(messages), reference, example.source, example.line, length))
+        items.append(PromptItem(tuple(messages), reference, example.source, example.line, length, example.fields or {}))
     return items, problems

@@ -51,16 +51,25 @@ def grade_many(grader: dict[str, Any] | Grader, samples: Sequence[str | dict[str
                model_runner: ModelRunner | None = None, python_limits: PythonLimits | None = None) -> list[float]:
     """The reward of each sample against its item (training's rewards): one python worker process for
     the whole batch. A sample that cannot be graded gets 0, and one warning says how many and why."""
-    if len(samples) != len(items):
-        raise GraderError(f"{len(samples)} samples and {len(items)} items; give one item per sample")
     checked = validate_grader(grader)
-    with Grading(checked, allow_python=allow_python, model_runner=model_runner, python_limits=python_limits) as grading:
-        outcomes = [grading.grade(normalize_sample(sample), _item(item)) for sample, item in zip(samples, items)]
+    outcomes = grade_outcomes(checked, samples, items, allow_python=allow_python, model_runner=model_runner,
+                              python_limits=python_limits)
     failed = [outcome for outcome in outcomes if not outcome.ok]
     if failed:
         warnings.warn(f"grader {checked.name!r}: {len(failed)} of {len(outcomes)} samples could not be graded and "
                       f"got reward 0; the first: {'; '.join(failed[0].messages)}", RuntimeWarning, stacklevel=2)
     return [outcome.reward for outcome in outcomes]
+
+
+def grade_outcomes(grader: dict[str, Any] | Grader, samples: Sequence[str | dict[str, Any]],
+                   items: Sequence[dict[str, Any] | None], *, allow_python: bool = False,
+                   model_runner: ModelRunner | None = None, python_limits: PythonLimits | None = None) -> list[Outcome]:
+    """Each sample's whole outcome (reward, sub-rewards, errors): what grade_many's rewards come from."""
+    if len(samples) != len(items):
+        raise GraderError(f"{len(samples)} samples and {len(items)} items; give one item per sample")
+    checked = validate_grader(grader)
+    with Grading(checked, allow_python=allow_python, model_runner=model_runner, python_limits=python_limits) as grading:
+        return [grading.grade(normalize_sample(sample), _item(item)) for sample, item in zip(samples, items)]
 
 
 def _item(item: dict[str, Any] | None) -> dict[str, Any]:

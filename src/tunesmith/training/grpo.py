@@ -61,6 +61,7 @@ from tunesmith.training.rollout import (
     RowReward,
     Sampling,
     check_on_policy,
+    grader_reward,
     next_prompts,
     rollout_metrics,
     round_rows,
@@ -348,10 +349,16 @@ def prepare_grpo(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -
                           "as the KL reference; use LoRA (the reference is the model with its adapter off) or set "
                           "grpo.beta=0")
     check_on_policy(config, "grpo")
-    if not preference.reward:
-        raise ConfigError("train.method=grpo needs preference.reward: a built-in (concise), file.py:function, "
-                          "module:function, classifier:RUN:LABEL, or reference:exact / reference:rouge")
-    reward = row_reward(load_reward(preference.reward, trust_code=preference.trust_reward_code))
+    if settings.grader is not None and preference.reward:
+        raise ConfigError(f"grpo.grader and preference.reward={preference.reward!r} are both set: give one reward")
+    if settings.grader is not None:
+        reward = grader_reward(settings.grader, trust_python=settings.trust_python_grader)
+    elif preference.reward:
+        reward = row_reward(load_reward(preference.reward, trust_code=preference.trust_reward_code))
+    else:
+        raise ConfigError("train.method=grpo needs a reward: grpo.grader (an OpenAI grader object, docs/graders.md) "
+                          "or preference.reward (a built-in such as concise, file.py:function, module:function, "
+                          "classifier:RUN:LABEL, reference:exact / reference:rouge)")
     data = prepare_prompts(config, tokenizer, info, reply_tokens=settings.max_new_tokens)
     data.extras["reward"] = reward
     return data

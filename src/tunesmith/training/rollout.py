@@ -43,6 +43,38 @@ def row_reward(reward: Reward) -> RowReward:
     return score
 
 
+class Scores(list):
+    """A round's rewards, with each named sub-grader's reward per completion (`parts`) and how many
+    completions the grader could not grade (reward 0), for the step's metrics."""
+
+    def __init__(self, values: list[float], parts: dict[str, list[float]] | None = None, failed: int = 0) -> None:
+        super().__init__(values)
+        self.parts, self.failed = parts or {}, failed
+
+
+def grader_reward(raw: dict[str, Any], *, trust_python: bool) -> RowReward:
+    """grpo.grader as a RowReward: OpenAI's grader on each completion, `item` being its prompt row's own
+    fields. Checked now (ConfigError naming the field), so a bad grader stops the run before a model loads."""
+    from tunesmith.errors import ConfigError
+    from tunesmith.graders import GraderError, MultiGrader, validate_grader
+    from tunesmith.graders.run import grade_outcomes, refuse_untrusted_python
+
+    try:
+        grader = validate_grader(raw)
+        refuse_untrusted_python(grader, trust_python)
+    except GraderError as error:
+        fix = " (tunesmith train --trust-python-graders, or grpo.trust_python_grader=true)" if "python" in str(error) else ""
+        raise ConfigError("\n".join(f"grpo.{problem}" for problem in error.problems) + fix) from None
+    names = list(grader.graders) if isinstance(grader, MultiGrader) else []
+
+    def score(prompts: list[str], completions: list[str], rows: list[PromptItem]) -> list[float]:
+        outcomes = grade_outcomes(grader, completions, [row.fields for row in rows], allow_python=trust_python)
+        parts = {name: [outcome.sub_rewards.get(name, 0.0) for outcome in outcomes] for name in names}
+        return Scores([outcome.reward for outcome in outcomes], parts, sum(not outcome.ok for outcome in outcomes))
+
+    return score
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How completions are sampled: per prompt `samples` of them, at most `max_new_tokens` each."""
@@ -128,9 +160,13 @@ def write_round(folder: Path, step: int, rows: list[dict]) -> Path:
 def rollout_metrics(rollout: Rollout) -> dict[str, float]:
     """What every on-policy step records of its rollout."""
     lengths = [len(ids) for ids in rollout.sampled.token_ids]
-    return {"reward_mean": float(np.mean(rollout.scores)), "reward_std": float(np.std(rollout.scores)),
-            "completion_length_mean": float(np.mean(lengths)),
-            "cut_samples": rollout.sampled.finish_reasons.count("length"), "sample_seconds": rollout.seconds}
+    metrics = {"reward_mean": float(np.mean(rollout.scores)), "reward_std": float(np.std(rollout.scores)),
+               "completion_length_mean": float(np.mean(lengths)),
+               "cut_samples": rollout.sampled.finish_reasons.count("length"), "sample_seconds": rollout.seconds}
+    if isinstance(rollout.scores, Scores):
+        metrics |= {f"reward_{name}": float(np.mean(values)) for name, values in rollout.scores.parts.items()}
+        metrics["ungraded_samples"] = rollout.scores.failed
+    return metrics
 
 
 def sampled_sequence(prompt_ids: list[int], reply_ids: list[int], prompt: PromptItem) -> TokenizedExample:

@@ -94,11 +94,20 @@ U = {"role": "user", "content": "question"}
 A = {"role": "assistant", "content": "answer"}
 
 
+def test_a_chat_row_ending_with_a_user_turn_is_a_prompt_row_with_its_fields():
+    """OpenAI's reinforcement rows: the conversation so far, and the fields a grader reads."""
+    row = {"messages": [U, A, U], "reference_answer": "42", "meta": {"level": 2}}
+    examples, problems = convert([row])
+    assert not problems
+    assert examples[0].kind == "prompt"
+    assert [m.role for m in examples[0].messages] == ["user", "assistant", "user"]
+    assert examples[0].fields == row
+
+
 @pytest.mark.parametrize(("row", "message"), [
     ({"messages": [U, U, A]}, "message 2 is 'user' after 'user'"),
     ({"messages": [A]}, "message 1 is 'assistant' after the start"),
     ({"messages": [U, {"role": "assistant", "content": "  "}]}, "message 2 is an empty assistant turn"),
-    ({"messages": [U, A, U]}, "does not end with an assistant reply"),
     ({"messages": [U, {"role": "bot", "content": "x"}]}, "message 2 has role 'bot'"),
     ({"messages": [U, {"role": "assistant"}]}, "message 2 has no 'content'"),
     ({"messages": [U, A, {"role": "system", "content": "late"}, U, A]}, "system message after the conversation started"),
