@@ -166,3 +166,44 @@ def test_grpo_killed_within_a_rollout_resumes_to_the_same_weights(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     adapter = "adapter/adapter_model.safetensors"
     assert max_difference(weights(tmp_path / "runs" / "reference" / adapter), weights(tmp_path / "runs" / "killed" / adapter)) < 1e-5
+
+
+def test_grpo_report_grades_base_other_runs_and_fine_tuned_on_the_same_held_out_prompts(tmp_path: Path,
+                                                                                        tiny_model_dir: Path):
+    from tunesmith.eval.graded import GradedComparison
+    from tunesmith.eval.intervals import mean_gain_interval
+
+    rows = rft_rows(tmp_path)
+    test = write_jsonl(tmp_path / "test.jsonl", [{"messages": [{"role": "user", "content": f"Is {c} warm?"}],
+                                                  "colour": c} for c in COLOURS])
+    grader = json.dumps(COLOUR_GRADER)
+    first = tunesmith.train(tiny_config(tmp_path, tiny_model_dir, rows, *GRPO[:-1], f"grpo.grader={grader}",
+                                        "train.max_steps=1", "train.precision=fp32", name="first"), show_progress=False)
+    config = tiny_config(tmp_path, tiny_model_dir, rows, *GRPO[:-1], f"grpo.grader={grader}", "train.max_steps=2",
+                         "train.precision=fp32", f"eval.test={test}", "eval.compare_runs=[first, missing-run]",
+                         "eval.resamples=200", name="second")
+    result = tunesmith.train(config, show_progress=False)
+    comparison = result.comparison
+    assert isinstance(comparison, GradedComparison)
+    assert [s.name for s in comparison.systems] == ["base zero-shot", "first", "fine-tuned"]
+    predictions = [json.loads(line) for line in (result.run_dir / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == len(COLOURS)
+    for row, colour in zip(predictions, COLOURS):  # each score is the grader's on that answer, with the row's fields
+        for name in ("base zero-shot", "first", "fine-tuned"):
+            item = {"messages": [{"role": "user", "content": f"Is {colour} warm?"}], "colour": colour}
+            assert row[name]["score"] == pytest.approx(run_grader_reward(row[name]["answer"], item))
+    tuned, base = comparison.systems[2], comparison.systems[0]
+    gain = comparison.gains["base zero-shot"]["reward"]
+    assert gain == mean_gain_interval(base.scores, tuned.scores, resamples=200, seed=config.train.seed)
+    assert gain.estimate == pytest.approx(tuned.metrics["reward"] - base.metrics["reward"])
+    saved = json.loads((result.run_dir / "eval" / "comparison.json").read_text())
+    assert saved["systems"]["first"]["model"] == str(first.run_dir)
+    assert any("'missing-run' is not a finished run" in note for note in comparison.notes)
+    report = (result.run_dir / "report.md").read_text()
+    assert "Held-out prompts: fine-tuned vs the base model and other runs" in report and "mean reward [95%]" in report
+
+
+def run_grader_reward(answer: str, item: dict) -> float:
+    from tunesmith.graders import run_grader
+
+    return run_grader(COLOUR_GRADER, sample=answer, item=item)["reward"]

@@ -30,6 +30,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                               "likelihood is the fast one (eval.scoring)")
     compare.add_argument("--generate-sample", type=int, default=50,
                          help="with --scoring likelihood: rows each baseline also generates answers for (default 50)")
+    compare.add_argument("--with-run", dest="with_runs", action="append", default=[], metavar="RUN",
+                         help="grpo runs: another run whose model answers the same prompts, graded by the run's reward "
+                              "(repeat for several; eval.compare_runs)")
     add_eval_flags(compare)
 
     predict = add_command(commands, "predict", "predictions of a run's model for every row of a file", cmd_predict)
@@ -84,6 +87,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
         evaluate_span_run(Path(args.run), args.data, settings)
         return 0
+    if _grpo_run(args.run):
+        from pathlib import Path
+
+        from tunesmith.config import replace
+        from tunesmith.pipeline.graded import evaluate_graded_run
+
+        evaluate_graded_run(Path(args.run), args.data, replace(settings, compare_runs=args.with_runs))
+        return 0
+    if args.with_runs:
+        raise ConfigError("compare --with-run: only grpo runs are compared with other runs (graded by their reward)")
     evaluate_run(args.run, args.data, settings, columns=columns_of(args))
     return 0
 
@@ -107,3 +120,11 @@ def _span_run(target: str | None) -> bool:
 
     manifest = Path(target or "") / "manifest.json"
     return manifest.is_file() and json.loads(manifest.read_text()).get("method") in ("token-classify", "extractive-qa")
+
+
+def _grpo_run(target: str) -> bool:
+    import json
+    from pathlib import Path
+
+    manifest = Path(target) / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("method") == "grpo"

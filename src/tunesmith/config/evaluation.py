@@ -77,6 +77,10 @@ class EvalConfig(Section):
         "A YAML of group name -> terms (e.g. gendered words): label tasks also get each system's accuracy per "
         "group of test rows mentioning its terms, and the gap between groups.",
     )
+    compare_runs: list[str] = setting(
+        [], "grpo runs: other run folders (or names under output.dir) whose models answer the same held-out "
+        "prompts in the graded comparison, e.g. an SFT run on the same prompts; each becomes a row of the table.",
+    )
     resamples: int = setting(
         2000, "Bootstrap resamples for the 95% intervals on every score and every gain (paired over rows).",
         job=True, ge=100,

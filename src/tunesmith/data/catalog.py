@@ -22,6 +22,7 @@ from typing import Any
 from tunesmith.assets import cache_dir, fetch_package_member
 from tunesmith.data.synthetic import invented_entities, invented_facts, invented_qa
 from tunesmith.data.tool_task import tool_tasks
+from tunesmith.data.word_problems import word_problems
 from tunesmith.errors import DataError
 from tunesmith.files import filling, write_atomic
 
@@ -185,6 +186,14 @@ DATASETS: dict[str, NamedDataset] = {
                         "parallel calls, and 15% that need no tool; no question is in both splits",
             generate=tool_tasks, rows=750, test_rows=150,
             licence="tunesmith's own generated data (invented companies), free to use for any purpose",
+        ),
+        NamedDataset(
+            name="word-problems",
+            description="arithmetic word problems with a whole-number answer, asked for the number only, in OpenAI's "
+                        "reinforcement format (messages + answer) for grpo with a grader; word-problems:sft has the "
+                        "train prompts with their answers as replies (a supervised baseline on the same prompts)",
+            generate=word_problems, rows=1000, test_rows=200, parts=("sft",),
+            licence="tunesmith's own generated data, free to use for any purpose",
         ),
     ]
 }

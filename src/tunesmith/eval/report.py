@@ -23,7 +23,7 @@ from tunesmith.training.metrics import read_metrics
 
 def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: dict | None = None,
                  preference: dict | None = None, spans: SpanComparison | None = None,
-                 tools: ToolComparison | None = None) -> tuple[Path, Path]:
+                 tools: ToolComparison | None = None, graded: Any = None) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     images: dict[str, Path] = {}
@@ -40,6 +40,8 @@ def write_report(run_dir: Path, comparison: Comparison | None, *, perplexity: di
         blocks[-2:-2] = _span_blocks(spans)
     if tools:
         blocks[-2:-2] = _tool_blocks(tools)
+    if graded is not None:
+        blocks[-2:-2] = graded.blocks()
     markdown_path, html_path = run_dir / "report.md", run_dir / "report.html"
     # report.md last: its presence tells a resumed chain that this stage's evaluation finished
     write_atomic(html_path, _html(blocks, run_dir.name))

@@ -36,7 +36,8 @@ from tunesmith.training.session import RunResult, say
 def shares_decoding(method: str, settings: EvalConfig) -> bool:
     """Whether the evaluation after training shares its decoding out over the processes: eval.test
     on a generative or a classification run. The others run on rank 0 alone."""
-    return bool(settings.test) and method not in ("token-classify", "extractive-qa", "pretrain", "dpo", "online-dpo")
+    return bool(settings.test) and method not in ("token-classify", "extractive-qa", "pretrain", "dpo", "online-dpo",
+                                                  "grpo")
 
 
 def evaluate_after_training(result: RunResult, config: RunConfig, share: Share = ALONE, *, show: bool = True) -> None:
@@ -63,6 +64,10 @@ def evaluate_after_training(result: RunResult, config: RunConfig, share: Share =
     elif result.method == "pretrain":
         result.comparison = None
         write_report(result.run_dir, None, perplexity=pretrain_perplexity(result, config.eval))
+    elif result.method == "grpo" and config.eval.test:
+        from tunesmith.pipeline.graded import evaluate_graded_run
+
+        result.comparison = evaluate_graded_run(result.run_dir, config.eval.test, config.eval, show=show)
     elif result.method in ("dpo", "online-dpo"):
         figures = pair_accuracy_summary(result.run_dir) if result.method == "dpo" else win_rate(result.run_dir, config, config.eval.test)
         (result.run_dir / "eval").mkdir(exist_ok=True)

@@ -343,25 +343,30 @@ def read_rollout(path: Path) -> GroupRollout:
 def prepare_grpo(config: RunConfig, tokenizer: Any, info: TemplateInfo | None) -> PreparedData:
     """Everything checked before a model loads: settings grpo cannot honour, the reward (loaded now,
     so a missing file or untrusted code stops the run here), and prompts with room for a completion."""
-    settings, preference = config.grpo, config.preference
+    settings = config.grpo
     if settings.beta > 0 and not config.lora.enabled:
         raise ConfigError(f"grpo.beta={settings.beta:g} with full fine-tuning would need a second copy of the model "
                           "as the KL reference; use LoRA (the reference is the model with its adapter off) or set "
                           "grpo.beta=0")
     check_on_policy(config, "grpo")
-    if settings.grader is not None and preference.reward:
-        raise ConfigError(f"grpo.grader and preference.reward={preference.reward!r} are both set: give one reward")
-    if settings.grader is not None:
-        reward = grader_reward(settings.grader, trust_python=settings.trust_python_grader)
-    elif preference.reward:
-        reward = row_reward(load_reward(preference.reward, trust_code=preference.trust_reward_code))
-    else:
-        raise ConfigError("train.method=grpo needs a reward: grpo.grader (an OpenAI grader object, docs/graders.md) "
-                          "or preference.reward (a built-in such as concise, file.py:function, module:function, "
-                          "classifier:RUN:LABEL, reference:exact / reference:rouge)")
+    reward = grpo_reward(config)
     data = prepare_prompts(config, tokenizer, info, reply_tokens=settings.max_new_tokens)
     data.extras["reward"] = reward
     return data
+
+
+def grpo_reward(config: RunConfig) -> RowReward:
+    """The run's reward: grpo.grader, or preference.reward (ConfigError when neither or both are set)."""
+    settings, preference = config.grpo, config.preference
+    if settings.grader is not None and preference.reward:
+        raise ConfigError(f"grpo.grader and preference.reward={preference.reward!r} are both set: give one reward")
+    if settings.grader is not None:
+        return grader_reward(settings.grader, trust_python=settings.trust_python_grader)
+    if preference.reward:
+        return row_reward(load_reward(preference.reward, trust_code=preference.trust_reward_code))
+    raise ConfigError("train.method=grpo needs a reward: grpo.grader (an OpenAI grader object, docs/graders.md) "
+                      "or preference.reward (a built-in such as concise, file.py:function, module:function, "
+                      "classifier:RUN:LABEL, reference:exact / reference:rouge)")
 
 
 def grpo_source(model: Any, data: PreparedData, config: RunConfig, folder: Path, device: torch.device, precision: str,

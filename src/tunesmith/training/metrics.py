@@ -60,7 +60,12 @@ def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> Path | N
     val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
     if not train and not val:
         return None
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    rewards = [(r["step"], r["reward_mean"], r.get("reward_std", 0.0)) for r in records if "reward_mean" in r]
+    if rewards:  # on-policy methods: the reward curve is what tells whether training works
+        figure, (reward_axis, axis) = plt.subplots(2, 1, figsize=(7, 6.5), dpi=110, sharex=True)
+        plot_rewards(reward_axis, rewards, [(r["step"], r["val_reward_mean"]) for r in records if "val_reward_mean" in r])
+    else:
+        figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
         axis.plot(*zip(*train), label="train loss", color="#1f77b4", linewidth=1.2)
         if len(train) >= 10:
@@ -80,6 +85,19 @@ def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> Path | N
     figure.savefig(png_path)
     plt.close(figure)
     return png_path
+
+
+def plot_rewards(axis: Any, rewards: list[tuple[int, float, float]], val: list[tuple[int, float]]) -> None:
+    """Each rollout's mean reward with a band of one standard deviation, and the held-out greedy reward."""
+    steps, means, spreads = zip(*rewards)
+    axis.plot(steps, means, label="rollout reward (mean)", color="#2ca02c", linewidth=1.5)
+    axis.fill_between(steps, [m - s for m, s in zip(means, spreads)], [m + s for m, s in zip(means, spreads)],
+                      color="#2ca02c", alpha=0.15, label="rollout reward (1 std)")
+    if val:
+        axis.plot(*zip(*val), "o-", label="validation reward (greedy)", color="#9467bd", linewidth=2)
+    axis.set_ylabel("reward")
+    axis.grid(alpha=0.3)
+    axis.legend()
 
 
 def perplexity(loss: float) -> float:
