@@ -91,6 +91,8 @@ def requests_for(ids: dict[str, str]) -> dict[tuple[str, str], tuple[dict, set[i
     completion = f"/v1/chat/completions/{ids['completion']}"
     job = f"/v1/fine_tuning/jobs/{ids['job']}"
     chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    grader = {"type": "score_model", "name": "judge", "model": model, "input": [{"role": "user", "content": "Rate "
+              "{{ sample.output_text }}"}], "sampling_params": {"max_completions_tokens": 4}}  # a model grader on alpha's model
     return {
         ("GET", "/v1/models"): ({"url": "/v1/models"}, {200}),
         ("GET", "/v1/models/{name}"): ({"url": f"/v1/models/{model}"}, {404}),
@@ -141,6 +143,10 @@ def requests_for(ids: dict[str, str]) -> dict[tuple[str, str], tuple[dict, set[i
         ("POST", "/v1/fine_tuning/jobs/{job_id}/resume"): ({"url": f"{job}/resume"}, {404}),
         ("GET", "/v1/fine_tuning/jobs/{job_id}/events"): ({"url": f"{job}/events"}, {404}),
         ("GET", "/v1/fine_tuning/jobs/{job_id}/checkpoints"): ({"url": f"{job}/checkpoints"}, {404}),
+        ("POST", "/v1/fine_tuning/alpha/graders/run"): ({"url": "/v1/fine_tuning/alpha/graders/run", "json": {
+            "grader": grader, "model_sample": "4", "item": {}}}, {404}),
+        ("POST", "/v1/fine_tuning/alpha/graders/validate"): ({"url": "/v1/fine_tuning/alpha/graders/validate",
+                                                               "json": {"grader": grader}}, {404}),
     }
 
 

@@ -103,10 +103,13 @@ def _add_jobs_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lease-seconds", type=float, default=60.0, help="a job whose worker is silent this long "
                                                                            "is taken over (default 60)")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="how often workers look for work (default 1)")
+    parser.add_argument("--allow-python-graders", action="store_true", help="run python graders (code a client "
+                        "sends) in reinforcement jobs and the grader endpoints; only where every key holder is trusted")
 
 
 def _jobs_config(args: argparse.Namespace, *, workers: int = 0):
     from tunesmith.config import JobsConfig
 
     return JobsConfig(jobs_dir=args.jobs_dir, store_url=args.store_url, workers=workers,
-                      lease_seconds=args.lease_seconds, poll_seconds=args.poll_seconds)
+                      lease_seconds=args.lease_seconds, poll_seconds=args.poll_seconds,
+                      allow_python_graders=args.allow_python_graders)

@@ -64,6 +64,11 @@ class JobsConfig(TopSection):
     validation_seconds: float = setting(1800.0, "Longest a worker spends checking and auditing a job's files (in a "
                                                 "child process, while it keeps the job's lease); past it the job "
                                                 "fails, saying so.", gt=0)
+    allow_python_graders: bool = setting(
+        False, "Run python graders (OpenAI's `type: python`, code a client sends): in reinforcement jobs "
+        "(method.reinforcement.grader) and POST /v1/fine_tuning/alpha/graders/run. They run in a limited child "
+        "process, but they are code from whoever holds a key: allow them only where every key holder is trusted. "
+        "Off: such a grader is a 400 (and a worker fails such a job).")
 
     @property
     def database_url(self) -> str:

@@ -8,6 +8,28 @@ worker builds the same one again, with the job's files, to train.
                                                 (auto: tunesmith's 4 x 2 = 8 examples per step)
     hyperparameters.learning_rate_multiplier -> x tunesmith's default learning rate (2e-4 LoRA, 2e-5 full)
     hyperparameters.beta (dpo)               -> preference.beta         (auto: 0.1)
+
+A `reinforcement` job trains grpo (training/grpo.py) with method.reinforcement.grader, OpenAI's grader
+object, as grpo.grader: its reward for each sampled completion ({{ item.x }} reads the training row's
+own field x). The grader is checked when the job is created (a 400 naming its field). Its
+hyperparameters, each meaning what OpenAI's does:
+
+    n_epochs                 -> train.epochs (passes over the prompts)
+    batch_size               -> grpo.prompts_per_step (prompts per rollout; auto: 4)
+    learning_rate_multiplier -> x tunesmith's default learning rate, as above
+    compute_multiplier       -> x grpo.group_size (completions sampled per prompt: the exploration OpenAI's
+                                multiplier buys), rounded, at least 2; reported as group_size / 8, the default
+    eval_interval            -> train.eval_every (steps between validations: the mean reward of greedy
+                                answers to the validation file's prompts)
+    eval_samples             -> 1 only (auto): validation answers greedily, so a second sample of a prompt
+                                would be a copy of the first; more is a 400
+    reasoning_effort         -> "default" only: the models trained here have no reasoning-effort setting;
+                                low, medium or high is a 400 rather than silently ignored
+
+A python grader runs only where the server and the worker were started with --allow-python-graders
+(JobsConfig.allow_python_graders; the worker then sets grpo.trust_python_grader). score_model and
+label_model graders are refused in jobs: their grader model would run inside the training, outside
+the server's per-project wall (POST /v1/fine_tuning/alpha/graders/run runs them on served models).
 """
 
 from __future__ import annotations
@@ -20,7 +42,7 @@ from typing import Any
 from tunesmith.config import RunConfig, build_config, job_settings, job_settings_schema
 from tunesmith.errors import ConfigError
 
-METHOD_TYPES = {"supervised": "sft", "dpo": "dpo"}
+METHOD_TYPES = {"supervised": "sft", "dpo": "dpo", "reinforcement": "grpo"}
 # tunesmith methods a `supervised` job may name in tunesmith.method; dpo jobs are dpo
 SUPERVISED_METHODS = ("sft", "pretrain", "classify", "token-classify", "extractive-qa")
 # What a job's `tunesmith` field may set: each setting defined with job=True in config/ (an
@@ -31,9 +53,13 @@ SUPERVISED_METHODS = ("sft", "pretrain", "classify", "token-classify", "extracti
 SECTIONS = tuple(job_settings())
 # settings a job gives through OpenAI's own fields instead
 GIVEN_ELSEWHERE = {"data.train": "training_file", "data.validation": "validation_file", "eval.test": "tunesmith.test_file",
-                   "train.method": "tunesmith.method"}
+                   "train.method": "tunesmith.method", "grpo.grader": "method.reinforcement.grader"}
 HYPERPARAMETERS = {"supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
-                   "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta")}
+                   "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
+                   "reinforcement": ("n_epochs", "batch_size", "learning_rate_multiplier", "eval_interval",
+                                     "eval_samples", "compute_multiplier", "reasoning_effort")}
+WHOLE_NUMBERS = ("n_epochs", "batch_size", "eval_interval", "eval_samples")
+REASONING_EFFORTS = ("default", "auto")  # what a local model's generation means; OpenAI's low/medium/high do not
 
 
 class JobSettingsError(ConfigError):
@@ -65,13 +91,15 @@ def fine_tuned_name(model: str, suffix: str | None, job_id: str) -> str:
 def tunesmith_method(method: dict[str, Any], settings: dict[str, Any]) -> str:
     kind = method.get("type", "supervised")
     if kind not in METHOD_TYPES:
-        raise JobSettingsError(f"method.type={kind!r} is not supported here; use supervised or dpo", "method.type")
+        raise JobSettingsError(f"method.type={kind!r} is not supported here; use supervised, dpo or reinforcement",
+                               "method.type")
     chosen = settings.get("method")
-    if kind == "dpo":
-        if chosen not in (None, "dpo"):
-            raise JobSettingsError(f"tunesmith.method={chosen!r} with method.type=dpo: a dpo job trains dpo; leave "
-                                   "tunesmith.method out", "tunesmith.method")
-        return "dpo"
+    if kind in ("dpo", "reinforcement"):
+        trained = METHOD_TYPES[kind]
+        if chosen not in (None, trained):
+            raise JobSettingsError(f"tunesmith.method={chosen!r} with method.type={kind}: a {kind} job trains "
+                                   f"{trained}; leave tunesmith.method out", "tunesmith.method")
+        return trained
     if chosen is None:
         return "sft"
     if chosen not in SUPERVISED_METHODS:
@@ -84,25 +112,93 @@ def hyperparameters_of(method: dict[str, Any], legacy: dict[str, Any] | None) ->
     """The job's hyperparameters as given (method.<type>.hyperparameters, or the older top-level field)."""
     kind = method.get("type", "supervised")
     given = ((method.get(kind) or {}).get("hyperparameters") or {}) if kind in METHOD_TYPES else {}
+    if not isinstance(given, dict):
+        raise JobSettingsError(f"method.{kind}.hyperparameters: expected an object such as {{\"n_epochs\": 2}}, got "
+                               f"{type(given).__name__}", f"method.{kind}.hyperparameters")
     merged = {**(legacy or {}), **given}
     allowed = HYPERPARAMETERS.get(kind, ())
     for name, value in merged.items():
         if name not in allowed:
             raise JobSettingsError(f"hyperparameters.{name} is not a {kind} hyperparameter; give "
                                    f"{', '.join(allowed)}", f"method.{kind}.hyperparameters.{name}")
+        param = f"method.{kind}.hyperparameters.{name}"
+        if name == "reasoning_effort":
+            _check_reasoning_effort(value, param)
+            continue
         if value == "auto" or value is None:
             continue
         number_ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-        if not number_ok or (name in ("n_epochs", "batch_size") and int(value) != value):
-            kind_text = "a positive whole number" if name in ("n_epochs", "batch_size") else "a positive number"
-            raise JobSettingsError(f"hyperparameters.{name}={value!r}: give {kind_text} or \"auto\"",
-                                   f"method.{kind}.hyperparameters.{name}")
+        if not number_ok or (name in WHOLE_NUMBERS and int(value) != value):
+            kind_text = "a positive whole number" if name in WHOLE_NUMBERS else "a positive number"
+            raise JobSettingsError(f"hyperparameters.{name}={value!r}: give {kind_text} or \"auto\"", param)
+        if name == "eval_samples" and value != 1:
+            raise JobSettingsError(f"hyperparameters.eval_samples={value!r}: this server validates with one greedy "
+                                   "answer per validation prompt (a second would be the same text); give 1 or "
+                                   "\"auto\"", param)
     return merged
 
 
+def _check_reasoning_effort(value: Any, param: str) -> None:
+    if value is None or value in REASONING_EFFORTS:
+        return
+    raise JobSettingsError(f"hyperparameters.reasoning_effort={value!r}: the models this server trains have no "
+                           "reasoning-effort setting, so low, medium and high would change nothing; give \"default\" "
+                           "or leave it out", param)
+
+
+def reinforcement_grader(method: dict[str, Any], *, allow_python: bool) -> dict[str, Any]:
+    """method.reinforcement.grader, checked against OpenAI's grader schema (JobSettingsError naming the
+    field: method.reinforcement.grader.reference, ...graders.x.type)."""
+    from tunesmith.graders import GraderError, validate_grader
+    from tunesmith.graders.run import python_paths
+
+    section = method.get("reinforcement") or {}
+    extra = sorted(set(section) - {"grader", "hyperparameters"})
+    if extra:
+        raise JobSettingsError(f"method.reinforcement.{extra[0]} is not a field of OpenAI's reinforcement method; give "
+                               "grader and hyperparameters", f"method.reinforcement.{extra[0]}")
+    if "grader" not in section:
+        raise JobSettingsError("method.reinforcement.grader: required; the grader that scores each sampled answer, "
+                               "such as {\"type\": \"string_check\", ...}", "method.reinforcement.grader")
+    raw = section["grader"]
+    try:
+        grader = validate_grader(raw)
+    except GraderError as exc:
+        raise _grader_problem(exc.problems) from exc
+    model_graders = _model_grader_paths(grader)
+    if grader.type == "label_model" or model_graders:
+        where = model_graders[0] if model_graders else "grader"
+        raise _grader_problem([f"{where}: {grader_kind(grader, where)} graders are not run in reinforcement jobs here "
+                               "(their grader model would run inside the training, outside the server's models); "
+                               "use string_check, text_similarity, python or a multi of them"])
+    if python_paths(grader) and not allow_python:
+        raise _grader_problem([f"{python_paths(grader)[0]}: python graders run code on the server, and this server "
+                               "was not started with --allow-python-graders; use string_check, text_similarity or a "
+                               "multi of them, or ask the operator to allow python graders"])
+    return raw
+
+
+def _grader_problem(problems: list[str]) -> JobSettingsError:
+    """GraderError's lines (`grader.reference: required`) under the job's field, the first as `param`."""
+    lines = [f"method.reinforcement.{problem}" for problem in problems]
+    return JobSettingsError("; ".join(lines), lines[0].split(":", 1)[0].split(" ", 1)[0])
+
+
+def _model_grader_paths(grader: Any) -> list[str]:
+    if grader.type in ("score_model", "label_model"):
+        return ["grader"]
+    subs = grader.graders.items() if grader.type == "multi" else ()
+    return [f"grader.graders.{name}" for name, sub in subs if sub.type in ("score_model", "label_model")]
+
+
+def grader_kind(grader: Any, where: str) -> str:
+    return grader.graders[where.rsplit(".", 1)[-1]].type if where.startswith("grader.graders.") else grader.type
+
+
 def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str, Any], settings: dict[str, Any],
-               seed: int, files: JobFiles, output_dir: str) -> RunConfig:
-    """The RunConfig of a job (ConfigError, naming the setting, when one is wrong)."""
+               seed: int, files: JobFiles, output_dir: str, *, allow_python_graders: bool = False) -> RunConfig:
+    """The RunConfig of a job (ConfigError, naming the setting, when one is wrong). A python grader
+    passes only with `allow_python_graders` (the server's and the worker's --allow-python-graders)."""
     check_job_settings({key: value for key, value in settings.items() if not key.startswith("_")})
     raw: dict[str, Any] = {section: copy.deepcopy(value) for section, value in settings.items() if section in SECTIONS}
     general = (raw.get("eval") or {}).get("general_text")
@@ -114,7 +210,9 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
     train.setdefault("seed", seed)
     if hyperparameters.get("n_epochs") not in (None, "auto"):
         train["epochs"] = float(hyperparameters["n_epochs"])
-    if hyperparameters.get("batch_size") not in (None, "auto"):
+    if method.get("type") == "reinforcement":
+        _reinforcement_settings(raw, method, hyperparameters, allow_python_graders)
+    elif hyperparameters.get("batch_size") not in (None, "auto"):
         train["batch_size"], train["gradient_accumulation"] = int(hyperparameters["batch_size"]), 1
     if hyperparameters.get("beta") not in (None, "auto"):
         preference["beta"] = float(hyperparameters["beta"])
@@ -132,6 +230,32 @@ def run_config(base_spec: str, method: dict[str, Any], hyperparameters: dict[str
         train["learning_rate"] = lr
         config = build_config(raw)
     return config
+
+
+def _reinforcement_settings(raw: dict[str, Any], method: dict[str, Any], hyperparameters: dict[str, Any],
+                            allow_python_graders: bool) -> None:
+    """grpo.grader and the settings OpenAI's reinforcement hyperparameters stand for (the module's table)."""
+    from tunesmith.graders import validate_grader
+    from tunesmith.graders.run import python_paths
+
+    grader = reinforcement_grader(method, allow_python=allow_python_graders)
+    grpo = raw.setdefault("grpo", {})
+    grpo["grader"] = copy.deepcopy(grader)
+    if python_paths(validate_grader(grader)):  # allowed, or reinforcement_grader refused it
+        grpo["trust_python_grader"] = True
+    if hyperparameters.get("batch_size") not in (None, "auto"):
+        grpo["prompts_per_step"] = int(hyperparameters["batch_size"])
+    if hyperparameters.get("compute_multiplier") not in (None, "auto"):
+        base = grpo.get("group_size", default_group_size())
+        grpo["group_size"] = max(2, round(base * float(hyperparameters["compute_multiplier"])))
+    if hyperparameters.get("eval_interval") not in (None, "auto"):
+        raw["train"]["eval_every"] = int(hyperparameters["eval_interval"])
+
+
+def default_group_size() -> int:
+    from tunesmith.config.grpo import GrpoConfig
+
+    return GrpoConfig.model_fields["group_size"].default
 
 
 def check_job_settings(settings: dict[str, Any]) -> None:
@@ -190,4 +314,8 @@ def reported_hyperparameters(config: RunConfig, method_type: str) -> dict[str, A
     }
     if method_type == "dpo":
         reported["beta"] = config.preference.beta
+    if method_type == "reinforcement":
+        reported.update(batch_size=config.grpo.prompts_per_step, eval_interval=config.train.eval_every, eval_samples=1,
+                        compute_multiplier=round(config.grpo.group_size / default_group_size(), 10),
+                        reasoning_effort="default")
     return reported

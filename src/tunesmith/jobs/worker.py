@@ -87,7 +87,8 @@ class Worker:
     def run_config(self, job: JobRow) -> tuple[RunConfig, JobFiles]:
         files = JobFiles.in_folder(self.job_dir(job).resolve() / "files", job.settings.get("_files", []))
         config = run_config(job.base_spec, job.method, job.settings.get("_hyperparameters", {}), job.settings,
-                            job.seed, files, str(self.job_dir(job).resolve()))
+                            job.seed, files, str(self.job_dir(job).resolve()),
+                            allow_python_graders=self.config.allow_python_graders)
         return config, files
 
     # -- validating -----------------------------------------------------------------------------
@@ -216,7 +217,7 @@ class Worker:
         last = reported.last_step
         for step in sorted(s for s in records if s > reported.last_step):
             record = records[step]
-            if "loss" not in record and "val_loss" not in record:
+            if not {"loss", "val_loss", "reward_mean", "val_reward_mean"} & set(record):
                 continue
             events.append(metrics_event(record))
             last = step
@@ -228,6 +229,8 @@ class Worker:
             record = records.get(step, {})
             metrics = {"step": float(step), "train_loss": record.get("loss"), "valid_loss": record.get("val_loss"),
                        "full_valid_loss": record.get("val_loss")}
+            metrics.update({key: value for key, value in reward_figures(record).items()
+                            if key in ("train_reward_mean", "valid_reward_mean")})
             checkpoints.append({"step_number": step, "fine_tuned_model_checkpoint": f"{name}:ckpt-step-{step}",
                                 "metrics": metrics})
             events.append({"message": f"Checkpoint created at step {step}", "data": {"step": step}})
@@ -373,14 +376,38 @@ def bad_lines_message(error: DataError, file_id: str, param: str) -> str:
 def metrics_event(record: dict[str, Any]) -> dict:
     step = record["step"]
     parts = [f"Step {step}"]
+    if "reward_mean" in record:
+        parts.append(f"reward mean={record['reward_mean']:.4f}")
+    if "val_reward_mean" in record:
+        parts.append(f"validation reward mean={record['val_reward_mean']:.4f}")
     if "loss" in record:
         parts.append(f"training loss={record['loss']:.4f}")
     if "val_loss" in record:
         parts.append(f"validation loss={record['val_loss']:.4f}")
     data = {"step": step, "train_loss": record.get("loss"), "valid_loss": record.get("val_loss"),
-            "learning_rate": record.get("lr"), "epoch": record.get("epoch")}
+            "learning_rate": record.get("lr"), "epoch": record.get("epoch"), **reward_figures(record)}
     return {"message": ": ".join([parts[0], ", ".join(parts[1:])]), "type": "metrics",
             "data": {k: v for k, v in data.items() if v is not None}}
+
+
+# A reinforcement (grpo) step's figures in the event's data, named as OpenAI's metrics are (train_/valid_
+# prefixes, as train_loss and valid_loss): the step's rewards, each sub-grader's, the KL to the
+# reference and the sampled completions' length in tokens.
+REWARD_FIGURES = {"reward_mean": "train_reward_mean", "reward_std": "train_reward_std",
+                  "val_reward_mean": "valid_reward_mean", "kl": "train_kl",
+                  "completion_length_mean": "train_output_tokens_mean", "clip_fraction": "train_clip_fraction",
+                  "ungraded_samples": "train_ungraded_samples"}
+
+
+def reward_figures(record: dict[str, Any]) -> dict[str, Any]:
+    """The reward figures of a metrics.jsonl record; each multi grader's sub-grader's mean reward (a
+    record's other `reward_NAME` keys) under `sub_rewards`, as OpenAI's grader run response names them."""
+    figures: dict[str, Any] = {shown: record[key] for key, shown in REWARD_FIGURES.items() if key in record}
+    sub_rewards = {key.removeprefix("reward_"): value for key, value in record.items()
+                   if key.startswith("reward_") and key not in REWARD_FIGURES}
+    if sub_rewards:
+        figures["sub_rewards"] = sub_rewards
+    return figures
 
 
 def last_error(log: Path, returncode: int) -> str:

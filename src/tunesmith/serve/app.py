@@ -79,10 +79,12 @@ def create_app(models: ServedModels, config: ServeConfig, jobs: JobsService | No
         app.include_router(router)
     if jobs is not None:
         from tunesmith.serve.files.router import router as files_router
+        from tunesmith.serve.graders.router import router as graders_router
         from tunesmith.serve.jobs.router import router as jobs_router
 
         app.include_router(files_router)
         app.include_router(jobs_router)
+        app.include_router(graders_router)
     return app
 
 
@@ -197,6 +199,7 @@ def start_worker(jobs_config: JobsConfig) -> subprocess.Popen:
 
     command = [sys.executable, "-m", "tunesmith.cli", "worker", "--jobs-dir", jobs_config.jobs_dir,
                "--lease-seconds", str(jobs_config.lease_seconds), "--poll-seconds", str(jobs_config.poll_seconds)]
+    command += ["--allow-python-graders"] if jobs_config.allow_python_graders else []
     environment = {**os.environ, STORE_URL_VARIABLE: jobs_config.database_url}
     return subprocess.Popen(command, preexec_fn=_die_with_parent, env=environment)
 

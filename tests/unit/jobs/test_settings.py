@@ -55,7 +55,8 @@ def test_tunesmith_settings_layer_over_and_the_method_may_change_within_supervis
 
 
 @pytest.mark.parametrize(("method", "settings", "legacy", "param"), [
-    ({"type": "reinforcement"}, {}, None, "method.type"),
+    ({"type": "reinforcement"}, {}, None, "method.reinforcement.grader"),  # a reinforcement job needs its grader
+    ({"type": "reinforcement"}, {"grpo": {"trust_python_grader": True}}, None, "tunesmith.grpo.trust_python_grader"),
     ({"type": "dpo"}, {"method": "sft"}, None, "tunesmith.method"),
     ({"type": "supervised"}, {"method": "online-dpo"}, None, "tunesmith.method"),
     ({"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}, {}, None,

@@ -77,13 +77,16 @@ class JobsService:
         try:
             hyperparameters = hyperparameters_of(method, legacy)
             config = run_config(base_spec, method, hyperparameters, settings, seed,
-                                JobFiles.in_folder(Path("."), list(file_names(files))), str(self.root))
+                                JobFiles.in_folder(Path("."), list(file_names(files))), str(self.root),
+                                allow_python_graders=self.config.allow_python_graders)
         except JobSettingsError as exc:
             raise APIError(400, str(exc), param=exc.param, code="invalid_value") from exc
         except ConfigError as exc:
             raise APIError(400, f"tunesmith settings: {exc}", param="tunesmith", code="invalid_value") from exc
         kind = method["type"]
         resolved = {"type": kind, kind: {"hyperparameters": reported_hyperparameters(config, kind)}}
+        if kind == "reinforcement":  # as OpenAI's job shows it; the worker trains with this grader
+            resolved[kind]["grader"] = method[kind]["grader"]
         self._check_capacity(project)
         job = self.store.create_job(project=project, model=body.model, base_spec=base_spec,
                                     training_file=body.training_file, validation_file=body.validation_file,
