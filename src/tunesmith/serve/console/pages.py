@@ -15,9 +15,17 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' data:; style-src 
                            "object-src 'none'; base-uri 'self'; frame-ancestors 'none'; form-action 'self'")
 
 
-def document(title: str, body: str, *, store: bool = False, base: str | None = None) -> str:
-    """A whole page: the header with its links, then `body`."""
+NAV = (("models", "/"), ("data", "/console/data"), ("fine-tunes", "/console/jobs"), ("compare", "/console/compare"),
+       ("ship", "/console/ship"), ("monitor", "/console/monitor"))
+
+
+def document(title: str, body: str, *, store: bool = False, base: str | None = None,
+             scripts: tuple[str, ...] = ()) -> str:
+    """A whole page: the header with its links, then `body`; `scripts` are the page's own modules
+    (console/static), after the chat's console.js."""
     base_tag = f'<base href="{escape(base)}">' if base else ""
+    modules = "".join(f'\n<script type="module" src="/console/static/{escape(name)}"></script>' for name in scripts)
+    links = " ".join(f'<a id="nav-{name.split()[0].replace("-", "")}" href="{href}">{name}</a>' for name, href in NAV)
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -26,11 +34,11 @@ def document(title: str, body: str, *, store: bool = False, base: str | None = N
 <title>{escape(title)} · tunesmith</title>
 {base_tag}
 <link rel="stylesheet" href="/console/static/console.css">
-<script src="/console/static/console.js" defer></script>
+<script src="/console/static/console.js" defer></script>{modules}
 </head>
 <body data-store="{'on' if store else 'off'}">
 <header class="top"><a class="brand" href="/">tunesmith</a>
-<nav><a id="nav-models" href="/">models</a> <a id="nav-monitor" href="/console/monitor">monitor</a></nav></header>
+<nav aria-label="console">{links}</nav></header>
 <main>
 {body}
 </main>
@@ -76,9 +84,9 @@ def has_report(served: Served) -> bool:
     return served.run_dir is not None and (Path(served.run_dir) / "report.md").is_file()
 
 
-def report_page(name: str, report_html: str) -> str:
+def report_page(name: str, report_html: str, files: str | None = None) -> str:
     """A run's report.md as HTML; its relative image links resolve into the run's files route."""
-    files = f"/console/runs/{quote(name, safe='')}/files/"
+    files = files or f"/console/runs/{quote(name, safe='')}/files/"
     body = f'<h1 class="report-title">Report of {escape(name)}</h1>\n<article class="report">{report_html}</article>'
     return document(f"report of {name}", body, base=files)
 

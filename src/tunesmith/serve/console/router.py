@@ -22,7 +22,10 @@ from tunesmith.serve.errors import APIError
 
 router = APIRouter()
 
-STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
+STATIC = {"console.js": "text/javascript", "console.css": "text/css",
+          # the workbench's pages (bench.py), one module each, over the shared workbench.js and chart.js
+          **{name: "text/javascript" for name in ("workbench.js", "chart.js", "data.js", "new_job.js", "jobs.js",
+                                                  "job.js", "compare.js", "ship.js")}}
 # What a report links to; anything else in a run folder (weights, data, keys) is not the console's to show.
 RUN_FILE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                   ".json": "application/json", ".md": "text/markdown; charset=utf-8", ".csv": "text/csv; charset=utf-8"}
@@ -83,11 +86,13 @@ def run_file(name: str, path: str, request: Request) -> Response:
     target = _inside(Path(served.run_dir), path) if served is not None else None
     if target is None or target.suffix.lower() not in RUN_FILE_TYPES:
         return html(pages.message_page("Not found", f"{path}: no such report file in the run folder of {name}"), 404)
-    # sandboxed: an SVG opened on its own runs no script under this site's cookie
-    return FileResponse(target, media_type=RUN_FILE_TYPES[target.suffix.lower()],
-                        headers={"Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; "
-                                                            "style-src 'unsafe-inline'",
-                                 "X-Content-Type-Options": "nosniff"})
+    return FileResponse(target, media_type=RUN_FILE_TYPES[target.suffix.lower()], headers=sandboxed())
+
+
+def sandboxed() -> dict[str, str]:
+    """A run file's headers: sandboxed, so an SVG opened on its own runs no script under this site's cookie."""
+    return {"Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff"}
 
 
 @router.get("/console/monitor", response_class=HTMLResponse)
@@ -177,3 +182,15 @@ def render_markdown(text: str) -> str:
     from markdown_it import MarkdownIt
 
     return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
+def _include_workbench() -> None:
+    """The workbench's pages and API (bench.py, api.py), under this router: registering the console registers them."""
+    from tunesmith.serve.console.api import router as api_router
+    from tunesmith.serve.console.bench import router as bench_router
+
+    router.include_router(bench_router)
+    router.include_router(api_router)
+
+
+_include_workbench()
