@@ -18,6 +18,7 @@ pytest.importorskip("sqlalchemy", reason="fine-tuning jobs need the serve extra 
 
 from tests.conftest import chat_rows, write_jsonl  # noqa: E402
 from tests.integration.helpers import tiny_config  # noqa: E402
+from tests.integration.jobs_service import TINY_SETTINGS  # noqa: E402
 from tests.integration.test_eval import write_reviews_csv  # noqa: E402
 from tests.integration.test_serve import make_adapter_run  # noqa: E402
 from tunesmith.config import JobsConfig, ServeConfig  # noqa: E402
@@ -58,6 +59,23 @@ def head_runs(root: Path, tiny_model_dir: Path, bert_dir: Path) -> dict[str, Pat
     return {kind: tunesmith.train(config, show_progress=False).run_dir for kind, config in runs.items()}
 
 
+def give_the_job_a_run(jobs: JobsService, job_id: str) -> str:
+    """What a worker leaves of a job (none runs here): a run folder with its report, and an export's
+    file, so the owner's report, report file and download answer; returns the export's export/file."""
+    from sqlalchemy import update
+
+    from tunesmith.store.tables import JobRow
+
+    run, export = jobs.job_dir(job_id) / "run", jobs.job_dir(job_id) / "exports" / "gguf-lora"
+    run.mkdir(parents=True)
+    export.mkdir(parents=True)
+    (run / "report.md").write_text("# alpha's job\n")
+    (export / "adapter.gguf").write_bytes(b"GGUF")
+    with jobs.store.writing() as session:
+        session.execute(update(JobRow).where(JobRow.id == job_id).values(run_dir=str(run.resolve())))
+    return "gguf-lora/adapter.gguf"
+
+
 @pytest.fixture(scope="module")
 def walled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_wordpiece_bert_dir: Path):
     root = tmp_path_factory.mktemp("walls")
@@ -80,7 +98,8 @@ def walled(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_
         chat = alpha.chat.completions.create(model=NAMES["adapter"], messages=[{"role": "user", "content": "hi"}],
                                              max_tokens=3, temperature=0, store=True)
         alpha.post(f"/chat/completions/{chat.id}/feedback", body={"score": 1}, cast_to=object)
-        ids = {"file": file.id, "job": job.id, "completion": chat.id, "report_file": "report.md"}
+        ids = {"file": file.id, "job": job.id, "completion": chat.id, "report_file": "report.md",
+               "export": give_the_job_a_run(jobs, job.id)}
         yield base_url, ids, folders
 
 
@@ -93,7 +112,7 @@ def requests_for(ids: dict[str, str]) -> dict[tuple[str, str], tuple[dict, set[i
     chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     grader = {"type": "score_model", "name": "judge", "model": model, "input": [{"role": "user", "content": "Rate "
               "{{ sample.output_text }}"}], "sampling_params": {"max_completions_tokens": 4}}  # a model grader on alpha's model
-    return {
+    return {**workbench_requests(ids),
         ("GET", "/v1/models"): ({"url": "/v1/models"}, {200}),
         ("GET", "/v1/models/{name}"): ({"url": f"/v1/models/{model}"}, {404}),
         ("POST", "/v1/chat/completions"): ({"url": "/v1/chat/completions", "json": chat}, {404}),
@@ -147,6 +166,36 @@ def requests_for(ids: dict[str, str]) -> dict[tuple[str, str], tuple[dict, set[i
             "grader": grader, "model_sample": "4", "item": {}}}, {404}),
         ("POST", "/v1/fine_tuning/alpha/graders/validate"): ({"url": "/v1/fine_tuning/alpha/graders/validate",
                                                                "json": {"grader": grader}}, {404}),
+    }
+
+
+def workbench_requests(ids: dict[str, str]) -> dict[tuple[str, str], tuple[dict, set[int]]]:
+    """The console workbench's pages and API (serve/console/bench.py, api.py), aimed at alpha's job,
+    file and model; its pages that list answer beta with beta's own things only."""
+    page, api = f"/console/jobs/{ids['job']}", f"/v1/console/jobs/{ids['job']}"
+    draft = {"model": "tiny", "training_file": ids["file"]}  # a job on the shared base from alpha's file
+    return {
+        ("POST", "/v1/console/check"): ({"url": "/v1/console/check", "json": draft}, {404}),
+        ("POST", "/v1/console/estimate"): ({"url": "/v1/console/estimate", "json": {
+            **draft, "tunesmith": TINY_SETTINGS}}, {404}),
+        ("GET", "/v1/console/jobs/{job_id}/evaluation"): ({"url": f"{api}/evaluation"}, {404}),
+        ("POST", "/v1/console/jobs/{job_id}/exports"): ({"url": f"{api}/exports", "json": {"format": "gguf-lora"}},
+                                                        {404}),
+        ("GET", "/v1/console/jobs/{job_id}/exports"): ({"url": f"{api}/exports"}, {404}),
+        ("GET", "/v1/console/jobs/{job_id}/exports/{export_id}/{name}"): ({"url": f"{api}/exports/{ids['export']}"},
+                                                                          {404}),
+        ("GET", "/v1/console/generations"): ({"url": "/v1/console/generations"}, {200}),
+        ("POST", "/v1/console/generations/{name}/current"): ({"url": f"/v1/console/generations/{NAMES['adapter']}"
+                                                                     "/current", "json": {"generation": 0}}, {404}),
+        ("GET", "/console/data"): ({"url": "/console/data"}, {200}),
+        ("GET", "/console/jobs"): ({"url": "/console/jobs"}, {200}),
+        # the form echoes a ?training_file= it is given (its script offers the key's own files), so none here
+        ("GET", "/console/jobs/new"): ({"url": "/console/jobs/new"}, {200}),
+        ("GET", "/console/jobs/{job_id}"): ({"url": page}, {404}),
+        ("GET", "/console/jobs/{job_id}/report"): ({"url": f"{page}/report"}, {404}),
+        ("GET", "/console/jobs/{job_id}/files/{path}"): ({"url": f"{page}/files/{ids['report_file']}"}, {404}),
+        ("GET", "/console/compare"): ({"url": "/console/compare"}, {200}),
+        ("GET", "/console/ship"): ({"url": "/console/ship"}, {200}),
     }
 
 
