@@ -8,6 +8,7 @@ lists every bad row); the stack trace only with --debug.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -94,6 +95,9 @@ def _quiet_libraries(debug: bool) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     # A warning is one line naming what to do, like every other message (the source line only with --debug).
     warnings.formatwarning = lambda message, category, *_: f"tunesmith: warning: {message}\n"
+    # bitsandbytes (model.quantization=4bit) says on every import that it could not fetch an optimized
+    # kernel from the hub; tunesmith switches that kernel off anyway (models/load.keep_4bit_differentiable)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tunesmith.config.base import Section, setting
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -28,4 +30,13 @@ class ModelConfig(Section):
         "sdpa", "Attention kernel: sdpa (PyTorch scaled-dot-product), eager, or flash_attention_2. On CPU, "
         "training with sdpa runs tunesmith's blocked causal attention wherever a call is plain causal attention "
         "(no mask, no dropout): the same result, faster (benchmarks/attention_cpu.py).",
+    )
+    quantization: Literal["none", "4bit"] = setting(
+        "none", "How the frozen base weights are held while LoRA trains: none (the precision's dtype: bf16 or "
+        "fp32), or 4bit (QLoRA: NF4 with nested scales through bitsandbytes, about 0.53 bytes a weight of each "
+        "linear layer; computed in bf16 where the machine has it, else fp32). 4bit changes the numbers the "
+        "model computes (the base is rounded to 16 levels per block of 64), so it is never switched on for you: "
+        "`train --estimate` recommends it when the bf16 weights would not fit. Causal-LM methods with LoRA "
+        "only; needs `pip install tunesmith[quantize]`; the adapter is saved, not a merged copy "
+        "(output.save_merged=false).",
     )

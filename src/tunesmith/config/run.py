@@ -66,7 +66,29 @@ def _cross_section_problems(config: RunConfig) -> list[str | None]:
         None if config.distributed.strategy != "fsdp" or not config.lora.enabled else
         "distributed.strategy='fsdp' shards full fine-tuning only (LoRA's trained weights are small: use ddp, or "
         "set lora.enabled=false)",
+        *_quantization_problems(config),
         None if data.rag.corpus != "train" else
         "data.rag.corpus='train' must be a document corpus (a folder, a .jsonl/.csv file or a named document set): "
         "training rows retrieving each other would show a row its neighbours' answers",
+    ]
+
+
+_HEAD_METHODS = ("classify", "token-classify", "extractive-qa")
+
+
+def _quantization_problems(config: RunConfig) -> list[str | None]:
+    """model.quantization=4bit holds a frozen causal LM's base in 4 bits under LoRA; nothing else."""
+    if config.model.quantization == "none":
+        return []
+    return [
+        None if config.lora.enabled else
+        "model.quantization='4bit' needs lora.enabled=true (4-bit weights are frozen: only adapters train)",
+        None if config.train.method not in _HEAD_METHODS else
+        f"model.quantization='4bit' is for causal-LM methods; train.method={config.train.method!r} adds a head: "
+        "set model.quantization=none",
+        None if not config.output.save_merged else
+        "model.quantization='4bit' with output.save_merged=true: a merged copy needs the full-precision base in "
+        "memory (30 GB for a 7B model in fp32), which 4 bits were chosen to avoid; set output.save_merged=false "
+        "(the adapter is saved: `tunesmith export --format gguf` merges it into the base on a machine with the memory, "
+        "--format gguf-lora or vllm take it as it is)",
     ]

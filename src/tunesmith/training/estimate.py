@@ -27,12 +27,12 @@ import torch
 from tunesmith.config import RunConfig, load_config
 from tunesmith.errors import RunError
 from tunesmith.models.adapters import adapter_input_casting
-from tunesmith.models.device import resolve_device, resolve_precision
+from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
 from tunesmith.models.load import resolve_model
 from tunesmith.models.loss_eval import LossFn
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
 from tunesmith.training.loop import BatchStream, evaluate, total_steps, train_step
-from tunesmith.training.memory import choose_checkpointing
+from tunesmith.training.memory import choose_checkpointing, weights_fit
 from tunesmith.training.run_folder import RunFolder
 from tunesmith.training.session import (
     get_method,
@@ -96,10 +96,14 @@ def estimate_run(config: RunConfig) -> Estimate:
         raise RunError(f"--estimate: train.method={method.name} makes its batches while it trains (sampling); "
                        "it cannot be estimated from probe steps")
     source = resolve_model(config.model.name)
-    tokenizer, info, _ = load_tokenizer_and_template(method, config, source)
-    data = method.prepare_data(config, tokenizer, info)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
+    too_big = weights_fit(source.location, weights_dtype(precision, frozen_base=config.lora.enabled),
+                          config.model.quantization, device, config.train.memory_limit_gb) if source.is_local else None
+    if too_big:  # before loading them: a load that cannot fit ends in the out-of-memory killer, not an error
+        raise RunError(f"--estimate: {config.model.name}: {too_big}")
+    tokenizer, info, _ = load_tokenizer_and_template(method, config, source)
+    data = method.prepare_data(config, tokenizer, info)
     model = trainable_model(method, source, config, data, precision, device)
     optimizer = make_optimizer(model, config)
     pad_id = tokenizer.pad_token_id

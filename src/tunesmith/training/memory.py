@@ -63,6 +63,7 @@ class MemoryPlan:
     projected_on: float  # peak bytes with it
     available: float  # bytes the run may use
     allocator: str = ""  # on a CPU: "tcmalloc" or "system" (allocator.py); "" on a GPU
+    four_bit_on: float | None = None  # peak bytes with checkpointing and the base in 4 bits; None: already is
 
     def describe(self) -> str:
         figures = (f"projected peak {self.projected_off / _GB:.1f} GB without activation checkpointing, "
@@ -72,12 +73,98 @@ class MemoryPlan:
         else:
             line = f"memory: activation checkpointing on (train.gradient_checkpointing=auto): {figures}"
             if self.projected_on > _HEADROOM * self.available:
-                line += ("; even so the run may not fit: lower train.batch_size (raise train.gradient_accumulation "
-                         "to keep the step) or data.max_length")
+                line += "; even so the run may not fit: " + self._what_fits()
         if self.allocator == "system":
             line += (f"; glibc's malloc can hold much more than this at the peak (1.7-3.3x at 4 x 1024 tokens): "
                      f"{INSTALL_HINT} and run the tunesmith command, which then uses tcmalloc")
         return line
+
+    def _what_fits(self) -> str:
+        """The ways out of a run that does not fit even with checkpointing. The 4-bit base is named, not
+        taken: checkpointing recomputes the same numbers, 4 bits change them (each base weight rounded to
+        one of 16 levels of its block), which a user must choose, as they choose a smaller model."""
+        shorter = ("lower train.batch_size (raise train.gradient_accumulation to keep the step) or "
+                   "data.max_length")
+        if self.four_bit_on is None:
+            return shorter
+        fits = "fits" if self.four_bit_on <= _HEADROOM * self.available else "still does not fit"
+        return (f"with the base weights in 4 bits the projection is {self.four_bit_on / _GB:.1f} GB, which {fits}: "
+                f"set model.quantization=4bit and output.save_merged=false (QLoRA; it changes the base's numbers, "
+                f"so it is not switched on for you), or {shorter}")
+
+
+# NF4 as models/load.py stores it: a 4-bit code a weight, a uint8 scale a block of 64 weights, and an
+# fp32 scale for every 256 of those (bitsandbytes' nested quantization; checked by tests/integration/test_quantize.py)
+NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+
+
+def four_bit_saving(model: Any) -> float:
+    """Bytes a 4-bit base would save: the frozen weights of the linear layers that models/load.py's
+    4 bits would hold in NF4 (every one but the output head), less their NF4 size. 0 when the base
+    is in 4 bits already, is not a causal LM, or has no frozen linear layers (full fine-tuning)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base, "is_loaded_in_4bit", False):
+        return 0.0
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if head is None:  # not a causal LM: model.quantization is for those alone
+        return 0.0
+    saving = 0.0
+    for module in base.modules():
+        weight = getattr(module, "weight", None)
+        if (isinstance(module, torch.nn.Linear) and module is not head and weight is not None
+                and not weight.requires_grad and weight.is_floating_point()):
+            saving += weight.numel() * (weight.element_size() - NF4_BYTES_PER_WEIGHT)
+    return max(saving, 0.0)
+
+
+def base_weight_bytes(folder: str, dtype: torch.dtype) -> tuple[float, float] | None:
+    """The base weights' bytes in `dtype` and with its linear layers in 4 bits, read from the
+    safetensors headers of a local model folder (no weights loaded); None where there are none.
+    Embeddings and the output head (the 2-D tensors as tall as the vocabulary) stay in `dtype`."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    config = Path(folder) / "config.json"
+    if not files or not config.is_file():
+        return None
+    settings = json.loads(config.read_text())
+    vocabulary = settings.get("vocab_size") or settings.get("text_config", {}).get("vocab_size")
+    size = torch.empty((), dtype=dtype).element_size()
+    whole = four_bit = 0.0
+    for file in files:
+        with safe_open(str(file), framework="pt") as weights:
+            for name in weights.keys():
+                shape = weights.get_slice(name).get_shape()
+                count = float(torch.Size(shape).numel())
+                whole += count * size
+                linear = len(shape) == 2 and name.endswith(".weight") and shape[0] != vocabulary
+                four_bit += count * (NF4_BYTES_PER_WEIGHT if linear else size)
+    return whole, four_bit
+
+
+def weights_fit(folder: str, dtype: torch.dtype, quantization: str, device: torch.device,
+                limit_gb: float | None) -> str | None:
+    """Before the model is loaded: None, or why its frozen weights alone pass the memory the run may
+    use (what gradient_checkpointing=auto allows itself, 75%), with the 4-bit alternative's figure."""
+    sizes = base_weight_bytes(folder, dtype)
+    if sizes is None:
+        return None
+    whole, four_bit = sizes
+    weights = four_bit if quantization == "4bit" else whole
+    available = limit_gb * _GB if limit_gb is not None else _own_bytes(device) + _free_bytes(device)
+    if weights <= _HEADROOM * available:
+        return None
+    held = "in 4 bits" if quantization == "4bit" else f"in {str(dtype).removeprefix('torch.')}"
+    line = (f"the base model's weights {held} take {weights / _GB:.1f} GB, more than the run can use of "
+            f"{available / _GB:.1f} GB available (75%, before activations and adapters)")
+    if quantization != "4bit":
+        fits = "which fits" if four_bit <= _HEADROOM * available else "still too much"
+        line += (f"; in 4 bits they take {four_bit / _GB:.1f} GB ({fits}): model.quantization=4bit with "
+                 "output.save_merged=false (QLoRA)")
+    return line + "; or a smaller model, or a machine with more memory"
 
 
 def measure_saved_activations(model: Any, loss_fn: LossFn, batch: Any, device: torch.device, precision: str) -> SavedActivations:
@@ -132,16 +219,17 @@ def measure_saved_activations(model: Any, loss_fn: LossFn, batch: Any, device: t
 
 
 def plan_memory(saved: SavedActivations, tokens: int, trainable: int, device: torch.device,
-                limit_gb: float | None, held: float | None = None) -> MemoryPlan:
+                limit_gb: float | None, held: float | None = None, four_bit_saving: float = 0.0) -> MemoryPlan:
     """Whether the longest micro-batch (`tokens` tokens, padding included) needs checkpointing to fit.
     Trainable parameters (fp32) add their gradient and AdamW's two moments, 12 bytes each. `held`:
-    the memory in use (default: now)."""
+    the memory in use (default: now); `four_bit_saving`: what a 4-bit base would hold less (four_bit_saving())."""
     held = _held_bytes(device) if held is None else held
     fixed = held + 12 * trainable
     off, on = fixed + saved.peak(tokens, False), fixed + saved.peak(tokens, True)
     available = limit_gb * _GB if limit_gb is not None else _own_bytes(device) + _free_bytes(device)
     allocator = current_allocator() if device.type == "cpu" and sys.platform == "linux" else ""
-    return MemoryPlan(off > _HEADROOM * available, held, off, on, available, allocator)
+    return MemoryPlan(off > _HEADROOM * available, held, off, on, available, allocator,
+                      on - four_bit_saving if four_bit_saving > 0 else None)
 
 
 def _shortened(batch: Any, tokens: int) -> Any:
@@ -230,7 +318,7 @@ def choose_checkpointing(model: Any, stream: Any, loss_fn: LossFn, train: Any, d
     widest = max(stream.plans(0), key=lambda plan: len(plan) * max(sum(stream.lengths[i] for i in row) for row in plan))
     tokens = stream.collate_share(widest).input_ids.numel()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    plan = plan_memory(saved, tokens, trainable, device, train.memory_limit_gb, held)
+    plan = plan_memory(saved, tokens, trainable, device, train.memory_limit_gb, held, four_bit_saving(model))
     if plan.checkpointing:
         enable_checkpointing(base)
     return plan

@@ -34,7 +34,8 @@ def training_retriever(config: RunConfig) -> Retrieve | None:
 
 def load_causal(source: ModelSource, config: RunConfig, dtype: torch.dtype, data: PreparedData) -> Any:
     return load_causal_lm(source, revision=config.model.revision, trust_remote_code=config.model.trust_remote_code,
-                          attn_implementation=config.model.attn_implementation, dtype=dtype)
+                          attn_implementation=config.model.attn_implementation, dtype=dtype,
+                          quantization=config.model.quantization)
 
 
 def causal_loss(config: RunConfig, data: PreparedData) -> LossFn:
