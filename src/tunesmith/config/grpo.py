@@ -60,4 +60,7 @@ class GrpoConfig(Section):
     temperature: float = setting(1.0, "Sampling temperature (positive: a group needs different completions).",
                                  job=True, gt=0)
     top_p: float = setting(1.0, "Nucleus sampling threshold.", job=True, gt=0, le=1)
+    # TRL's GRPOConfig defaults to top_k 0 as well; transformers would add top_k=50 where left unset
+    top_k: int = setting(0, "Sample among the k most likely tokens only; 0 (default): no cut, the policy's whole "
+                         "distribution, which its log-probabilities in the loss are measured on.", job=True, ge=0)
     max_new_tokens: int = setting(128, "Longest sampled completion; also dr_grpo's normalizer.", job=True, ge=1)

@@ -107,10 +107,14 @@ def generate_replies(loaded: LoadedModel, prompts: list[Prompt], **kwargs: Any) 
 
 @torch.no_grad()
 def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int = 256, temperature: float = 0.0,
-             top_p: float = 1.0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0,
+             top_p: float = 1.0, top_k: int = 0, batch_size: int = 8, system_prompt: str | None = None, seed: int = 0,
              stop_at_newline: bool = False, progress: Callable[[int], None] | None = None,
              tools: Sequence[dict[str, Any]] = (), grammar: str | None = None) -> Generated:
     """Replies in batches of similar prompt lengths, left-padded; greedy unless temperature > 0.
+
+    Sampling draws from the whole distribution at `temperature`, cut by `top_p` and, when above 0,
+    `top_k`: transformers would otherwise add its own top_k=50 (GenerationConfig's default) to every
+    model whose generation_config.json does not set one.
 
     `stop_at_newline` also ends a reply at its first line break after some text (a one-line answer,
     such as a label, is complete there; the text returned is cut at the break).
@@ -136,7 +140,7 @@ def generate(loaded: LoadedModel, prompts: list[Prompt], *, max_new_tokens: int 
         output = loaded.model.generate(
             input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
-            top_p=top_p if temperature > 0 else None, top_k=None,
+            top_p=top_p if temperature > 0 else None, top_k=top_k if temperature > 0 else None,
             eos_token_id=list(stop_ids), pad_token_id=pad_id,
             stopping_criteria=[_FirstLineDone(loaded.tokenizer, width)] if stop_at_newline else None,
             logits_processor=_constrained(loaded, grammar, len(chunk), width),

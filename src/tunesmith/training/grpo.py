@@ -229,7 +229,8 @@ class GroupRounds:
         """Sample, score, save the round; the rollout and what the step records of it."""
         settings = self.settings
         prompts = next_prompts(self.data.train, state, settings.prompts_per_step, self.config.train.seed)
-        sampling = Sampling(settings.group_size, settings.max_new_tokens, settings.temperature, settings.top_p)
+        sampling = Sampling(settings.group_size, settings.max_new_tokens, settings.temperature, settings.top_p,
+                            settings.top_k)
         rollout = sample_rollout(self.policy, prompts, sampling, self.reward, self.config.train.seed * 100_003 + state.step,
                                  self.device, self.precision)
         rewards = torch.tensor(rollout.scores, dtype=torch.float32)

@@ -86,6 +86,7 @@ class Sampling:
     max_new_tokens: int
     temperature: float
     top_p: float
+    top_k: int = 0  # 0: no top-k cut
 
 
 @dataclass
@@ -130,7 +131,7 @@ def sample_rollout(policy: LoadedModel, prompts: list[PromptItem], sampling: Sam
     model.eval()
     with autocast(device, precision):
         sampled = generate(policy, [p.messages for p in repeated], max_new_tokens=sampling.max_new_tokens,
-                           temperature=sampling.temperature, top_p=sampling.top_p,
+                           temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
                            batch_size=min(len(repeated), ROLLOUT_BATCH), seed=seed)
     model.train(was_training)
     scores = reward([p.question for p in repeated], sampled.texts, repeated)
