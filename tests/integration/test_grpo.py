@@ -201,6 +201,7 @@ def test_grpo_report_grades_base_other_runs_and_fine_tuned_on_the_same_held_out_
     assert any("'missing-run' is not a finished run" in note for note in comparison.notes)
     report = (result.run_dir / "report.md").read_text()
     assert "Held-out prompts: fine-tuned vs the base model and other runs" in report and "mean reward [95%]" in report
+    assert "Rollouts:" in report and "each sub-grader's mean reward (named, short)" in report
 
 
 def run_grader_reward(answer: str, item: dict) -> float:

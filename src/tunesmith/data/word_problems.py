@@ -2,8 +2,8 @@
 reinforcement fine-tuning with a verifiable reward (a grader compares the reply with the row's
 `answer`).
 
-Each problem takes one or two steps (+, -, x, exact division) over small numbers, in one of twelve
-templates with names, objects and numbers drawn from a seeded generator. The user is asked for the
+Each problem takes one step (half of them) or two (+, -, x, exact division) over small numbers, in
+one of fourteen templates with names, objects and numbers drawn from a seeded generator. The user is asked for the
 number alone, so a reply is right only when it is exactly the answer: what a model must learn is the
 arithmetic and the format together.
 
@@ -24,6 +24,17 @@ NAMES = ["Maya", "Omar", "Lena", "Kofi", "Priya", "Tomas", "Aiko", "Sven", "Nadi
 THINGS = ["pencils", "apples", "stickers", "marbles", "books", "stamps", "cookies", "shells", "cards", "coins"]
 
 Problem = tuple[str, int, str]  # question, answer, solution
+
+
+def _more(r: random.Random, name: str, thing: str) -> Problem:
+    a, b = r.randint(5, 60), r.randint(2, 40)
+    return f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?", a + b, f"{a} + {b} = {a + b}"
+
+
+def _fewer(r: random.Random, name: str, thing: str) -> Problem:
+    a = r.randint(10, 80)
+    b = r.randint(1, a - 1)
+    return f"{name} has {a} {thing} and gives {b} away. How many {thing} are left?", a - b, f"{a} - {b} = {a - b}"
 
 
 def _buy_and_give(r: random.Random, name: str, thing: str) -> Problem:
@@ -103,11 +114,18 @@ def _halves(r: random.Random, name: str, thing: str) -> Problem:
             f"{name} have now?", a // 2 + b, f"{a} / 2 + {b} = {a // 2 + b}")
 
 
-TEMPLATES: dict[str, Callable[[random.Random, str, str], Problem]] = {
-    "buy_and_give": _buy_and_give, "boxes": _boxes, "share": _share, "boxes_and_extra": _boxes_and_extra,
-    "wages": _wages, "two_days": _two_days, "rows": _rows, "groups": _groups, "difference": _difference,
-    "price": _price, "weeks": _weeks, "halves": _halves,
+# One step (+, -, x, /) and two steps. A model of 0.5B answering with the number alone, no working,
+# gets most one-step problems and few two-step ones (Qwen2.5-Coder-0.5B-Instruct, greedy: 0.80 on
+# `boxes`, 0.27 on `share`, 0.00-0.07 on each two-step template): one-step problems are half the rows,
+# so a policy has right answers to learn from and room to learn the harder ones.
+ONE_STEP: dict[str, Callable[[random.Random, str, str], Problem]] = {
+    "more": _more, "fewer": _fewer, "boxes": _boxes, "share": _share,
 }
+TWO_STEPS: dict[str, Callable[[random.Random, str, str], Problem]] = {
+    "buy_and_give": _buy_and_give, "boxes_and_extra": _boxes_and_extra, "wages": _wages, "two_days": _two_days,
+    "rows": _rows, "groups": _groups, "difference": _difference, "price": _price, "weeks": _weeks, "halves": _halves,
+}
+TEMPLATES = {**ONE_STEP, **TWO_STEPS}
 
 
 def word_problems(train: int = 800, test: int = 200, seed: int = 0) -> dict[str, list[dict[str, Any]]]:
@@ -115,9 +133,10 @@ def word_problems(train: int = 800, test: int = 200, seed: int = 0) -> dict[str,
     r = random.Random(f"tunesmith-word-problems-{seed}")
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    names = list(TEMPLATES)
     while len(rows) < train + test:
-        template = names[len(rows) % len(names)]
+        group = ONE_STEP if len(rows) % 2 == 0 else TWO_STEPS
+        names = list(group)
+        template = names[(len(rows) // 2) % len(names)]
         question, answer, solution = TEMPLATES[template](r, r.choice(NAMES), r.choice(THINGS))
         if question in seen:
             continue

@@ -74,7 +74,9 @@ def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images
                            if baseline is not None and results.get("val_loss") is not None else "")))
     if "loss" in images:
         blocks.append(("img", images["loss"]))
-    for note in overfitting_notes(read_metrics(run_dir / "metrics.jsonl")):
+    records = read_metrics(run_dir / "metrics.jsonl")
+    blocks.extend(_rollout_blocks(records))
+    for note in overfitting_notes(records):
         blocks.append(("p", note))
     if perplexity:
         blocks.append(("h", "Perplexity before and after"))
@@ -89,6 +91,30 @@ def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images
     blocks.append(("h", "Settings"))
     blocks.append(("code", yaml.safe_dump(manifest["config"], sort_keys=False)))
     return blocks
+
+
+ROLLOUT_FIGURES = {"reward_mean": "reward mean", "reward_std": "reward std", "kl": "KL",
+                   "completion_length_mean": "length", "no_signal_share": "no signal", "clip_fraction": "clipped"}
+
+
+def _rollout_blocks(records: list[dict], shown: int = 8) -> list[Block]:
+    """On-policy runs: what the rollouts scored as training went, at up to `shown` steps spread over the
+    run (every step's figures are in metrics.jsonl): each sub-grader's mean reward beside the total."""
+    rollouts = [r for r in records if "reward_mean" in r]
+    if not rollouts:
+        return []
+    picked = [rollouts[round(i * (len(rollouts) - 1) / (shown - 1))] for i in range(shown)] if len(rollouts) > shown else rollouts
+    picked = list({r["step"]: r for r in picked}.values())
+    parts = sorted({k for r in rollouts for k in r if k.startswith("reward_") and k not in ROLLOUT_FIGURES})
+    columns = [k for k in ROLLOUT_FIGURES if any(k in r for r in picked)] + parts
+    header = ["step", *(ROLLOUT_FIGURES.get(k, k.removeprefix("reward_")) for k in columns)]
+    rows = [[r["step"], *(_number(r[k]) if k in r else "-" for k in columns)] for r in picked]
+    return [("p", "Rollouts: each step's sampled completions as the reward scored them (mean and spread), the KL to "
+                  "the reference, the completions' mean length in tokens, the share of groups whose rewards all tie "
+                  "(no signal), and the share of tokens whose policy ratio was clipped"
+                  + (f"; each sub-grader's mean reward ({', '.join(p.removeprefix('reward_') for p in parts)})" if parts else "")
+                  + ". Every step: metrics.jsonl; every sample: rounds/."),
+            ("table", (header, rows))]
 
 
 def _comparison_blocks(comparison: Comparison, images: dict[str, Path]) -> list[Block]:
