@@ -75,8 +75,9 @@ def _blocks(run_dir: Path, manifest: dict, comparison: Comparison | None, images
     if "loss" in images:
         blocks.append(("img", images["loss"]))
     records = read_metrics(run_dir / "metrics.jsonl")
-    blocks.extend(_rollout_blocks(records))
-    for note in overfitting_notes(records):
+    rollouts = _rollout_blocks(records)
+    blocks.extend(rollouts)
+    for note in [] if rollouts else overfitting_notes(records):  # on-policy runs validate by reward, not loss
         blocks.append(("p", note))
     if perplexity:
         blocks.append(("h", "Perplexity before and after"))

@@ -76,11 +76,11 @@ def plot_losses(metrics_path: Path, png_path: Path, title: str = "") -> Path | N
     if val:
         axis.plot(*zip(*val), "o-", label="validation loss", color="#d62728", linewidth=2)
     axis.set_xlabel("optimizer step")
-    axis.set_ylabel("cross-entropy per loss token")
+    axis.set_ylabel("the method's loss" if rewards else "cross-entropy per loss token")
     axis.grid(alpha=0.3)
     axis.legend()
     if title:
-        axis.set_title(title)
+        (reward_axis if rewards else axis).set_title(title)
     figure.tight_layout()
     figure.savefig(png_path)
     plt.close(figure)
