@@ -93,7 +93,7 @@ def raw_walk(prober: Prober, labels: list[str], valid_bodies: list[dict], exampl
            content_type=st.sampled_from(CONTENT_TYPES))
     def walk(label: str, key: str, body: bytes, content_type: str | None) -> None:
         method, path = label.split(" ", 1)
-        path = path.format(completion_id=prober.target.ids["beta"]["completion"][0], job_id="ftjob-none")
+        path = path.format_map(_Filled(completion_id=prober.target.ids["beta"]["completion"][0], job_id="ftjob-none"))
         headers = {"Content-Type": content_type} if content_type else {}
         prober.send(label, key, requests.Request(method, prober.target.root_url + path, data=body, headers=headers))
 
@@ -253,3 +253,11 @@ def job_walk(prober: Prober, examples: int) -> None:
         {"hyperparameters": {name: n}} for name in ("n_epochs", "batch_size") for n in EDGE_INTEGERS]
     with_edges(walk, [{"fields": edge, "training_file": training_file} for edge in edges])()
     read_back(prober, "/v1/fine_tuning/jobs")
+
+
+class _Filled(dict):
+    """A route's path parameters: the ones given, and "none" for any other (a model name, an export)."""
+
+    def __missing__(self, key: str) -> str:
+        return "none"
+
