@@ -57,17 +57,6 @@ class JobDraft:
         return json.loads(self.public(json.dumps(value)))
 
 
-def project_file(jobs: JobsService, project: str | None, file_id: str, param: str) -> FileRow:
-    """A fine-tune upload this key may see (404 for another project's, as for an id that does not exist)."""
-    row = jobs.store.get_file(project, file_id)
-    if row is None:
-        raise APIError(404, f"{param}: no such file: {file_id}", param=param, code="file_not_found")
-    if row.purpose != "fine-tune":
-        raise APIError(400, f"{param}: {file_id} was uploaded with purpose={row.purpose!r}; upload it with "
-                            "purpose=\"fine-tune\"", param=param, code="invalid_file_purpose")
-    return row
-
-
 def project_job(jobs: JobsService, project: str | None, job_id: str) -> JobRow:
     row = jobs.store.get_job(project, job_id)
     if row is None:
@@ -80,12 +69,7 @@ def project_job(jobs: JobsService, project: str | None, job_id: str) -> JobRow:
 def drafted(jobs: JobsService, body: CreateJobRequest, project: str | None, models: Any) -> Iterator[JobDraft]:
     """The RunConfig `body` would train, with its files linked into a scratch folder for the block."""
     settings = dict(body.tunesmith or {})
-    base_spec = jobs._base_spec(body.model, models, project)  # the jobs API's own rule for what may be trained
-    files = {"training_file": project_file(jobs, project, body.training_file, "training_file")}
-    if body.validation_file:
-        files["validation_file"] = project_file(jobs, project, body.validation_file, "validation_file")
-    if settings.get("test_file") is not None:
-        files["test_file"] = project_file(jobs, project, str(settings["test_file"]), "tunesmith.test_file")
+    base_spec, files = jobs.job_inputs(body, project, models)  # the jobs API's own rules for what may be trained
     method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
     legacy = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else None
     scratch = jobs.root / "console"

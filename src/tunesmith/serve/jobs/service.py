@@ -66,13 +66,7 @@ class JobsService:
         method = body.method.model_dump(exclude_none=True) if body.method else {"type": "supervised"}
         legacy = body.hyperparameters.model_dump(exclude_none=True) if body.hyperparameters else None
         settings = dict(body.tunesmith or {})
-        base_spec = self._base_spec(body.model, models, project)
-        files = {"training_file": self._file(project, body.training_file, "training_file")}
-        if body.validation_file:
-            files["validation_file"] = self._file(project, body.validation_file, "validation_file")
-        test_file = settings.get("test_file")
-        if test_file is not None:
-            files["test_file"] = self._file(project, str(test_file), "tunesmith.test_file")
+        base_spec, files = self.job_inputs(body, project, models)
         seed = body.seed if body.seed is not None else random.randrange(2**31)
         try:
             hyperparameters = hyperparameters_of(method, legacy)
@@ -114,6 +108,18 @@ class JobsService:
                         and may_see(project, s.project)] + list(CATALOG))
         raise APIError(404, f"The model `{name}` cannot be fine-tuned here; give a served base model or a catalog "
                             f"name: {', '.join(bases)}", param="model", code="model_not_found")
+
+    def job_inputs(self, body: CreateJobRequest, project: str | None, models: Any) -> tuple[str, dict[str, FileRow]]:
+        """The base model `body` may train and its files, each one this project may use (404 as for an
+        id that does not exist): what a job is created from, and what the console checks before one."""
+        base_spec = self._base_spec(body.model, models, project)
+        files = {"training_file": self._file(project, body.training_file, "training_file")}
+        if body.validation_file:
+            files["validation_file"] = self._file(project, body.validation_file, "validation_file")
+        test_file = (body.tunesmith or {}).get("test_file")
+        if test_file is not None:
+            files["test_file"] = self._file(project, str(test_file), "tunesmith.test_file")
+        return base_spec, files
 
     def _file(self, project: str, file_id: str, param: str) -> FileRow:
         row = self.store.get_file(project, file_id)
