@@ -49,8 +49,8 @@ def evaluate_graded_run(run_dir: Path, test: str, settings: EvalConfig, *, show:
         del other
     comparison = GradedComparison([p.where for p in prompts], [p.question for p in prompts], systems, reward_name(config))
     comparison.notes += [f"eval.compare_runs: {name!r} is not a finished run (no manifest.json in {name} or "
-                         f"{Path(config.output.dir) / name}), so it is not in the table: train it, then `tunesmith eval "
-                         f"{run_dir}` compares again" for name in missing]
+                         f"{Path(config.output.dir) / name}), so it is not in the table: train it, then `tunesmith compare "
+                         f"{run_dir} --data {test} --with-run {name}` compares again" for name in missing]
     add_graded_intervals(comparison, settings.resamples, config.train.seed)
     save_graded(comparison, run_dir / "eval")
     reports = write_report(run_dir, None, graded=comparison)
