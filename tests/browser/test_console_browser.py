@@ -13,18 +13,18 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+from tests.browser.chromium import CHROMEDRIVER, CHROMIUM  # noqa: E402
+
 if not CHROMIUM.is_file() or not CHROMEDRIVER.is_file():
     pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER}: apt-get install chromium chromium-driver",
                 allow_module_level=True)
 pytest.importorskip("selenium", reason="the browser test needs selenium (pip install -e .[dev])")
 pytest.importorskip("fastapi", reason="tunesmith serve needs the serve extra (pip install -e .[serve])")
 
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from tests.browser.chromium import headless_chromium  # noqa: E402
 from tests.integration.test_console import make_report_run, serve_report_run  # noqa: E402
 from tunesmith.config import ServeConfig  # noqa: E402
 from tunesmith.serve.app import create_app, running  # noqa: E402
@@ -38,18 +38,7 @@ CORRECTION = "A better answer:\nsay <b>hello</b> & mean it."
 
 @pytest.fixture()
 def browser(tmp_path: Path):
-    """Headless Chromium from the system's packages; both paths given, so selenium-manager (which
-    would go to the network for a driver) is never asked."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1100,900", f"--user-data-dir={tmp_path / 'chromium'}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from headless_chromium(tmp_path, 1100)
 
 
 @pytest.fixture()
