@@ -31,14 +31,18 @@ def test_the_estimate_steps_as_the_run_does_in_bf16(tmp_path: Path, tiny_model_d
     would keep an fp32 copy of its input): the probe must too, or its peak and step time describe
     another computation."""
     import torch
+    from peft.tuners.lora.layer import Linear as LoraLinear
 
     seen: dict[str, set] = {"estimate": set(), "run": set()}
     phase = ["estimate"]
 
     def adapter_inputs(module: torch.nn.Module, args: tuple) -> None:
-        # LoRA's own matrices are the fp32 Linear layers of a bf16 model
+        # LoRA's own matrices are the fp32 Linear layers of a bf16 model (peft's path)
         if module.training and type(module) is torch.nn.Linear and module.weight.dtype == torch.float32 and args:
             seen[phase[0]].add(args[0].dtype)
+        # a LoRA layer computed fused (models/fused_lora.py) takes its input as it comes
+        if module.training and type(module) is LoraLinear and args:
+            seen[phase[0]].add((args[0].dtype, "fused" if hasattr(module, "_tunesmith_fused_lora") else "peft"))
 
     config = tiny_config(tmp_path, tiny_model_dir, chat_file, "train.precision=bf16", "train.max_steps=2",
                          "eval.general_text=null", name="bf16")
@@ -49,5 +53,5 @@ def test_the_estimate_steps_as_the_run_does_in_bf16(tmp_path: Path, tiny_model_d
         train(config, show_progress=False)
     finally:
         handle.remove()
-    assert seen["run"] == {torch.bfloat16}  # what the run's adapters see
+    assert seen["run"] == {(torch.bfloat16, "fused")}  # what the run's adapters see
     assert seen["estimate"] == seen["run"]

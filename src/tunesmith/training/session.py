@@ -36,7 +36,7 @@ from tunesmith.data.batches import plan_epoch
 from tunesmith.data.pipeline import PreparedData
 from tunesmith.data.template import TemplateInfo, analyze_template, ensure_chat_template
 from tunesmith.data.tools import file_uses_tools
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, RunError
 from tunesmith.files import write_atomic
 from tunesmith.models.adapters import adapter_input_casting, count_parameters, make_trainable
 from tunesmith.models.attention import leave_training_attention, use_training_attention
@@ -47,6 +47,7 @@ from tunesmith.models.device import (
     resolve_precision,
     weights_dtype,
 )
+from tunesmith.models.fused_lora import leave_fused_lora, use_fused_lora
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.loss_eval import LossFn
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
@@ -69,7 +70,7 @@ from tunesmith.training.loop import (
     total_steps,
 )
 from tunesmith.training.loss import choose_loss_path
-from tunesmith.training.memory import choose_checkpointing
+from tunesmith.training.memory import choose_checkpointing, weights_fit
 from tunesmith.training.metrics import MetricsLog, perplexity, plot_losses, read_metrics
 from tunesmith.training.registry import METHODS, Method, register_method
 from tunesmith.training.resume import (
@@ -213,6 +214,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
         with adapter_input_casting(model, enabled=run.precision != "bf16"):
             state = fit(model, optimizer, stream, validation, plan, state)
     leave_training_attention(model)
+    leave_fused_lora(model)
     return finish_run(run, model, state, sharded, started)
 
 
@@ -224,15 +226,27 @@ def prepare_run(config: RunConfig, resume: bool) -> tuple[RunSetup, TrainState |
     check_distributed(config, environment_world(), resume)
     run_folder, checkpoint, resumed = resume_point(config, resume)
     world, device = join_world(resolve_device(config.train.device))
+    precision = resolve_precision(config.train.precision, device)
     with world.main_first():
         source = resolve_model(config.model.name)
+        check_weights_fit(config, source, device, precision)
         tokenizer, info, template_source = load_tokenizer_and_template(method, config, source)
         data = method.prepare_data(config, tokenizer, info)
     say("settings: " + describe_config(config))
     report_data(data)
-    precision = resolve_precision(config.train.precision, device)
     return RunSetup(config, method, world, device, precision, run_folder, checkpoint, source, tokenizer, info,
                     template_source, data), resumed
+
+
+def check_weights_fit(config: RunConfig, source: ModelSource, device: torch.device, precision: str) -> None:
+    """Refuse a model whose frozen weights alone cannot fit, before anything is loaded: a load that
+    cannot fit ends in the out-of-memory killer, not an error (the message names 4 bits where they fit)."""
+    if not source.is_local:
+        return
+    too_big = weights_fit(source.location, weights_dtype(precision, frozen_base=config.lora.enabled),
+                          config.model.quantization, device, config.train.memory_limit_gb)
+    if too_big:
+        raise RunError(f"{config.model.name}: {too_big}")
 
 
 def open_run_folder(run: RunSetup, resume: bool, before_start: Callable[[], None] | None) -> None:
@@ -405,7 +419,7 @@ def load_tokenizer_and_template(method: Method, config: RunConfig, source: Model
 def trainable_model(method: Method, source: ModelSource, config: RunConfig, data: PreparedData, precision: str,
                     device: torch.device) -> Any:
     """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`,
-    on CPU with the blocked causal attention (models/attention.py)."""
+    on CPU with the blocked causal attention (models/attention.py) and fused LoRA layers (models/fused_lora.py)."""
     torch.manual_seed(config.train.seed)
     model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
     if config.train.gradient_checkpointing is True:  # auto decides once the data's batches are planned
@@ -413,6 +427,7 @@ def trainable_model(method: Method, source: ModelSource, config: RunConfig, data
     model = make_trainable(model, config.lora, task_type=method.peft_task_type).to(device)
     if not config.train.compile:  # on CPU; torch.compile keeps SDPA (the blocked kernel loops over blocks)
         use_training_attention(model, device)
+        use_fused_lora(model, device)  # and peft's own LoRA layers, which compile traces as they are
     if method.peft_task_type == "CAUSAL_LM":
         choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
     return model
