@@ -88,7 +88,7 @@ def test_auto_checkpointing_trains_as_the_explicit_settings_do(tmp_path: Path, t
         tunesmith.train(tiny_config(tmp_path, tiny_model_dir, chat_file, *common, *settings, name=name), show_progress=False)
         return weights(tmp_path / "runs" / name / ADAPTER), capfd.readouterr().err
 
-    tight, said = run("tight", "train.memory_limit_gb=0.001")
+    tight, said = run("tight", "train.memory_limit_gb=0.03")  # the weights (13 MB) fit, the whole run does not
     assert "activation checkpointing on (train.gradient_checkpointing=auto)" in said and "may not fit" in said
     explicit_on, _ = run("on", "train.gradient_checkpointing=true")
     roomy, said = run("roomy")

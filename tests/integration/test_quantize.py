@@ -139,8 +139,9 @@ def weighty_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_estimate_names_4bit_when_the_bf16_weights_cannot_fit(tmp_path: Path, weighty_model_dir: Path, chat_file: Path):
+def test_train_and_estimate_name_4bit_when_the_bf16_weights_cannot_fit(tmp_path: Path, weighty_model_dir: Path, chat_file: Path):
     from tunesmith.training.estimate import estimate_run
+    from tunesmith.training.session import run_method
 
     whole, four_bit = base_weight_bytes(str(weighty_model_dir), torch.bfloat16)
     assert four_bit < 0.35 * whole
@@ -148,6 +149,10 @@ def test_estimate_names_4bit_when_the_bf16_weights_cannot_fit(tmp_path: Path, we
     settings = ("train.precision=bf16", f"train.memory_limit_gb={limit_gb}")
     with pytest.raises(RunError, match=r"in 4 bits they take .* \(which fits\): model.quantization=4bit"):
         estimate_run(tiny_config(tmp_path, weighty_model_dir, chat_file, *settings))
+    # a plain run refuses the same way, before loading the weights or making its run folder
+    with pytest.raises(RunError, match=r"in 4 bits they take .* \(which fits\): model.quantization=4bit"):
+        run_method(tiny_config(tmp_path, weighty_model_dir, chat_file, *settings), show_progress=False)
+    assert not (tmp_path / "runs").exists()
     cpu = torch.device("cpu")
     assert weights_fit(str(weighty_model_dir), torch.bfloat16, "4bit", cpu, limit_gb) is None
     assert "more than the run can use" in weights_fit(str(weighty_model_dir), torch.bfloat16, "4bit", cpu, limit_gb / 3)

@@ -27,14 +27,15 @@ import torch
 from tunesmith.config import RunConfig, load_config
 from tunesmith.errors import RunError
 from tunesmith.models.adapters import adapter_input_casting
-from tunesmith.models.device import resolve_device, resolve_precision, weights_dtype
+from tunesmith.models.device import resolve_device, resolve_precision
 from tunesmith.models.load import resolve_model
 from tunesmith.models.loss_eval import LossFn
 from tunesmith.training.checkpoint import TrainState, save_checkpoint
 from tunesmith.training.loop import BatchStream, evaluate, total_steps, train_step
-from tunesmith.training.memory import choose_checkpointing, weights_fit
+from tunesmith.training.memory import choose_checkpointing
 from tunesmith.training.run_folder import RunFolder
 from tunesmith.training.session import (
+    check_weights_fit,
     get_method,
     load_tokenizer_and_template,
     make_optimizer,
@@ -98,10 +99,10 @@ def estimate_run(config: RunConfig) -> Estimate:
     source = resolve_model(config.model.name)
     device = resolve_device(config.train.device)
     precision = resolve_precision(config.train.precision, device)
-    too_big = weights_fit(source.location, weights_dtype(precision, frozen_base=config.lora.enabled),
-                          config.model.quantization, device, config.train.memory_limit_gb) if source.is_local else None
-    if too_big:  # before loading them: a load that cannot fit ends in the out-of-memory killer, not an error
-        raise RunError(f"--estimate: {config.model.name}: {too_big}")
+    try:
+        check_weights_fit(config, source, device, precision)
+    except RunError as error:
+        raise RunError(f"--estimate: {error}") from None
     tokenizer, info, _ = load_tokenizer_and_template(method, config, source)
     data = method.prepare_data(config, tokenizer, info)
     model = trainable_model(method, source, config, data, precision, device)

@@ -130,18 +130,21 @@ def base_weight_bytes(folder: str, dtype: torch.dtype) -> tuple[float, float] | 
     config = Path(folder) / "config.json"
     if not files or not config.is_file():
         return None
-    settings = json.loads(config.read_text())
-    vocabulary = settings.get("vocab_size") or settings.get("text_config", {}).get("vocab_size")
-    size = torch.empty((), dtype=dtype).element_size()
-    whole = four_bit = 0.0
-    for file in files:
-        with safe_open(str(file), framework="pt") as weights:
-            for name in weights.keys():
-                shape = weights.get_slice(name).get_shape()
-                count = float(torch.Size(shape).numel())
-                whole += count * size
-                linear = len(shape) == 2 and name.endswith(".weight") and shape[0] != vocabulary
-                four_bit += count * (NF4_BYTES_PER_WEIGHT if linear else size)
+    try:
+        settings = json.loads(config.read_text())
+        vocabulary = settings.get("vocab_size") or settings.get("text_config", {}).get("vocab_size")
+        size = torch.empty((), dtype=dtype).element_size()
+        whole = four_bit = 0.0
+        for file in files:
+            with safe_open(str(file), framework="pt") as weights:
+                for name in weights.keys():
+                    shape = weights.get_slice(name).get_shape()
+                    count = float(torch.Size(shape).numel())
+                    whole += count * size
+                    linear = len(shape) == 2 and name.endswith(".weight") and shape[0] != vocabulary
+                    four_bit += count * (NF4_BYTES_PER_WEIGHT if linear else size)
+    except Exception:  # noqa: BLE001 - a broken folder is the loader's to report, with its own message
+        return None
     return whole, four_bit
 
 
