@@ -12,7 +12,11 @@ Printed per system: tokens/s in steady state (the first step excluded), peak RSS
 final adapter on held-out rows (the same rows and code for every system), and the fraction of the
 machine's limit: tokens/s x FLOPs per token / measured matmul peak, FLOPs per token = 4N for LoRA
 (N = parameters in matrix products, the output head included), against the fp32 peak (the issue's
-definition) and against the bf16 peak.
+definition) and against the bf16 peak. The header names the CPU and the flags that set those peaks
+(AVX-512 BF16 and AMX raise the bf16 one several times), and the matrix-product speed at the model's
+own layer shapes for micro-batches of 512 and 2048 positions: with AMX, products of a 576-wide model
+reach much less of the peak than square ones, which bounds any tool's fraction. The benchmark restarts
+itself under tcmalloc where installed, as the CLI does (allocator.py); the header names the allocator.
 
 TRL configurations: its defaults as the issue describes them (bf16, activation checkpointing,
 packing), the issue's "fastest CPU settings" (fp32, no checkpointing, packing), and, since this CPU
@@ -223,6 +227,41 @@ def matmul_peak_gflops(dtype_name: str, seconds: float = 1.0) -> float:
     return best
 
 
+def cpu_line(native_bf16: bool) -> str:
+    """The CPU's model and the flags that set its matmul peaks, and which peak the run's fraction is of."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16") if f in flags]
+    precision = "bf16: native, the run trains in it" if native_bf16 else "fp32: bf16 not native, the run trains in fp32"
+    return f"cpu: {model}; flags {' '.join(shown) or 'unknown'}; peak of the run's precision: {precision}"
+
+
+def shape_gflops(dtype_name: str, rows: int, seconds: float = 0.5) -> float:
+    """Matrix-product speed at SmolLM2-135M's decoder shapes (q/o, k/v, gate/up, down) with `rows` rows,
+    weighted by their FLOPs in a layer: what the layers' products can reach at that micro-batch width."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    flops = seconds_total = 0.0
+    for k, n, count in ((576, 576, 2), (576, 192, 2), (576, 1536, 2), (1536, 576, 1)):
+        a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a @ b
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 4:
+            a @ b
+            done += 1
+        seconds_total += count * (time.perf_counter() - started) / done
+        flops += count * 2 * rows * k * n
+    return flops / seconds_total / 1e9
+
+
 def matmul_parameters() -> int:
     import torch
     from transformers import AutoModelForCausalLM
@@ -258,6 +297,11 @@ def main() -> None:
     if args.device != "cpu" or args.sizes:
         train_by_size(args)
         return
+    from tunesmith.allocator import restart_under_tcmalloc
+
+    # as the CLI trains: under tcmalloc where installed (glibc's malloc faults in every large tensor afresh:
+    # 548 tokens/s against 421 for the same run on 2026-12-05); every system's worker inherits it
+    restart_under_tcmalloc(sys.argv[1:])
 
     import torch
 
@@ -276,6 +320,13 @@ def main() -> None:
           f"allocator {current_allocator()}; "
           f"matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {bf16_peak}; limit (fp32) "
           f"{peaks['fp32'] * 1e9 / flops_per_token:.0f} tokens/s")
+    print(cpu_line(native_bf16))
+    dtype = "bfloat16" if native_bf16 else "float32"
+    at_shapes = {rows: shape_gflops(dtype, rows) for rows in (512, 2048)}
+    peak = peaks["bf16"] if native_bf16 else peaks["fp32"]
+    print(f"matmul at SmolLM2-135M's layer shapes in {'bf16' if native_bf16 else 'fp32'} (the run's precision): "
+          + ", ".join(f"{rows} rows {g:.0f} GFLOP/s ({g / peak:.0%} of its peak)" for rows, g in at_shapes.items())
+          + "; a micro-batch of 4 Alpaca rows is 250-2000 positions")
     from tunesmith.models.catalog import CATALOG
 
     print(f"{CATALOG[MODEL].label}, LoRA r=16 all-linear, rows <= {MAX_LENGTH} tokens, {BATCH} examples per step, 1 epoch, "
