@@ -35,7 +35,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        "one API key may make in any hour; one more gets 429 (default 1000)")
     # fine-tuning as a service (issue 15)
     serve.add_argument("--jobs", action="store_true", help="also OpenAI's files and fine-tuning API, with workers")
-    serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1)")
+    serve.add_argument("--workers", type=int, default=1, help="with --jobs: worker processes started here (default 1); "
+                       "each trains with OMP_NUM_THREADS = cores / N unless you set it")
     _add_jobs_flags(serve)
     worker = add_command(commands, "worker", "take fine-tuning jobs from a store and train them", cmd_worker)
     _add_jobs_flags(worker)

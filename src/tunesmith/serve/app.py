@@ -192,15 +192,17 @@ def serve(targets: list[ServeTarget], config: ServeConfig, jobs_config: JobsConf
 def start_worker(jobs_config: JobsConfig) -> subprocess.Popen:
     """A `tunesmith worker` process for the same store (it dies with the server). The store's URL,
     password and all, goes in the worker's environment (readable by its user alone), not its
-    command line (which `ps` shows every user)."""
+    command line (which `ps` shows every user). One of several here, it and its trainings get their
+    share of the cores (OMP_NUM_THREADS), unless the user set that."""
     import os
 
+    from tunesmith.jobs import share_cores
     from tunesmith.jobs.worker import _die_with_parent
 
     command = [sys.executable, "-m", "tunesmith.cli", "worker", "--jobs-dir", jobs_config.jobs_dir,
                "--lease-seconds", str(jobs_config.lease_seconds), "--poll-seconds", str(jobs_config.poll_seconds)]
     command += ["--allow-python-graders"] if jobs_config.allow_python_graders else []
-    environment = {**os.environ, STORE_URL_VARIABLE: jobs_config.database_url}
+    environment = share_cores({**os.environ, STORE_URL_VARIABLE: jobs_config.database_url}, jobs_config.workers)
     return subprocess.Popen(command, preexec_fn=_die_with_parent, env=environment)
 
 

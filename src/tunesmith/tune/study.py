@@ -23,6 +23,7 @@ from typing import Any, Literal
 from tunesmith.config import RunConfig, build_config, config_to_dict, dump_config, read_yaml
 from tunesmith.errors import ConfigError, RunError
 from tunesmith.files import write_atomic, write_json_atomic
+from tunesmith.jobs import share_cores
 from tunesmith.tune.objective import WORKER_ATTR, TrialFailed, run_trial
 from tunesmith.tune.space import SearchSpace, parse_space
 
@@ -260,9 +261,7 @@ def start_workers(folder: Path, count: int) -> list[subprocess.Popen]:
     """`count` worker processes on the study, each logging to <tune>/worker-N.log."""
     from tunesmith.tune.objective import _child_env
 
-    env = _child_env()
-    if count > 1 and "OMP_NUM_THREADS" not in env:  # trials side by side share the cores instead of fighting for them
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // count))
+    env = share_cores(_child_env(), count)  # trials side by side share the cores instead of fighting for them
     processes = []
     for number in range(count):
         log = open(folder / f"worker-{number}.log", "w", encoding="utf-8")  # noqa: SIM115 (the child holds it)
