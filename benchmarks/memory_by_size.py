@@ -153,8 +153,9 @@ def worker_tunesmith(folder: Path, rows: Path, tokens: int, batch: int, steps: i
 
 
 def worker_trl(folder: Path, rows: Path, tokens: int, batch: int, steps: int, out: Path,
-               checkpointing: bool = True, quantization: str = "none") -> dict:
-    """SFTTrainer with SFTConfig's defaults (bf16, gradient checkpointing on), or the same with the base in
+               checkpointing: bool = True, quantization: str = "none", dtype: str | None = None) -> dict:
+    """SFTTrainer with SFTConfig's defaults (bf16, gradient checkpointing on; the model loaded in fp32, TRL's
+    default), the same with the base loaded in `dtype` (bfloat16: tunesmith's choice), or with the base in
     4 bits through the same BitsAndBytesConfig as tunesmith's (models/load.py) and checkpointing as asked."""
     import torch
     from datasets import Dataset
@@ -166,7 +167,8 @@ def worker_trl(folder: Path, rows: Path, tokens: int, batch: int, steps: int, ou
     dataset = Dataset.from_list([{"prompt": m[:-1], "completion": m[-1:]} for m in messages])
     args = SFTConfig(output_dir=str(out), use_cpu=True, max_length=tokens, per_device_train_batch_size=batch,
                      gradient_accumulation_steps=1, max_steps=steps, learning_rate=2e-4, save_strategy="no",
-                     report_to=[], logging_steps=1, dataloader_num_workers=0, gradient_checkpointing=checkpointing)
+                     report_to=[], logging_steps=1, dataloader_num_workers=0, gradient_checkpointing=checkpointing,
+                     **({"model_init_kwargs": {"dtype": dtype}} if dtype else {}))
     quantized = {}
     if quantization == "4bit":
         from tunesmith.models.load import four_bit_config
@@ -190,9 +192,10 @@ TOOLS = {
     "trl": ("trl", {}),
     "trl-4bit": ("trl", {"quantization": "4bit"}),
     "trl-4bit-nockpt": ("trl", {"quantization": "4bit", "checkpointing": False}),
+    "trl-bf16": ("trl", {"dtype": "bfloat16"}),  # TRL's defaults with the base loaded in bf16, as tunesmith does
 }
 # the 7-8B row: 4 bits first (they fit), then bf16 with checkpointing
-LARGE_TOOLS = ["tunesmith-4bit", "tunesmith-4bit-ckpt", "trl-4bit-nockpt", "trl-4bit", "tunesmith-ckpt", "trl"]
+LARGE_TOOLS = ["tunesmith-4bit", "tunesmith-4bit-ckpt", "trl-4bit-nockpt", "trl-4bit", "tunesmith-ckpt", "trl-bf16", "trl"]
 
 
 def sample_peak_anonymous(peak: list[float], stop: Any) -> None:
@@ -331,11 +334,11 @@ def print_header(args: argparse.Namespace) -> None:
 def room_needed_gb(tool: str, parameters: int) -> float:
     """Roughly what a 7-8B run takes at its peak, to skip one that cannot fit rather than push the machine
     into its out-of-memory killer: 4 bits ~0.55 bytes a linear weight, the embeddings and head in bf16;
-    bf16 2 bytes a weight; TRL's bf16 load peaked at 6.2 bytes a weight on 3B (19.07 GB, the table above);
+    bf16 2 bytes a weight; TRL's defaults load in fp32 and peaked at 6.2 bytes a weight on 3B (19.07 GB, the table above);
     plus activations, adapters and their optimizer state (a few GB at 1024 tokens)."""
     if "4bit" in tool:
         return parameters * 0.85 / 1e9 + 6
-    return parameters * (6.2 if tool.startswith("trl") else 2.0) / 1e9 + 3
+    return parameters * (6.2 if tool == "trl" else 2.0) / 1e9 + 3
 
 
 def run_large(size: str, cache: Path, tokens: int, args: argparse.Namespace, scratch: Path) -> None:
@@ -361,8 +364,8 @@ def run_large(size: str, cache: Path, tokens: int, args: argparse.Namespace, scr
         if "failed" in figures:
             print(f"{tool:<22}{figures['failed']}", flush=True)
             continue
-        checkpointing = figures.get("checkpointing", "on" if ("ckpt" in tool and "nockpt" not in tool) or tool == "trl"
-                                    or tool == "trl-4bit" else "off")
+        checkpointing = figures.get("checkpointing", "on" if ("ckpt" in tool or tool.startswith("trl"))
+                                    and "nockpt" not in tool else "off")  # TRL's SFTConfig has it on
         projected = f"{figures['projected_gb']:.2f}" if "projected_gb" in figures else "-"
         print(f"{tool:<22}{figures['peak_rss_gb']:>12.2f}{figures['peak_anon_gb']:>13.2f}{projected:>10}"
               f"{checkpointing:>6}{figures['seconds_per_step']:>8.0f}{load[0]:>9.2f}/{load[1]:.2f}", flush=True)
