@@ -112,5 +112,5 @@ def leave_fused_lora(model: Any) -> None:
     """peft's own forward again on every layer use_fused_lora changed."""
     for module in model.modules():
         if hasattr(module, _MARK):
-            del module.forward
+            vars(module).pop("forward", None)
             delattr(module, _MARK)

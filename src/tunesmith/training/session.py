@@ -48,6 +48,7 @@ from tunesmith.models.device import (
     weights_dtype,
 )
 from tunesmith.models.fused_lora import leave_fused_lora, use_fused_lora
+from tunesmith.models.fused_norm import leave_fused_norms, use_fused_norms
 from tunesmith.models.load import ModelSource, generation_eos, load_tokenizer, resolve_model
 from tunesmith.models.loss_eval import LossFn
 from tunesmith.models.save import attach_adapter, save_adapter, save_model
@@ -215,6 +216,7 @@ def run_method(config: RunConfig, *, resume: bool = False, show_progress: bool =
             state = fit(model, optimizer, stream, validation, plan, state)
     leave_training_attention(model)
     leave_fused_lora(model)
+    leave_fused_norms(model)
     return finish_run(run, model, state, sharded, started)
 
 
@@ -419,7 +421,8 @@ def load_tokenizer_and_template(method: Method, config: RunConfig, source: Model
 def trainable_model(method: Method, source: ModelSource, config: RunConfig, data: PreparedData, precision: str,
                     device: torch.device) -> Any:
     """The model as training runs it: seeded, loaded in its weights' dtype, adapters or heads added, on `device`,
-    on CPU with the blocked causal attention (models/attention.py) and fused LoRA layers (models/fused_lora.py)."""
+    on CPU with the blocked causal attention (models/attention.py), fused LoRA layers and RMSNorms
+    (models/fused_lora.py, models/fused_norm.py)."""
     torch.manual_seed(config.train.seed)
     model = method.load_model(source, config, weights_dtype(precision, frozen_base=config.lora.enabled), data)
     if config.train.gradient_checkpointing is True:  # auto decides once the data's batches are planned
@@ -428,6 +431,7 @@ def trainable_model(method: Method, source: ModelSource, config: RunConfig, data
     if not config.train.compile:  # on CPU; torch.compile keeps SDPA (the blocked kernel loops over blocks)
         use_training_attention(model, device)
         use_fused_lora(model, device)  # and peft's own LoRA layers, which compile traces as they are
+        use_fused_norms(model, device)  # and transformers' RMSNorm (with a frozen scale)
     if method.peft_task_type == "CAUSAL_LM":
         choose_loss_path(model)  # once, before training: a model that changes its logits keeps its own forward
     return model
