@@ -77,6 +77,12 @@ def attention_kernel(device: torch.device, width: int) -> contextlib.AbstractCon
     return sdpa_kernel(SDPBackend.MATH)
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype products with `tensor` run in: autocast's where it is on for its device, else its own."""
+    kind = tensor.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else tensor.dtype
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """bf16 autocast on `device` under train.precision=bf16; fp32 runs as the weights are."""
     if precision == "bf16":

@@ -20,10 +20,12 @@ saving, resuming and merging see nothing different.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
+
+from tunesmith.models.device import compute_dtype
+from tunesmith.models.patching import patch_forward, restore_forwards
 
 _MARK = "_tunesmith_fused_lora"
 
@@ -59,11 +61,6 @@ class _LoraLinear(torch.autograd.Function):
         return grad_x, None, None, grad_a, grad_b, None
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    kind = x.device.type
-    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else x.dtype
-
-
 def _adapter(layer: Any, x: torch.Tensor) -> str | None:
     """The one adapter this call can compute fused, or None where peft's forward must run."""
     active = layer.active_adapters
@@ -76,7 +73,7 @@ def _adapter(layer: Any, x: torch.Tensor) -> str | None:
         return None
     if base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad):
         return None
-    return name if base.weight.dtype == _compute_dtype(x) else None
+    return name if base.weight.dtype == compute_dtype(x) else None
 
 
 def _fused_forward(layer: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -99,18 +96,10 @@ def use_fused_lora(model: Any, device: torch.device) -> int:
         from peft.tuners.lora.layer import Linear
     except ImportError:  # no peft, no LoRA layers
         return 0
-    count = 0
-    for module in model.modules():
-        if type(module) is Linear and isinstance(module.base_layer, torch.nn.Linear) and not hasattr(module, _MARK):
-            module.forward = types.MethodType(_fused_forward, module)
-            setattr(module, _MARK, True)
-            count += 1
-    return count
+    return sum(patch_forward(module, _fused_forward, _MARK) for module in model.modules()
+               if type(module) is Linear and isinstance(module.base_layer, torch.nn.Linear))
 
 
 def leave_fused_lora(model: Any) -> None:
     """peft's own forward again on every layer use_fused_lora changed."""
-    for module in model.modules():
-        if hasattr(module, _MARK):
-            vars(module).pop("forward", None)
-            delattr(module, _MARK)
+    restore_forwards(model, _MARK)

@@ -16,10 +16,11 @@ gradient equals it to fp32 rounding (tests/unit/models/test_fused_norm.py). Only
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
+
+from tunesmith.models.patching import patch_forward, restore_forwards
 
 _MARK = "_tunesmith_fused_norm"
 
@@ -60,13 +61,7 @@ def use_fused_norms(model: Any, device: torch.device) -> int:
     if device.type != "cpu":
         return 0
     _without_hub_kernels(model)
-    count = 0
-    for module in model.modules():
-        if _is_llamas(module) and not hasattr(module, _MARK):
-            module.forward = types.MethodType(_fused_forward, module)
-            setattr(module, _MARK, True)
-            count += 1
-    return count
+    return sum(patch_forward(module, _fused_forward, _MARK) for module in model.modules() if _is_llamas(module))
 
 
 def _without_hub_kernels(model: Any) -> None:
@@ -82,7 +77,4 @@ def _without_hub_kernels(model: Any) -> None:
 
 def leave_fused_norms(model: Any) -> None:
     """transformers' own forward again on every norm use_fused_norms changed."""
-    for module in model.modules():
-        if hasattr(module, _MARK):
-            vars(module).pop("forward", None)
-            delattr(module, _MARK)
+    restore_forwards(model, _MARK)

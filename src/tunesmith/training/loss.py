@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.data.batches import IGNORE_INDEX, Batch
+from tunesmith.models.device import compute_dtype
 
 # Config fields under which a model transforms its logits after the head: such models go through
 # their own forward without a probe. A softcap barely changes the modest logits of a probe, so the
@@ -112,12 +113,12 @@ def _chunked_head_loss_sum(model: Any, batch: Batch) -> torch.Tensor:
 def linear_cross_entropy_sum(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                              targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """sum(cross_entropy(hidden @ weight.T + bias, targets)), computed in chunks of positions."""
-    compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    dtype = compute_dtype(hidden)
     chunk = chunk or max(16, _CHUNK_ELEMENTS // weight.shape[0])
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, compute_dtype)
-    return _chunked_loss(hidden, weight, bias, targets, chunk, compute_dtype)
+        return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, dtype)
+    return _chunked_loss(hidden, weight, bias, targets, chunk, dtype)
 
 
 def _chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
@@ -236,17 +237,17 @@ def linear_cross_entropy_tokens(hidden: torch.Tensor, weight: torch.Tensor, bias
                                 targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """cross_entropy(hidden @ weight.T + bias, targets) per token, in chunks; the weight must be frozen
     (a trained head goes through plain autograd, since its gradient needs every token's weight)."""
-    compute_dtype = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else hidden.dtype
+    dtype = compute_dtype(hidden)
     chunk = chunk or max(16, _CHUNK_ELEMENTS // weight.shape[0])
     if weight.requires_grad or (bias is not None and bias.requires_grad):
-        logits = (hidden.to(compute_dtype) @ weight.to(compute_dtype).T).float()
+        logits = (hidden.to(dtype) @ weight.to(dtype).T).float()
         if bias is not None:
             logits = logits + bias.float()
         return F.cross_entropy(logits, targets, reduction="none")
     if torch.is_grad_enabled() and hidden.requires_grad:
-        return _TokenLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, compute_dtype)
+        return _TokenLinearCrossEntropy.apply(hidden, weight, bias, targets, chunk, dtype)
     with torch.no_grad():
-        return _TokenLinearCrossEntropy.forward(_NoContext(), hidden, weight, bias, targets, chunk, compute_dtype)
+        return _TokenLinearCrossEntropy.forward(_NoContext(), hidden, weight, bias, targets, chunk, dtype)
 
 
 class _NoContext:
