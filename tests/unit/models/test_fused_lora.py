@@ -5,8 +5,8 @@ LoRA on a frozen linear layer."""
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
 
+from tests.unit.models.tiny_lora import lora_gradients, tiny_lora_model
 from tunesmith.models.fused_lora import leave_fused_lora, use_fused_lora
 
 CPU = torch.device("cpu")
@@ -140,31 +140,10 @@ def test_leaving_gives_pefts_forward_back_with_the_same_output():
 def test_a_model_with_checkpointing_gets_the_same_gradients(tiny_model_dir):
     """The whole tiny Llama, LoRA on every linear layer, activation checkpointing on: recomputing a
     fused layer gives the gradients peft's layers give."""
-    from tunesmith.config import build_config
-    from tunesmith.models.adapters import make_trainable
-    from tunesmith.models.device import enable_checkpointing
-
-    def build():
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-        enable_checkpointing(model)
-        model = make_trainable(model, build_config({"lora": {"rank": 4}}).lora)
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(parameter, std=0.1)
-        model.train()
-        return model
-
-    ids = torch.randint(3, 500, (2, 12), generator=torch.Generator().manual_seed(1))
-
-    def gradients(model):
-        model(input_ids=ids, labels=ids).loss.backward()
-        return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-
-    expected = gradients(build())
-    fused_model = build()
+    expected = lora_gradients(tiny_lora_model(tiny_model_dir, checkpointing=True))
+    fused_model = tiny_lora_model(tiny_model_dir, checkpointing=True)
     assert use_fused_lora(fused_model, CPU) == 14  # 7 linear layers in each of 2 layers
-    got = gradients(fused_model)
+    got = lora_gradients(fused_model)
     assert set(got) == set(expected)
     for name, value in expected.items():
         assert torch.allclose(got[name], value, atol=1e-5, rtol=1e-4), name

@@ -4,10 +4,10 @@ module is not Llama's RMSNorm with a frozen scale."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 
+from tests.unit.models.tiny_lora import lora_gradients, tiny_lora_model
 from tunesmith.models.fused_norm import leave_fused_norms, use_fused_norms
 
 CPU = torch.device("cpu")
@@ -93,28 +93,10 @@ def test_leaving_gives_transformers_forward_back():
 
 def test_a_lora_model_gets_the_same_gradients(tiny_model_dir):
     """The whole tiny Llama with LoRA in fp32: every adapter gradient as with transformers' norms."""
-    from tunesmith.config import build_config
-    from tunesmith.models.adapters import make_trainable
-
-    def build():
-        torch.manual_seed(0)
-        model = make_trainable(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32),
-                               build_config({"lora": {"rank": 4}}).lora)
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(parameter, std=0.1)
-        return model
-
-    ids = torch.randint(3, 500, (2, 12), generator=torch.Generator().manual_seed(1))
-
-    def gradients(model):
-        model(input_ids=ids, labels=ids).loss.backward()
-        return {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
-
-    expected = gradients(build())
-    model = build()
+    expected = lora_gradients(tiny_lora_model(tiny_model_dir))
+    model = tiny_lora_model(tiny_model_dir)
     assert use_fused_norms(model, CPU) == 5  # 2 a layer in 2 layers, and the final one
-    got = gradients(model)
+    got = lora_gradients(model)
     assert set(got) == set(expected)
     for name, value in expected.items():
         assert torch.allclose(got[name], value, atol=1e-6, rtol=1e-4), name
