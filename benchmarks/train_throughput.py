@@ -215,16 +215,21 @@ def matmul_peak_gflops(dtype_name: str, seconds: float = 1.0) -> float:
     import torch
 
     dtype = getattr(torch, dtype_name)
-    best = 0.0
-    for m, k, n in ((2048, 576, 1536), (2048, 1536, 576), (2048, 576, 576), (2048, 2048, 2048)):
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    shapes = ((2048, 576, 1536), (2048, 1536, 576), (2048, 576, 576), (2048, 2048, 2048))
+    return max(2 * m * k * n / product_seconds(m, k, n, dtype, seconds) / 1e9 for m, k, n in shapes)
+
+
+def product_seconds(m: int, k: int, n: int, dtype, seconds: float) -> float:  # noqa: ANN001 (torch imported late)
+    """Seconds one [m, k] x [k, n] product takes, repeated for about `seconds` after a first untimed one."""
+    import torch
+
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a @ b
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
         a @ b
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            a @ b
-            count += 1
-        best = max(best, 2 * m * k * n * count / (time.perf_counter() - started) / 1e9)
-    return best
+        count += 1
+    return (time.perf_counter() - started) / count
 
 
 def cpu_line(native_bf16: bool) -> str:
@@ -249,17 +254,9 @@ def shape_gflops(dtype_name: str, rows: int, seconds: float = 0.5) -> float:
     import torch
 
     dtype = getattr(torch, dtype_name)
-    flops = seconds_total = 0.0
-    for k, n, count in ((576, 576, 2), (576, 192, 2), (576, 1536, 2), (1536, 576, 1)):
-        a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        a @ b
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds / 4:
-            a @ b
-            done += 1
-        seconds_total += count * (time.perf_counter() - started) / done
-        flops += count * 2 * rows * k * n
-    return flops / seconds_total / 1e9
+    shapes = ((576, 576, 2), (576, 192, 2), (576, 1536, 2), (1536, 576, 1))  # k, n, products of that shape a layer
+    flops = sum(count * 2 * rows * k * n for k, n, count in shapes)
+    return flops / sum(count * product_seconds(rows, k, n, dtype, seconds / 4) for k, n, count in shapes) / 1e9
 
 
 def matmul_parameters() -> int:
